@@ -1,0 +1,257 @@
+"""Activation functions: ``a = f(z)`` element-wise (softmax: row-wise), each with its exact derivative.
+
+Every function has the same two halves:
+
+- ``forward(z, out)`` returns ``a``; ``out`` may be ``z`` itself (the training loop runs
+  activations in place on the previous layer's buffer);
+- ``backward(grad, z, a)`` returns ``dL/dz = f'(z) * grad``, written into ``grad``.
+  Where the derivative is cheaper in terms of the output (ReLU, sigmoid, tanh...), it
+  is taken from ``a``; only functions with ``needs_input = True`` read ``z``, and only
+  they keep their input.
+
+Shapes: ``z``, ``a`` and ``grad`` are ``(batch, units)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .config import check_bool, check_float, from_spec
+
+ACTIVATIONS: dict[str, type[ActivationFunction]] = {}
+
+
+class ActivationFunction:
+    name: ClassVar[str]
+    needs_input: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            ACTIVATIONS[cls.name] = cls
+
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The function's parameters (empty for the parameter-free ones)."""
+        return {}
+
+    def spec(self) -> str | dict[str, Any]:
+        """The spec form: the bare name, or ``{"name", **params}`` for parametrized functions."""
+        params = self.config()
+        return {"name": self.name, **params} if params else self.name
+
+
+class Linear(ActivationFunction):
+    """a = z."""
+
+    name = "linear"
+
+    def forward(self, z, out=None):
+        if out is None or out is z:
+            return z
+        np.copyto(out, z)
+        return out
+
+    def backward(self, grad, z, a):
+        return grad
+
+
+class ReLU(ActivationFunction):
+    """a = max(z, 0);  a' = 1 where a > 0."""
+
+    name = "relu"
+
+    def forward(self, z, out=None):
+        return np.maximum(z, 0, out=out)
+
+    def backward(self, grad, z, a):
+        return np.multiply(grad, a > 0, out=grad)
+
+
+class LeakyReLU(ActivationFunction):
+    """a = z if z > 0 else alpha * z (Keras's default alpha, ``negative_slope``, is 0.2)."""
+
+    name = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.2):
+        self.alpha = check_float("alpha", alpha, minimum=0.0)
+
+    def forward(self, z, out=None):
+        return np.where(z > 0, z, z * self.alpha) if out is None else _assign(out, np.where(z > 0, z, z * self.alpha))
+
+    def backward(self, grad, z, a):
+        # a and z share their sign (alpha >= 0), so the output tells which branch was taken.
+        return np.multiply(grad, np.where(a > 0, 1.0, self.alpha).astype(grad.dtype, copy=False), out=grad)
+
+    def config(self):
+        return {"alpha": self.alpha}
+
+
+class ELU(ActivationFunction):
+    """a = z if z > 0 else alpha * (exp(z) - 1);  a' = 1, or a + alpha below zero."""
+
+    name = "elu"
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = check_float("alpha", alpha, minimum=0.0, min_inclusive=False)
+
+    def forward(self, z, out=None):
+        a = np.where(z > 0, z, self.alpha * np.expm1(np.minimum(z, 0)))
+        return a if out is None else _assign(out, a)
+
+    def backward(self, grad, z, a):
+        return np.multiply(grad, np.where(a > 0, 1.0, a + self.alpha), out=grad)
+
+    def config(self):
+        return {"alpha": self.alpha}
+
+
+class SELU(ActivationFunction):
+    """a = scale * elu(z, alpha) with the self-normalizing constants of Klambauer et al. (2017)."""
+
+    name = "selu"
+    alpha = 1.6732632423543772848170429916717
+    scale = 1.0507009873554804934193349852946
+
+    def forward(self, z, out=None):
+        a = self.scale * np.where(z > 0, z, self.alpha * np.expm1(np.minimum(z, 0)))
+        return a if out is None else _assign(out, a)
+
+    def backward(self, grad, z, a):
+        return np.multiply(grad, np.where(a > 0, self.scale, a + self.scale * self.alpha), out=grad)
+
+
+class Sigmoid(ActivationFunction):
+    """a = 1 / (1 + exp(-z)), computed as (1 + tanh(z/2)) / 2, which cannot overflow;  a' = a(1 - a)."""
+
+    name = "sigmoid"
+
+    def forward(self, z, out=None):
+        a = np.multiply(z, 0.5, out=out)
+        np.tanh(a, out=a)
+        a += 1.0
+        a *= 0.5
+        return a
+
+    def backward(self, grad, z, a):
+        grad *= a
+        grad *= 1.0 - a
+        return grad
+
+
+class HardSigmoid(ActivationFunction):
+    """a = relu6(z + 3) / 6 (Keras 3);  a' = 1/6 where 0 < a < 1."""
+
+    name = "hard_sigmoid"
+
+    def forward(self, z, out=None):
+        a = np.multiply(z, 1.0 / 6.0, out=out)
+        a += 0.5
+        return np.clip(a, 0.0, 1.0, out=a)
+
+    def backward(self, grad, z, a):
+        grad *= (a > 0) & (a < 1)
+        grad *= 1.0 / 6.0
+        return grad
+
+
+class Tanh(ActivationFunction):
+    """a = tanh(z);  a' = 1 - a^2."""
+
+    name = "tanh"
+
+    def forward(self, z, out=None):
+        return np.tanh(z, out=out)
+
+    def backward(self, grad, z, a):
+        grad *= 1.0 - a * a
+        return grad
+
+
+class Softmax(ActivationFunction):
+    """a_i = exp(z_i - max z) / sum_j exp(z_j - max z) per row;  dz = a * (grad - sum(grad * a))."""
+
+    name = "softmax"
+
+    def forward(self, z, out=None):
+        a = np.subtract(z, z.max(axis=1, keepdims=True), out=out)
+        np.exp(a, out=a)
+        a /= a.sum(axis=1, keepdims=True)
+        return a
+
+    def backward(self, grad, z, a):
+        grad -= (grad * a).sum(axis=1, keepdims=True)
+        grad *= a
+        return grad
+
+
+class Softplus(ActivationFunction):
+    """a = log(1 + exp(z)) (as logaddexp, which cannot overflow);  a' = sigmoid(z) = 1 - exp(-a)."""
+
+    name = "softplus"
+
+    def forward(self, z, out=None):
+        return np.logaddexp(0, z, out=out)
+
+    def backward(self, grad, z, a):
+        # -expm1(-a) keeps full precision where a is tiny (z very negative).
+        grad *= -np.expm1(-a)
+        return grad
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf and SciPy is not a dependency: libm's, exact.
+
+
+class GELU(ActivationFunction):
+    """a = z * Phi(z), Phi the standard normal CDF (Keras's default, exact); ``approximate`` uses the tanh form.
+
+    exact:        a' = Phi(z) + z * phi(z)
+    approximate:  a = z/2 (1 + tanh(u)), u = sqrt(2/pi) (z + 0.044715 z^3)
+    """
+
+    name = "gelu"
+    needs_input = True
+    _k = math.sqrt(2.0 / math.pi)
+
+    def __init__(self, approximate: bool = False):
+        self.approximate = check_bool("approximate", approximate)
+
+    def forward(self, z, out=None):
+        if self.approximate:
+            a = 0.5 * z * (1.0 + np.tanh(self._k * (z + 0.044715 * z**3)))
+        else:
+            a = 0.5 * z * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))).astype(z.dtype))
+        return a if out is None else _assign(out, a)
+
+    def backward(self, grad, z, a):
+        if self.approximate:
+            t = np.tanh(self._k * (z + 0.044715 * z**3))
+            d = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * self._k * (1.0 + 3 * 0.044715 * z * z)
+        else:
+            cdf = 0.5 * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))).astype(z.dtype))
+            d = cdf + z * np.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
+        grad *= d
+        return grad
+
+    def config(self):
+        return {"approximate": self.approximate} if self.approximate else {}
+
+
+def _assign(out: np.ndarray, value: np.ndarray) -> np.ndarray:
+    np.copyto(out, value)
+    return out
+
+
+def get(spec: Any) -> ActivationFunction:
+    """An activation from its spec: a name (``"relu"``) or ``{"name": "leaky_relu", "alpha": 0.1}``.
+
+    Raises SpecError naming the field at fault (relative to the activation).
+    """
+    return spec if isinstance(spec, ActivationFunction) else from_spec(spec, ACTIVATIONS)

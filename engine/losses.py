@@ -1,0 +1,233 @@
+"""Losses: the batch mean of a per-sample loss, and its gradient, which includes the ``1/n``.
+
+With sample weights ``w`` the value is ``sum_i w_i * loss_i / n`` (Keras's
+``sum_over_batch_size``). Per-sample losses average over the outputs (mse, mae, huber,
+binary cross-entropy) or sum over the classes (categorical cross-entropy), as in Keras.
+
+Targets arrive as the loss wants them, prepared once per fit by ``targets()``: class
+indices for the categorical cross-entropies, otherwise an array shaped like the output
+(one-hot rows, or a 0/1 column, for a classification task).
+
+Cross-entropy on probabilities is unstable where the probability is near 0 or 1, and
+its gradient divided by ``p`` only to be multiplied by ``p`` again by the softmax or
+sigmoid before it. So when a model ends in softmax (sigmoid) and is trained with
+categorical (binary) cross-entropy, the model drops that last activation during
+training and uses the loss with ``from_logits=True``: log-sum-exp for the value and
+``p - y`` for the gradient, finite for any logits.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .buffers import Buffers
+from .config import check_bool, check_float, from_spec
+
+LOSSES: dict[str, type[Loss]] = {}
+
+
+class Loss:
+    name: ClassVar[str]
+    classification_only: ClassVar[bool] = False
+    from_logits = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            LOSSES[cls.name] = cls
+
+    def __init__(self):
+        self._buffers = Buffers()
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def spec(self) -> str | dict[str, Any]:
+        params = self.config()
+        return {"name": self.name, **params} if params else self.name
+
+    def targets(self, y: np.ndarray, n_outputs: int, dtype, classification: bool) -> np.ndarray:
+        """Training targets from class indices (classification) or an ``(n, outputs)`` array of values."""
+        if not classification:
+            return np.asarray(y, dtype=dtype).reshape(len(y), n_outputs)
+        if n_outputs == 1:
+            return y.astype(dtype).reshape(-1, 1)
+        one_hot = np.zeros((len(y), n_outputs), dtype=dtype)
+        one_hot[np.arange(len(y)), y] = 1.0
+        return one_hot
+
+    def value(self, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        return self._compute(out, target, sample_weight, want_grad=False)[0]
+
+    def value_and_grad(self, out, target, sample_weight=None) -> tuple[float, np.ndarray]:
+        return self._compute(out, target, sample_weight, want_grad=True)
+
+    def _compute(self, out, target, sample_weight, want_grad):
+        raise NotImplementedError
+
+    def _grad_buffer(self, out: np.ndarray) -> np.ndarray:
+        return self._buffers.get("grad", out.shape[0], out.shape[1], out.dtype)
+
+
+def _mean(per_sample: np.ndarray, sample_weight: np.ndarray | None) -> float:
+    if sample_weight is None:
+        return float(per_sample.mean())
+    return float(np.dot(per_sample, sample_weight)) / len(per_sample)
+
+
+def _scale_rows(grad: np.ndarray, factor: float, sample_weight: np.ndarray | None) -> np.ndarray:
+    grad *= factor
+    if sample_weight is not None:
+        grad *= sample_weight[:, None]
+    return grad
+
+
+class MeanSquaredError(Loss):
+    """mean((y_pred - y)^2);  grad = 2 (y_pred - y) / (n k)."""
+
+    name = "mse"
+
+    def _compute(self, out, target, sample_weight, want_grad):
+        n, k = out.shape
+        diff = np.subtract(out, target, out=self._grad_buffer(out))
+        if sample_weight is None:
+            value = float(np.vdot(diff, diff)) / (n * k)
+        else:
+            value = _mean(np.einsum("ij,ij->i", diff, diff) / k, sample_weight)
+        return value, (_scale_rows(diff, 2.0 / (n * k), sample_weight) if want_grad else None)
+
+
+class MeanAbsoluteError(Loss):
+    """mean|y_pred - y|;  grad = sign(y_pred - y) / (n k)."""
+
+    name = "mae"
+
+    def _compute(self, out, target, sample_weight, want_grad):
+        n, k = out.shape
+        diff = np.subtract(out, target, out=self._grad_buffer(out))
+        value = _mean(np.abs(diff).mean(axis=1), sample_weight)
+        return value, (_scale_rows(np.sign(diff, out=diff), 1.0 / (n * k), sample_weight) if want_grad else None)
+
+
+class Huber(Loss):
+    """mean of e^2/2 where |e| <= delta, else delta (|e| - delta/2);  grad = clip(e, -delta, delta) / (n k)."""
+
+    name = "huber"
+
+    def __init__(self, delta: float = 1.0):
+        super().__init__()
+        self.delta = check_float("delta", delta, minimum=0.0, min_inclusive=False)
+
+    def config(self):
+        return {"delta": self.delta} if self.delta != 1.0 else {}
+
+    def _compute(self, out, target, sample_weight, want_grad):
+        n, k = out.shape
+        d = self.delta
+        err = np.subtract(out, target, out=self._grad_buffer(out))
+        abs_err = np.abs(err)
+        per_element = np.where(abs_err <= d, 0.5 * err * err, d * (abs_err - 0.5 * d))
+        value = _mean(per_element.mean(axis=1), sample_weight)
+        return value, (_scale_rows(np.clip(err, -d, d, out=err), 1.0 / (n * k), sample_weight) if want_grad else None)
+
+
+class BinaryCrossentropy(Loss):
+    """mean over outputs of -(y log p + (1 - y) log(1 - p)).
+
+    From logits z: max(z, 0) - z y + log(1 + exp(-|z|)), gradient (sigmoid(z) - y) / (n k).
+    From probabilities: p clipped to [eps, 1 - eps], eps from the dtype.
+    """
+
+    name = "binary_crossentropy"
+    classification_only = True
+
+    def __init__(self, from_logits: bool = False):
+        super().__init__()
+        self.from_logits = check_bool("from_logits", from_logits)
+
+    def config(self):
+        return {"from_logits": True} if self.from_logits else {}
+
+    def _compute(self, out, target, sample_weight, want_grad):
+        n, k = out.shape
+        if self.from_logits:
+            per_element = np.maximum(out, 0) - out * target + np.log1p(np.exp(-np.abs(out)))
+            value = _mean(per_element.mean(axis=1), sample_weight)
+            if not want_grad:
+                return value, None
+            grad = np.multiply(out, 0.5, out=self._grad_buffer(out))
+            np.tanh(grad, out=grad)  # sigmoid(z) = (1 + tanh(z/2)) / 2, which cannot overflow
+            grad += 1.0
+            grad *= 0.5
+            grad -= target
+            return value, _scale_rows(grad, 1.0 / (n * k), sample_weight)
+        eps = np.finfo(out.dtype).eps
+        p = np.clip(out, eps, 1.0 - eps)
+        per_element = -(target * np.log(p) + (1.0 - target) * np.log1p(-p))
+        value = _mean(per_element.mean(axis=1), sample_weight)
+        if not want_grad:
+            return value, None
+        grad = self._grad_buffer(out)
+        np.divide(p - target, p * (1.0 - p), out=grad)
+        grad *= (out > eps) & (out < 1.0 - eps)  # the clip is flat outside its range
+        return value, _scale_rows(grad, 1.0 / (n * k), sample_weight)
+
+
+class CategoricalCrossentropy(Loss):
+    """-log p[y] per sample, for class indices y (one-hot targets are turned into indices by the model).
+
+    From logits z: logsumexp(z) - z[y], gradient (softmax(z) - onehot(y)) / n.
+    From probabilities: p[y] clipped to [eps, 1], gradient -1 / (n p[y]) at the target.
+    """
+
+    name = "categorical_crossentropy"
+    classification_only = True
+
+    def __init__(self, from_logits: bool = False):
+        super().__init__()
+        self.from_logits = check_bool("from_logits", from_logits)
+
+    def config(self):
+        return {"from_logits": True} if self.from_logits else {}
+
+    def targets(self, y, n_outputs, dtype, classification):
+        return np.asarray(y, dtype=np.intp)
+
+    def _compute(self, out, target, sample_weight, want_grad):
+        n = out.shape[0]
+        rows = np.arange(n)
+        if self.from_logits:
+            grad = self._grad_buffer(out)
+            top = out.max(axis=1, keepdims=True)
+            np.subtract(out, top, out=grad)
+            np.exp(grad, out=grad)
+            total = grad.sum(axis=1, keepdims=True)
+            # -log softmax(z)[y] = log sum exp(z - max) - (z[y] - max): finite for any logits.
+            per_sample = np.log(total[:, 0]) - (out[rows, target] - top[:, 0])
+            value = _mean(per_sample, sample_weight)
+            if not want_grad:
+                return value, None
+            grad /= total
+            grad[rows, target] -= 1.0
+            return value, _scale_rows(grad, 1.0 / n, sample_weight)
+        eps = np.finfo(out.dtype).eps
+        picked = np.clip(out[rows, target], eps, 1.0)
+        value = _mean(-np.log(picked), sample_weight)
+        if not want_grad:
+            return value, None
+        grad = self._grad_buffer(out)
+        grad.fill(0.0)
+        grad[rows, target] = np.where(out[rows, target] > eps, -1.0 / picked, 0.0)
+        return value, _scale_rows(grad, 1.0 / n, sample_weight)
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """The same loss; the name says the targets are integer labels rather than one-hot rows."""
+
+    name = "sparse_categorical_crossentropy"
+
+
+def get(spec: Any) -> Loss:
+    """A loss from ``"mse"`` or ``{"name": "huber", "delta": 2.0}``. Raises SpecError."""
+    return from_spec(spec, LOSSES)
