@@ -177,7 +177,7 @@ class Dense(Layer):
         kernel = self.params["kernel"]
         np.matmul(self._x.T, grad, out=self.grads["kernel"])
         if self.use_bias:
-            np.sum(grad, axis=0, out=self.grads["bias"])
+            np.add.reduce(grad, axis=0, out=self.grads["bias"])
         if self.regularizer:
             self.regularizer.add_gradient(kernel, self.grads["kernel"])
         if not self.propagate:

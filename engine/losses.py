@@ -69,10 +69,18 @@ class Loss:
     def _grad_buffer(self, out: np.ndarray) -> np.ndarray:
         return self._buffers.get("grad", out.shape[0], out.shape[1], out.dtype)
 
+    def _rows(self, n: int) -> np.ndarray:
+        """``arange(n)``, kept between batches."""
+        rows = getattr(self, "_arange", None)
+        if rows is None or len(rows) < n:
+            rows = self._arange = np.arange(n)
+        return rows[:n]
+
 
 def _mean(per_sample: np.ndarray, sample_weight: np.ndarray | None) -> float:
+    # np.add.reduce rather than .mean(): a few microseconds less per batch, which small models feel.
     if sample_weight is None:
-        return float(per_sample.mean())
+        return float(np.add.reduce(per_sample)) / len(per_sample)
     return float(np.dot(per_sample, sample_weight)) / len(per_sample)
 
 
@@ -196,21 +204,26 @@ class CategoricalCrossentropy(Loss):
 
     def _compute(self, out, target, sample_weight, want_grad):
         n = out.shape[0]
-        rows = np.arange(n)
+        rows = self._rows(n)
         if self.from_logits:
             grad = self._grad_buffer(out)
-            top = out.max(axis=1, keepdims=True)
+            top = np.maximum.reduce(out, axis=1, keepdims=True)
             np.subtract(out, top, out=grad)
+            shifted_target = grad[rows, target]
             np.exp(grad, out=grad)
-            total = grad.sum(axis=1, keepdims=True)
+            total = np.add.reduce(grad, axis=1, keepdims=True)
             # -log softmax(z)[y] = log sum exp(z - max) - (z[y] - max): finite for any logits.
-            per_sample = np.log(total[:, 0]) - (out[rows, target] - top[:, 0])
+            per_sample = np.log(total[:, 0])
+            per_sample -= shifted_target
             value = _mean(per_sample, sample_weight)
             if not want_grad:
                 return value, None
+            total *= n  # folds the batch mean into the softmax normalization
             grad /= total
-            grad[rows, target] -= 1.0
-            return value, _scale_rows(grad, 1.0 / n, sample_weight)
+            grad[rows, target] -= 1.0 / n
+            if sample_weight is not None:
+                grad *= sample_weight[:, None]
+            return value, grad
         eps = np.finfo(out.dtype).eps
         picked = np.clip(out[rows, target], eps, 1.0)
         value = _mean(-np.log(picked), sample_weight)

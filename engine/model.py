@@ -25,6 +25,15 @@ TASKS = ("classification", "regression")
 _PREDICT_CHUNK = 8192  # rows per forward pass when predicting or evaluating, bounding temporary memory
 
 
+def _all_finite(x: np.ndarray, chunk: int = 4096) -> bool:
+    """True when every value is finite, without a boolean array the size of ``x``: a float64 sum
+    is finite whenever the values are (scikit-learn's trick); only if it is not (NaN, inf, or
+    an overflowing sum) are the rows checked, a chunk at a time."""
+    if np.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)):
+        return True
+    return all(np.isfinite(x[i : i + chunk]).all() for i in range(0, len(x), chunk))
+
+
 class Model:
     def __init__(self, layers: list[Layer], input_scaling: str = "standard", dtype: str = "float32"):
         if not layers or not any(isinstance(layer, Dense) for layer in layers):
@@ -139,7 +148,7 @@ class Model:
             raise SpecError(name, f"must be 2-D (rows x features); received an array of shape {x.shape}")
         if self.n_features is not None and x.shape[1] != self.n_features:
             raise SpecError(name, f"each row must have {self.n_features} features; received {x.shape[1]}")
-        if not np.isfinite(x).all():
+        if not _all_finite(x):
             raise SpecError(name, "contains NaN or infinite values")
         return x
 

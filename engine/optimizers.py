@@ -250,7 +250,12 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """m += (g - m)(1 - beta_1);  v += (g^2 - v)(1 - beta_2);  w -= lr_t m / (sqrt(v) + epsilon),
-    lr_t = lr sqrt(1 - beta_2^t) / (1 - beta_1^t).  ``amsgrad`` divides by the running maximum of v."""
+    lr_t = lr sqrt(1 - beta_2^t) / (1 - beta_1^t).  ``amsgrad`` divides by the running maximum of v.
+
+    The slots hold m / (1 - beta_1) and v / (1 - beta_2): the same update, written
+    ``M = beta_1 M + g``, ``V = beta_2 V + g^2``, takes two NumPy calls fewer per step,
+    which small models feel.
+    """
 
     name = "adam"
 
@@ -274,29 +279,31 @@ class Adam(Optimizer):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon, "amsgrad": self.amsgrad}
 
     def update(self, param, grad, slots, scratch):
-        t = self.iterations
-        lr_t = self.learning_rate * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
+        t, b1, b2 = self.iterations, self.beta_1, self.beta_2
+        lr_t = self.learning_rate * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        root = math.sqrt(1.0 - b2)
         m, v = slots["m"], slots["v"]
-        np.subtract(grad, m, out=scratch)
-        scratch *= 1.0 - self.beta_1
-        m += scratch
+        m *= b1
+        m += grad
+        v *= b2
         np.multiply(grad, grad, out=scratch)
-        scratch -= v
-        scratch *= 1.0 - self.beta_2
         v += scratch
         if self.amsgrad:
             np.maximum(slots["v_hat"], v, out=slots["v_hat"])
             v = slots["v_hat"]
         np.sqrt(v, out=scratch)
-        scratch += self.epsilon
+        scratch += self.epsilon / root
         np.divide(m, scratch, out=scratch)
-        scratch *= lr_t
+        scratch *= lr_t * (1.0 - b1) / root
         param -= scratch
 
 
 class RMSprop(Optimizer):
     """v = rho v + (1 - rho) g^2;  step = lr g / sqrt(v + epsilon) (centered: v - mean(g)^2);
-    with momentum: m = momentum m + step, w -= m;  else w -= step."""
+    with momentum: m = momentum m + step, w -= m;  else w -= step.
+
+    As in Adam, the slots hold v / (1 - rho) and the centered mean as mean / (1 - rho).
+    """
 
     name = "rmsprop"
 
@@ -322,23 +329,25 @@ class RMSprop(Optimizer):
         return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon, "centered": self.centered}
 
     def update(self, param, grad, slots, scratch):
+        rho, keep = self.rho, 1.0 - self.rho
         velocity = slots["velocity"]
-        velocity *= self.rho
+        velocity *= rho
         np.multiply(grad, grad, out=scratch)
-        scratch *= 1.0 - self.rho
         velocity += scratch
         if self.centered:
             average = slots["average_gradient"]
-            average *= self.rho
-            average += (1.0 - self.rho) * grad
+            average *= rho
+            average += grad
             np.multiply(average, average, out=scratch)
-            np.subtract(velocity, scratch, out=scratch)
+            scratch *= -keep
+            scratch += velocity
+            scratch += self.epsilon / keep
         else:
-            np.copyto(scratch, velocity)
-        scratch += self.epsilon
+            # v + epsilon = keep * (V + epsilon / keep), so sqrt(v + epsilon) = sqrt(keep) sqrt(V + epsilon / keep).
+            np.add(velocity, self.epsilon / keep, out=scratch)
         np.sqrt(scratch, out=scratch)
         np.divide(grad, scratch, out=scratch)
-        scratch *= self.learning_rate
+        scratch *= self.learning_rate / math.sqrt(keep)
         if self.momentum:
             buffer = slots["momentum"]
             buffer *= self.momentum

@@ -21,7 +21,7 @@ class StandardScaler:
         self._cast: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
-    def fit(cls, x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 8192) -> StandardScaler:
+    def fit(cls, x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 2048) -> StandardScaler:
         """Statistics of ``x[rows]`` (all rows by default), gathered in chunks so no copy of ``x`` is made."""
         rows = np.arange(len(x)) if rows is None else rows
         total = np.zeros(x.shape[1])
