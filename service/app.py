@@ -1,0 +1,57 @@
+"""The app factory: ``create_app(settings)`` builds the Flask app and everything it hangs on.
+
+Nothing happens at import time: no settings read, no Redis connection, no file opened.
+gunicorn calls ``service.app:create_app()`` in each worker process.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+from flask import Flask
+from rq import Queue
+
+from . import errors, store
+from .cache import ModelCache
+from .monitoring import Monitoring
+from .queue import make_queue
+from .settings import Settings
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class Services:
+    """What the routes use, found at ``app.extensions["nnserve"]``."""
+
+    settings: Settings
+    redis: redis.Redis
+    queue: Queue
+    cache: ModelCache
+    monitoring: Monitoring
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+
+    connection = store.connect(settings.redis_url, settings.redis_timeout)
+    app.extensions["nnserve"] = Services(
+        settings=settings,
+        redis=connection,
+        queue=make_queue(connection),
+        cache=ModelCache(lambda: store.connect(settings.redis_url, settings.redis_timeout), settings.model_cache_size),
+        monitoring=Monitoring(app, settings),
+    )
+
+    from .routes import datasets, jobs, models, ops
+
+    for blueprint in (datasets.bp, jobs.bp, models.bp, ops.bp):
+        app.register_blueprint(blueprint)
+
+    errors.register(app)
+    return app

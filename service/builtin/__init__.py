@@ -1,0 +1,71 @@
+"""The built-in datasets every tenant sees: ``iris``, ``blobs`` and ``linear``.
+
+They live in the package, not in Redis, so they are always present and read-only; each
+is built once per process on first use. ``iris.csv`` is the 150-row iris table with
+species names as labels.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+NAMES = ("iris", "blobs", "linear")
+CREATED_AT = "1970-01-01T00:00:00+00:00"
+BLOBS_CENTRES = ((0.0, -2.0), (2.0, 2.0), (-2.0, 2.0))
+BLOBS_PER_CLASS = 500
+BLOBS_SEED = 0
+BLOBS_STD = 0.8
+
+
+def is_builtin(dataset_id: str) -> bool:
+    return dataset_id in NAMES
+
+
+@functools.cache
+def load(name: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """``(metadata, features, targets)`` of a built-in dataset; KeyError for any other name."""
+    x, y, meta = {"iris": _iris, "blobs": _blobs, "linear": _linear}[name]()
+    x.flags.writeable = y.flags.writeable = False  # shared by every caller in the process
+    categorical = meta["target_kind"] == "categorical"
+    meta.update(
+        id=name,
+        tenant=None,
+        builtin=True,
+        n_samples=int(x.shape[0]),
+        n_features=int(x.shape[1]),
+        n_targets=1,
+        classes=np.unique(y).tolist() if categorical else None,
+        target_kind_inferred=False,
+        note=None,
+        created_at=CREATED_AT,
+    )
+    return meta, x, y
+
+
+def _iris():
+    text = resources.files(__package__).joinpath("iris.csv").read_text()
+    header, *rows = list(csv.reader(io.StringIO(text)))
+    x = np.array([row[:-1] for row in rows], dtype=np.float64).astype(np.float32)
+    y = np.array([row[-1] for row in rows])
+    meta = {"name": "iris", "feature_names": header[:-1], "target_name": header[-1], "target_kind": "categorical"}
+    return x, y, meta
+
+
+def _blobs():
+    rng = np.random.default_rng(BLOBS_SEED)
+    centres = np.array(BLOBS_CENTRES)
+    y = np.repeat(np.arange(len(centres)), BLOBS_PER_CLASS)
+    x = (centres[y] + rng.normal(scale=BLOBS_STD, size=(len(y), 2))).astype(np.float32)
+    meta = {"name": "blobs", "feature_names": ["x1", "x2"], "target_name": "blob", "target_kind": "categorical"}
+    return x, y.astype(np.int64), meta
+
+
+def _linear():
+    x = np.arange(1, 5, dtype=np.float32).reshape(-1, 1)
+    meta = {"name": "linear", "feature_names": ["x"], "target_name": "y", "target_kind": "continuous"}
+    return x, (2 * x[:, 0]).astype(np.float32), meta

@@ -1,0 +1,125 @@
+"""A per-process LRU of trained models, so a predict call does not fetch weights from Redis.
+
+Weights never change once trained, so a cached model can only become wrong by being
+deleted. Deletions are published on ``store.MODEL_EVENTS``; a daemon thread in each
+process listens and evicts. While that subscription is down (Redis restarting, say) the
+cache is bypassed, and it is emptied whenever the subscription is made again, since
+deletions may have been missed meanwhile. So a deleted model stops being served as soon
+as its deletion message arrives (milliseconds), in every API process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import redis
+
+from . import store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A loaded model and what predict needs alongside it."""
+
+    model: Any  # engine.Model
+    tenant: str
+    classes: np.ndarray | None  # labels in output order, for classification
+
+
+class ModelCache:
+    def __init__(self, connect: Callable[[], redis.Redis], size: int):
+        self._connect = connect
+        self._size = size
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._listener_pid: int | None = None
+        self._evictions = 0  # bumped by every eviction, so a load that raced one is not kept
+
+    def get(self, model_id: str, load: Callable[[], Entry]) -> Entry:
+        """The cached entry for ``model_id``, or ``load()``'s (kept only while deletions can be heard)."""
+        with self._lock:
+            entry = self._entries.get(model_id)
+            if entry is not None:
+                self._entries.move_to_end(model_id)
+                return entry
+        self._ensure_listener()
+        evictions = self._evictions
+        entry = load()
+        if self._size and self._subscribed.is_set():
+            with self._lock:
+                if evictions != self._evictions:
+                    return entry
+                self._entries[model_id] = entry
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+        return entry
+
+    def evict(self, model_id: str) -> None:
+        with self._lock:
+            self._evictions += 1
+            self._entries.pop(model_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._evictions += 1
+            self._entries.clear()
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._entries
+
+    @property
+    def listening(self) -> bool:
+        return self._subscribed.is_set()
+
+    def _ensure_listener(self) -> None:
+        # Started on first use rather than at app creation: gunicorn forks its workers after
+        # importing the app factory module, and a thread does not survive a fork.
+        if self._listener_pid == os.getpid() or not self._size:
+            return
+        with self._lock:
+            if self._listener_pid == os.getpid():
+                return
+            self._listener_pid = os.getpid()
+            self._subscribed.clear()
+            self._entries.clear()
+        threading.Thread(target=self._listen, name="nnserve-model-cache", daemon=True).start()
+
+    def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = None
+            try:
+                pubsub = self._connect().pubsub()
+                pubsub.subscribe(store.MODEL_EVENTS)
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        pubsub.ping()  # notices a dead connection within the socket timeout
+                    elif message["type"] == "subscribe":
+                        self.clear()
+                        self._subscribed.set()
+                        delay = 0.1
+                    elif message["type"] == "message":
+                        self.evict(message["data"].decode())
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+                if self._subscribed.is_set():
+                    log.warning("model cache: lost the invalidation channel (%s); bypassing the cache", error)
+                self._subscribed.clear()
+                self.clear()
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except redis.exceptions.RedisError:
+                        pass
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,148 @@
+"""Every error a client can see, and the one way they are rendered: ``application/problem+json``.
+
+``{"type", "title", "status", "detail", "errors"?}`` (RFC 9457). Routes raise an
+:class:`ApiError`; pydantic's ValidationError, the engine's SpecError, werkzeug's HTTP
+errors and Redis being unreachable are translated here, in one place, so bad input can
+never surface as HTML, a traceback or a 5xx.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import redis
+from flask import Flask, Response
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from engine import SpecError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ApiError(Exception):
+    status = 500
+    title = "Internal Server Error"
+    slug = "internal"
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+
+class BadRequest(ApiError):
+    status, title, slug = 400, "Bad Request", "bad-request"
+
+
+class NotFound(ApiError):
+    status, title, slug = 404, "Not Found", "not-found"
+
+
+class Conflict(ApiError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class UnsupportedMediaType(ApiError):
+    status, title, slug = 415, "Unsupported Media Type", "unsupported-media-type"
+
+
+class Invalid(ApiError):
+    """422; ``loc`` (dotted, like ``model.layers.2.units``) names the field at fault."""
+
+    status, title, slug = 422, "Unprocessable Content", "validation"
+
+    def __init__(self, loc: str, msg: str, type: str = "value_error"):
+        super().__init__(f"{loc}: {msg}" if loc else msg, [{"loc": loc, "msg": msg, "type": type}])
+
+
+class Unavailable(ApiError):
+    status, title, slug = 503, "Service Unavailable", "unavailable"
+
+
+def problem(status: int, title: str, detail: str, slug: str, errors: list | None = None) -> Response:
+    body = {"type": f"urn:nnserve:problem:{slug}", "title": title, "status": status, "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    return Response(orjson.dumps(body), status=status, mimetype=PROBLEM_JSON)
+
+
+def spec_error(error: SpecError, root: str = "model") -> Invalid:
+    """The engine's SpecError as a 422. Its loc is relative to the model spec, or starts with
+    ``training`` for training fields; model-spec locs are prefixed with ``root``."""
+    parts = [str(p) for p in error.loc]
+    if parts and parts[0] != "training" and root:
+        parts.insert(0, root)
+    return Invalid(".".join(parts), error.message, "spec_error")
+
+
+def validation_errors(error: ValidationError, data: Any) -> list[dict[str, Any]]:
+    """pydantic's errors with ``loc`` as a dotted path into the request as the client wrote it.
+
+    pydantic puts union member names and discriminator tags (``dense``, ``literal[...]``) into its
+    locs; we keep only the parts that are keys or indices of the input (plus a final missing key),
+    and report the first error per location, since every member of a failed union reports one.
+    """
+    seen: dict[str, dict[str, Any]] = {}
+    for item in error.errors(include_url=False, include_context=False, include_input=False):
+        node, parts = data, []
+        loc = item["loc"]
+        for i, part in enumerate(loc):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            elif isinstance(node, dict) and i == len(loc) - 1:
+                pass  # the name of a missing field
+            else:
+                continue
+            parts.append(str(part))
+        dotted = ".".join(parts)
+        seen.setdefault(dotted, {"loc": dotted, "msg": item["msg"], "type": item["type"]})
+    return list(seen.values())
+
+
+class RequestValidationError(ApiError):
+    status, title, slug = 422, "Unprocessable Content", "validation"
+
+    def __init__(self, error: ValidationError, data: Any):
+        errors = validation_errors(error, data)
+        detail = "; ".join(f"{e['loc'] or 'body'}: {e['msg']}" for e in errors[:5])
+        super().__init__(detail, errors)
+
+
+def register(app: Flask) -> None:
+    """Install the handlers. Order does not matter: Flask picks the most specific class."""
+
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError):
+        return problem(error.status, error.title, error.detail, error.slug, error.errors)
+
+    @app.errorhandler(SpecError)
+    def engine_spec_error(error: SpecError):
+        return api_error(spec_error(error))
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        # Keep werkzeug's status (404 unknown route, 405, 413, ...) but never its HTML page.
+        slug = (error.name or "error").lower().replace(" ", "-")
+        response = problem(error.code or 500, error.name, error.description or error.name, slug)
+        if error.code == 405 and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def redis_down(error: Exception):
+        log.warning("Redis unreachable: %s", error)
+        response = api_error(Unavailable("the data store (Redis) is unreachable; try again shortly"))
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(Exception)
+    def internal(error: Exception):
+        log.exception("unhandled error")
+        return problem(500, "Internal Server Error", "an unexpected error occurred; it has been logged", "internal")

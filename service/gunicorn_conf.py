@@ -1,0 +1,13 @@
+"""gunicorn hooks for ``nnserve api`` (the rest of its configuration is on the command line)."""
+
+
+def child_exit(server, worker):
+    # A dead worker's Prometheus files must stop counting towards live gauges.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+# Several gunicorns (tests, `nnserve up` beside `nnserve api`) must not fight over one
+# control socket in the home directory; nnserve does not use it. Older gunicorns ignore this.
+control_socket_disable = True

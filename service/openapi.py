@@ -1,0 +1,120 @@
+"""The OpenAPI document, generated from the routes and their pydantic models.
+
+Each view states its body and responses with ``@doc(...)`` beside the route; its first
+docstring line is the summary. ``document(app)`` walks the URL map, so a route cannot be
+left out. The document is OpenAPI 3.0 because the bundled Swagger UI (``/docs``) reads
+3.0: pydantic's JSON Schema is converted (nullable, const, exclusive bounds).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from flask import Flask
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from .errors import PROBLEM_JSON
+from .schemas import Problem
+
+STANDARD_ERRORS = {400: "Malformed body", 404: "Unknown id", 409: "Wrong state", 413: "Body too large",
+                   415: "Wrong content type", 422: "Invalid input", 503: "Redis unreachable"}
+
+
+def doc(*, body: type[BaseModel] | None = None, responses: dict[int, Any], errors: tuple[int, ...] = (),
+        forms: dict[str, Any] | None = None, query: dict[str, str] | None = None) -> Callable:
+    """Attach the route's OpenAPI description: ``responses`` maps a status to a model, None (no
+    body) or a media type string; ``errors`` lists the problem statuses it can answer besides 503."""
+
+    def attach(view):
+        view.openapi = {"body": body, "responses": responses, "errors": errors, "forms": forms, "query": query}
+        return view
+
+    return attach
+
+
+def document(app: Flask, title: str, version: str) -> dict[str, Any]:
+    routes = []
+    models: set[type[BaseModel]] = {Problem}
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        meta = getattr(view, "openapi", None)
+        if meta is None:
+            continue
+        routes.append((rule, view, meta))
+        models.update(m for m in (meta["body"], *meta["responses"].values()) if isinstance(m, type))
+    keyed = [(m, "validation") for m in models] + [(m, "serialization") for m in models]
+    refs, top = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
+    paths: dict[str, dict[str, Any]] = {}
+    for rule, view, meta in sorted(routes, key=lambda item: item[0].rule):
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(rule, view, meta, refs)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {"schemas": _openapi30(top.get("$defs", {}))},
+    }
+
+
+def _operation(rule, view, meta, refs) -> dict[str, Any]:
+    summary = (view.__doc__ or rule.endpoint).strip().splitlines()[0]
+    operation: dict[str, Any] = {"summary": summary, "operationId": rule.endpoint.replace(".", "_"),
+                                 "tags": [rule.endpoint.split(".")[0]]}
+    parameters = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}} for arg in rule.arguments]
+    parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": "integer"}, "description": text}
+                   for name, text in (meta["query"] or {}).items()]
+    if parameters:
+        operation["parameters"] = parameters
+    content = {}
+    if meta["body"] is not None:
+        content["application/json"] = {"schema": refs[(meta["body"], "validation")]}
+    if meta["forms"]:
+        content["multipart/form-data"] = {"schema": {"type": "object", "properties": meta["forms"], "required": ["file"]}}
+    if content:
+        operation["requestBody"] = {"required": True, "content": content}
+    responses: dict[str, Any] = {}
+    for status, model in meta["responses"].items():
+        if model is None:
+            responses[str(status)] = {"description": "No content"}
+        elif isinstance(model, str):
+            media, _, description = model.partition("; ")
+            schema = {"type": "string", "format": "binary"} if "octet" in media else {"type": "string"}
+            responses[str(status)] = {"description": description or media, "content": {media: {"schema": schema}}}
+        else:
+            responses[str(status)] = {"description": model.__name__,
+                                      "content": {"application/json": {"schema": refs[(model, "serialization")]}}}
+    problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for status in (*meta["errors"], 503):
+        responses[str(status)] = {"description": STANDARD_ERRORS[status], **problem}
+    operation["responses"] = responses
+    return operation
+
+
+def _openapi30(schema: Any) -> Any:
+    """pydantic's JSON Schema (2020-12) as OpenAPI 3.0 schema objects."""
+    if isinstance(schema, list):
+        return [_openapi30(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {k: _openapi30(v) for k, v in schema.items() if k not in ("examples", "$schema")}
+    for union in ("anyOf", "oneOf"):
+        members = schema.get(union)
+        if members and {"type": "null"} in members:
+            rest = [m for m in members if m != {"type": "null"}]
+            del schema[union]
+            schema["nullable"] = True
+            if len(rest) == 1 and "$ref" not in rest[0]:
+                schema.update(rest[0])
+            else:
+                schema[union if len(rest) > 1 else "allOf"] = rest
+    if "const" in schema:
+        schema["enum"] = [schema.pop("const")]
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(schema.get(bound), (int, float)) and not isinstance(schema.get(bound), bool):
+            schema[plain] = schema[bound]
+            schema[bound] = True
+    if schema.get("type") == "null":
+        return {"nullable": True}
+    return schema

@@ -1,0 +1,51 @@
+"""RQ wiring: the one queue, and how a training job is put on it or taken off.
+
+Jobs are enqueued by dotted path with the job id as their only argument, so the API never
+imports the worker, and with RQ's JSON serializer, so nothing is pickled. Our job hash
+(``service.store``) is what users see; RQ is only the transport.
+"""
+from __future__ import annotations
+
+import redis
+from rq import Queue, Retry
+from rq.callbacks import Callback
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from .settings import Settings
+
+QUEUE_NAME = "nnserve"
+TRAIN = "worker.jobs.train"
+ON_FAILURE = "worker.jobs.on_failure"
+
+
+def make_queue(connection: redis.Redis) -> Queue:
+    return Queue(QUEUE_NAME, connection=connection, serializer=JSONSerializer)
+
+
+def enqueue_train(queue: Queue, job_id: str, settings: Settings, pipeline) -> None:
+    """Add the RQ job for ``job_id`` to ``pipeline`` (executed by the caller with our own records).
+
+    A job whose worker dies is retried ``job_retries`` times (RQ requeues it from the
+    failed attempt or from its abandoned-job sweep); ``on_failure`` keeps our record in step.
+    """
+    queue.enqueue_call(
+        TRAIN,
+        args=(job_id,),
+        job_id=job_id,
+        timeout=settings.job_timeout,
+        result_ttl=24 * 3600,
+        failure_ttl=7 * 24 * 3600,
+        retry=Retry(max=settings.job_retries) if settings.job_retries else None,
+        on_failure=Callback(ON_FAILURE),
+        pipeline=pipeline,
+    )
+
+
+def discard(queue: Queue, job_id: str) -> None:
+    """Take a queued job off the queue (the worker would skip it anyway: see ``worker.jobs.train``)."""
+    try:
+        Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer).cancel()
+    except (NoSuchJobError, InvalidJobOperation):
+        pass

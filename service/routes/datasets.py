@@ -1,0 +1,81 @@
+"""/v1/datasets: upload (JSON or CSV), list, show, delete."""
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from .. import data, store
+from ..errors import BadRequest, Conflict, Invalid, NotFound, UnsupportedMediaType
+from ..openapi import doc
+from ..schemas import DatasetCreate, DatasetList, DatasetPublic, is_json, parse
+from . import page, respond, services, tenant
+
+bp = Blueprint("datasets", __name__)
+
+CSV_FORM = {
+    "file": {"type": "string", "format": "binary", "description": "CSV with a header row"},
+    "target": {"type": "string", "description": "Target column (default: the last)"},
+    "target_kind": {"type": "string", "enum": ["categorical", "continuous"]},
+    "name": {"type": "string"},
+}
+
+
+def get_dataset(dataset_id: str) -> dict:
+    """The dataset's metadata if this tenant may see it (built-ins always); raises NotFound."""
+    meta = store.get_dataset(services().redis, dataset_id, tenant())
+    if meta is None:
+        raise NotFound(f"no dataset {dataset_id!r}")
+    return meta
+
+
+@bp.post("/v1/datasets")
+@doc(body=DatasetCreate, forms=CSV_FORM, responses={201: DatasetPublic}, errors=(400, 413, 415, 422))
+def create():
+    """Upload a dataset: JSON rows, or a CSV file as multipart/form-data."""
+    settings = services().settings
+    if request.mimetype == "multipart/form-data":
+        meta, x, y = data.from_csv(_csv_text(), request.form.get("target") or None,
+                                   request.form.get("target_kind") or None, request.form.get("name") or None, settings)
+        meta["name"] = meta["name"] or (request.files["file"].filename or "dataset").rsplit(".", 1)[0]
+    elif is_json():
+        meta, x, y = data.from_json(parse(DatasetCreate), settings)
+    else:
+        raise UnsupportedMediaType(f"send application/json or multipart/form-data; received {request.mimetype or 'nothing'!r}")
+    meta.update(id=store.new_id("ds"), tenant=tenant(), created_at=store.now())
+    meta["name"] = meta["name"] or meta["id"]
+    store.save_dataset(services().redis, meta, x, y)
+    return respond(DatasetPublic.model_validate(meta), 201, {"Location": f"/v1/datasets/{meta['id']}"})
+
+
+def _csv_text() -> str:
+    upload = request.files.get("file")
+    if upload is None:
+        raise Invalid("file", "field required: a CSV file with a header row", "missing")
+    try:
+        return upload.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("the CSV file is not UTF-8 text") from None
+
+
+@bp.get("/v1/datasets")
+@doc(responses={200: DatasetList}, errors=(422,), query={"offset": "Skip this many", "limit": "At most this many (1-1000)"})
+def index():
+    """List datasets: the built-ins, then yours newest first."""
+    return respond(DatasetList(items=store.list_datasets(services().redis, tenant(), *page())))
+
+
+@bp.get("/v1/datasets/<dataset_id>")
+@doc(responses={200: DatasetPublic}, errors=(404,))
+def show(dataset_id: str):
+    """Show a dataset's metadata."""
+    return respond(DatasetPublic.model_validate(get_dataset(dataset_id)))
+
+
+@bp.delete("/v1/datasets/<dataset_id>")
+@doc(responses={204: None}, errors=(404, 409))
+def delete(dataset_id: str):
+    """Delete a dataset (built-ins are read-only)."""
+    meta = get_dataset(dataset_id)
+    if meta["builtin"]:
+        raise Conflict(f"{dataset_id!r} is a built-in dataset and cannot be deleted")
+    store.delete_dataset(services().redis, meta)
+    return respond(None, 204)

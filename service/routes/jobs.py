@@ -1,0 +1,70 @@
+"""/v1/jobs: submit a training job, follow it, cancel it."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+from .. import queue, specs, store
+from ..errors import Conflict, Invalid, NotFound
+from ..openapi import doc
+from ..schemas import JobCreate, JobList, JobPublic, parse
+from . import page, respond, services, tenant
+
+bp = Blueprint("jobs", __name__)
+
+
+def get_job(job_id: str) -> dict:
+    """The job record if this tenant owns it; raises NotFound."""
+    job = store.get_job(services().redis, job_id, tenant())
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+def public(job: dict, with_history: bool = True) -> JobPublic:
+    history = store.history(services().redis, job["id"]) if with_history else None
+    return JobPublic.model_validate({**job, "progress": {"epoch": job["epoch"], "epochs": job["epochs"]}, "history": history})
+
+
+@bp.post("/v1/jobs")
+@doc(body=JobCreate, responses={202: JobPublic}, errors=(400, 413, 415, 422))
+def create():
+    """Submit a training job: validated now, queued for a worker."""
+    body = parse(JobCreate)
+    ctx = services()
+    dataset = store.get_dataset(ctx.redis, body.dataset, tenant())
+    if dataset is None:
+        raise Invalid("dataset", f"no dataset {body.dataset!r}")
+    job, model = specs.plan(body, dataset, ctx.settings, tenant())
+    store.create_job(ctx.redis, job, model, lambda pipe: queue.enqueue_train(ctx.queue, job["id"], ctx.settings, pipe))
+    return respond(public(job, with_history=False), 202, {"Location": f"/v1/jobs/{job['id']}"})
+
+
+@bp.get("/v1/jobs")
+@doc(responses={200: JobList}, errors=(422,), query={"offset": "Skip this many", "limit": "At most this many (1-1000)"})
+def index():
+    """List your jobs, newest first (without their history)."""
+    jobs = store.list_jobs(services().redis, tenant(), *page())
+    return respond(JobList(items=[public(job, with_history=False) for job in jobs]))
+
+
+@bp.get("/v1/jobs/<job_id>")
+@doc(responses={200: JobPublic}, errors=(404,))
+def show(job_id: str):
+    """Show a job: status, progress, per-epoch history, error."""
+    return respond(public(get_job(job_id)))
+
+
+@bp.post("/v1/jobs/<job_id>/cancel")
+@doc(responses={202: JobPublic}, errors=(404, 409))
+def cancel(job_id: str):
+    """Cancel a job: a queued one never starts, a running one stops within an epoch."""
+    ctx = services()
+    job = get_job(job_id)
+    applied, status = store.transition(ctx.redis, job, "canceled", ["queued"], {"finished_at": store.now()}, "canceled")
+    if applied:
+        queue.discard(ctx.queue, job_id)
+    elif status == "running":
+        store.transition(ctx.redis, job, "running", ["running"], {"cancel_requested": True})
+    elif status != "canceled":
+        raise Conflict(f"job {job_id!r} has already {status}")
+    return respond(public(get_job(job_id)), 202)

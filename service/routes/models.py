@@ -1,0 +1,118 @@
+"""/v1/models: trained models, their predictions, evaluation and weights."""
+from __future__ import annotations
+
+import engine
+import numpy as np
+from flask import Blueprint, Response
+
+from .. import store
+from ..cache import Entry
+from ..errors import Conflict, Invalid, NotFound
+from ..openapi import doc
+from ..schemas import (EvaluateRequest, EvaluateResponse, ModelList, ModelPublic, PredictRequest, PredictResponse,
+                       parse, parse_inputs)
+from . import page, respond, services, tenant
+
+bp = Blueprint("models", __name__)
+
+
+def get_model(model_id: str) -> dict:
+    """The model record if this tenant owns it; raises NotFound."""
+    model = store.get_model(services().redis, model_id, tenant())
+    if model is None:
+        raise NotFound(f"no model {model_id!r}")
+    return model
+
+
+def trained(model_id: str) -> Entry:
+    """The loaded model, from this process's cache when it is there; raises NotFound, or Conflict
+    when it has no weights (its job has not succeeded)."""
+    entry = services().cache.get(model_id, lambda: _load(model_id))
+    if entry.tenant != tenant():
+        raise NotFound(f"no model {model_id!r}")
+    return entry
+
+
+def _load(model_id: str) -> Entry:
+    record = get_model(model_id)
+    blob = store.load_weights(services().redis, model_id) if record["status"] == "ready" else None
+    if blob is None:
+        state = "is not trained yet" if record["status"] == "pending" else f"has no weights: its job {record['status']}"
+        raise Conflict(f"model {model_id!r} {state} (job {record['job_id']})")
+    model = engine.loads(blob)
+    classes = np.asarray(model.classes) if model.task == "classification" else None
+    return Entry(model=model, tenant=record["tenant"], classes=classes)
+
+
+@bp.get("/v1/models")
+@doc(responses={200: ModelList}, errors=(422,), query={"offset": "Skip this many", "limit": "At most this many (1-1000)"})
+def index():
+    """List your models, newest first."""
+    return respond(ModelList(items=store.list_models(services().redis, tenant(), *page())))
+
+
+@bp.get("/v1/models/<model_id>")
+@doc(responses={200: ModelPublic}, errors=(404,))
+def show(model_id: str):
+    """Show a model: specs, final metrics, input and output description."""
+    return respond(ModelPublic.model_validate(get_model(model_id)))
+
+
+@bp.post("/v1/models/<model_id>/predict")
+@doc(body=PredictRequest, responses={200: PredictResponse}, errors=(400, 404, 409, 413, 415, 422))
+def predict(model_id: str):
+    """Predict: class labels (and probabilities) or values for each row of `inputs`."""
+    entry = trained(model_id)
+    x = parse_inputs(entry.model.n_features)
+    try:
+        if entry.classes is None:
+            return respond({"predictions": np.ascontiguousarray(entry.model.predict(x))})
+        probabilities = entry.model.predict_proba(x)
+    except engine.SpecError as error:
+        raise Invalid("inputs", error.message) from None
+    return respond({"predictions": entry.classes[probabilities.argmax(axis=1)].tolist(), "probabilities": probabilities})
+
+
+@bp.post("/v1/models/<model_id>/evaluate")
+@doc(body=EvaluateRequest, responses={200: EvaluateResponse}, errors=(400, 404, 409, 415, 422))
+def evaluate(model_id: str):
+    """Evaluate: the model's loss and metrics on a dataset."""
+    body = parse(EvaluateRequest)
+    entry = trained(model_id)
+    r = services().redis
+    dataset = store.get_dataset(r, body.dataset, tenant())
+    arrays = store.load_dataset(r, body.dataset) if dataset is not None else None
+    if arrays is None:
+        raise Invalid("dataset", f"no dataset {body.dataset!r}")
+    if store.task_of(dataset)[0] != entry.model.task:
+        raise Invalid("dataset", f"has {dataset['target_kind']} targets; this is a {entry.model.task} model")
+    try:
+        scores = entry.model.evaluate(*arrays)
+    except engine.SpecError as error:
+        raise Invalid("dataset", error.message) from None
+    loss = scores.pop("loss")
+    return respond(EvaluateResponse(dataset_id=dataset["id"], n_samples=len(arrays[0]), loss=loss, metrics=scores))
+
+
+@bp.get("/v1/models/<model_id>/weights")
+@doc(responses={200: "application/octet-stream; an .npz archive"}, errors=(404, 409))
+def weights(model_id: str):
+    """Download the weights: an .npz of arrays in Keras get_weights() order plus the architecture as JSON."""
+    record = get_model(model_id)
+    blob = store.load_weights(services().redis, model_id) if record["status"] == "ready" else None
+    if blob is None:
+        raise Conflict(f"model {model_id!r} has no weights: its job is {record['status']}")
+    return Response(blob, mimetype="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{model_id}.npz"'})
+
+
+@bp.delete("/v1/models/<model_id>")
+@doc(responses={204: None}, errors=(404, 409))
+def delete(model_id: str):
+    """Delete a model (not while its job is queued or running)."""
+    record = get_model(model_id)
+    if record["status"] == "pending":
+        raise Conflict(f"model {model_id!r} is still being trained by job {record['job_id']}; cancel the job first")
+    store.delete_model(services().redis, record)
+    services().cache.evict(model_id)
+    return respond(None, 204)

@@ -1,0 +1,77 @@
+"""Operations: health, readiness, Prometheus metrics, the OpenAPI document and its docs page."""
+from __future__ import annotations
+
+import functools
+
+import redis
+from flask import Blueprint, Response, current_app, send_from_directory
+
+from ..openapi import doc, document
+from ..schemas import Health, Readiness
+from . import respond, services
+
+bp = Blueprint("ops", __name__)
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>nnserve API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>
+"""
+
+
+@bp.get("/healthz")
+@doc(responses={200: Health})
+def healthz():
+    """Liveness: the process answers."""
+    return respond(Health(status="ok"))
+
+
+@bp.get("/readyz")
+@doc(responses={200: Readiness})
+def readyz():
+    """Readiness: 200 when Redis answers, else 503."""
+    try:
+        services().redis.ping()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return respond(Readiness(status="unavailable", redis=False), 503)
+    return respond(Readiness(status="ready", redis=True))
+
+
+@bp.get("/metrics")
+@doc(responses={200: "text/plain; Prometheus exposition format"})
+def metrics():
+    """Prometheus metrics: requests, latencies, jobs by status, queue depth."""
+    ctx = services()
+    text, content_type = ctx.monitoring.render(ctx.redis, ctx.queue)
+    return Response(text, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+@doc(responses={200: "application/json; the OpenAPI 3.0 document"})
+def openapi():
+    """This API's OpenAPI document."""
+    return respond(_document(current_app._get_current_object()))
+
+
+@functools.cache
+def _document(app) -> dict:
+    from ..app import VERSION
+
+    return document(app, "nnserve", VERSION)
+
+
+@bp.get("/docs")
+@doc(responses={200: "text/html; Swagger UI"})
+def docs():
+    """Interactive API docs (Swagger UI, served from the package: no CDN)."""
+    return Response(DOCS_PAGE, mimetype="text/html")
+
+
+@bp.get("/docs/static/<path:filename>")
+def docs_static(filename: str):
+    from swagger_ui_bundle import swagger_ui_path
+
+    return send_from_directory(swagger_ui_path, filename, max_age=86400)

@@ -1,0 +1,358 @@
+"""Request and response bodies: pydantic models, kept apart (``…Create`` in, ``…Public`` out).
+
+Requests forbid unknown keys, so a typo is a 422 rather than a silent default. Names of
+layers, activations, losses, optimizers and metrics are taken from the engine's own
+registries; the engine then checks what only it knows (a parameter of a given optimizer,
+the output width against the classes, the loss against the task) in ``engine.validate``.
+Request parsing lives here too: ``parse`` for JSON bodies and ``parse_inputs`` for the
+predict route's rows, which skips pydantic because it is the hot path.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+import orjson
+from flask import request
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from engine.activations import ACTIVATIONS
+from engine.initializers import INITIALIZERS
+from engine.layers import LAYERS
+from engine.losses import LOSSES
+from engine.metrics import METRICS
+from engine.optimizers import OPTIMIZERS
+
+from .errors import BadRequest, Invalid, RequestValidationError, UnsupportedMediaType
+
+
+def _choice(names) -> Any:
+    return Literal[tuple(names)]  # type: ignore[valid-type]
+
+
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Label = Union[Annotated[bool, Field(strict=True)], Annotated[int, Field(strict=True)], FiniteFloat, Annotated[str, Field(strict=True)]]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    """A named engine object whose other parameters the engine checks (unknown ones are still errors)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _named(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+def Named(model: type[BaseModel]) -> Any:
+    """``model`` that may also be written as its bare name: ``"relu"`` means ``{"name": "relu"}``."""
+    return Annotated[model, BeforeValidator(_named, json_schema_input_type=Union[str, model])]
+
+
+class ActivationSpec(Open):
+    name: _choice(ACTIVATIONS)
+
+
+class InitializerSpec(Open):
+    name: _choice(INITIALIZERS)
+
+
+class LossSpec(Open):
+    name: _choice(LOSSES)
+    from_logits: bool | None = None
+
+
+class OptimizerSpec(Open):
+    name: _choice(OPTIMIZERS)
+    learning_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+
+
+class Regularizer(Request):
+    l1: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    l2: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+
+class DenseLayer(Request):
+    type: Literal["dense"]
+    units: Annotated[int, Field(strict=True, gt=0)]
+    activation: Named(ActivationSpec) = ActivationSpec(name="linear")
+    use_bias: bool = True
+    kernel_initializer: Named(InitializerSpec) = InitializerSpec(name="glorot_uniform")
+    bias_initializer: Named(InitializerSpec) = InitializerSpec(name="zeros")
+    kernel_regularizer: Literal["l1", "l2"] | Regularizer | None = None
+
+
+class DropoutLayer(Request):
+    type: Literal["dropout"]
+    rate: Annotated[float, Field(ge=0, lt=1)]
+
+
+class ActivationLayer(Request):
+    type: Literal["activation"]
+    activation: Named(ActivationSpec)
+
+
+Layer = Annotated[Union[DenseLayer, DropoutLayer, ActivationLayer], Field(discriminator="type")]
+assert {"dense", "dropout", "activation"} == set(LAYERS), "a layer type is missing from the API schema"
+
+
+class ModelSpec(Request):
+    layers: Annotated[list[Layer], Field(min_length=1)]
+    input_scaling: Literal["standard", "none"] = "standard"
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class EarlyStopping(Request):
+    monitor: str = "val_loss"
+    patience: Annotated[int, Field(ge=0)] = 0
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    restore_best: bool = False
+    start_from_epoch: Annotated[int, Field(ge=0)] = 0
+
+
+class ReduceLROnPlateau(Request):
+    monitor: str = "val_loss"
+    factor: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    patience: Annotated[int, Field(ge=0)] = 10
+    min_delta: Annotated[float, Field(ge=0)] = 1e-4
+    cooldown: Annotated[int, Field(ge=0)] = 0
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+
+
+class TrainingSpec(Request):
+    """Keras's defaults where a field is absent; ``loss`` is chosen from the task and output layer,
+    ``metrics`` default to accuracy (classification) or mae (regression), ``seed`` is drawn and kept."""
+
+    loss: Named(LossSpec) | None = None
+    optimizer: Named(OptimizerSpec) = OptimizerSpec(name="rmsprop")
+    epochs: Annotated[int, Field(strict=True, gt=0)] = 1
+    batch_size: Annotated[int, Field(strict=True, gt=0)] = 32
+    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    shuffle: bool = True
+    seed: Annotated[int, Field(strict=True, ge=0, lt=2**63)] | None = None
+    metrics: list[_choice(METRICS)] | None = None
+    class_weight: Literal["balanced"] | dict[str, Annotated[float, Field(ge=0)]] | None = None
+    early_stopping: EarlyStopping | None = None
+    reduce_lr_on_plateau: ReduceLROnPlateau | None = None
+
+
+# Datasets ------------------------------------------------------------------------------
+
+TargetKind = Literal["categorical", "continuous"]
+
+
+class DatasetCreate(Request):
+    """A dataset as JSON. (A CSV file is uploaded as multipart: ``file``, ``target``, ``name``, ``target_kind``.)"""
+
+    name: Name | None = None
+    features: Annotated[list[list[FiniteFloat]], Field(min_length=1)]
+    targets: Annotated[list[Label], Field(min_length=1)] | Annotated[list[list[FiniteFloat]], Field(min_length=1)]
+    feature_names: list[Name] | None = None
+    target_kind: TargetKind | None = None
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    name: str
+    n_samples: int
+    n_features: int
+    n_targets: int = Field(description="Target columns (1 for labels or a single value).")
+    target_kind: TargetKind
+    target_kind_inferred: bool = Field(description="True when nnserve decided the kind; `note` says how.")
+    note: str | None = None
+    classes: list[Label] | None = None
+    feature_names: list[str] | None = None
+    target_name: str | None = None
+    builtin: bool = False
+    created_at: str
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetPublic]
+
+
+# Jobs ----------------------------------------------------------------------------------
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+
+TERMINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
+
+
+class JobCreate(Request):
+    dataset: str = Field(description="Id of the dataset to train on (`iris`, `blobs`, `linear` or an uploaded one).")
+    name: Name | None = None
+    model: ModelSpec
+    training: TrainingSpec = TrainingSpec()
+
+
+class Progress(BaseModel):
+    epoch: int = Field(description="Epochs finished.")
+    epochs: int
+
+
+class JobError(BaseModel):
+    type: str
+    detail: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str | None = None
+    status: JobStatus
+    dataset_id: str
+    model_id: str
+    progress: Progress
+    history: dict[str, list[float]] | None = Field(
+        None, description="Per-epoch loss, metrics, val_* and learning_rate (left out of listings)."
+    )
+    error: JobError | None = None
+    attempts: int = 0
+    model: dict[str, Any] = Field(description="The model spec with every default filled in.")
+    training: dict[str, Any] = Field(description="The training config with every default filled in, seed included.")
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+
+
+# Models --------------------------------------------------------------------------------
+
+
+class ModelInput(BaseModel):
+    n_features: int
+    feature_names: list[str] | None = None
+
+
+class ModelOutput(BaseModel):
+    kind: Literal["classification", "regression"]
+    classes: list[Label] | None = None
+    n_outputs: int
+
+
+class ModelPublic(BaseModel):
+    id: str
+    name: str | None = None
+    status: Literal["pending", "ready", "failed", "canceled"]
+    job_id: str
+    dataset_id: str
+    model: dict[str, Any]
+    training: dict[str, Any]
+    metrics: dict[str, float] = Field(default_factory=dict, description="Final training (and val_) figures.")
+    input: ModelInput
+    output: ModelOutput
+    n_parameters: int
+    created_at: str
+    trained_at: str | None = None
+
+
+class ModelList(BaseModel):
+    items: list[ModelPublic]
+
+
+class PredictRequest(Request):
+    inputs: Annotated[list[list[FiniteFloat]], Field(min_length=1)] = Field(description="Rows of features.")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Label | list[float]] = Field(description="Class labels (classification) or values.")
+    probabilities: list[list[float]] | None = Field(None, description="Per class, in the order of the model's classes.")
+
+
+class EvaluateRequest(Request):
+    dataset: str
+
+
+class EvaluateResponse(BaseModel):
+    dataset_id: str
+    n_samples: int
+    loss: float
+    metrics: dict[str, float]
+
+
+# Operations ----------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    redis: bool
+
+
+class Problem(BaseModel):
+    """``application/problem+json`` (RFC 9457)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(None, description="422 only: each with `loc`, `msg`, `type`.")
+
+
+# Parsing -------------------------------------------------------------------------------
+
+
+def is_json() -> bool:
+    return request.mimetype == "application/json" or request.mimetype.endswith("+json")
+
+
+def read_json() -> Any:
+    """The request body as JSON; 415 for another content type, 400 when it does not parse."""
+    if not is_json():
+        raise UnsupportedMediaType(f"send the body as application/json; received {request.mimetype or 'no content type'!r}")
+    try:
+        return orjson.loads(request.get_data())
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"the body is not valid JSON: {error}") from None
+
+
+def parse(model: type[Request], data: Any = None) -> Any:
+    """``model`` from the JSON body (or from ``data``); a ValidationError becomes a 422 naming each field."""
+    data = read_json() if data is None else data
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise RequestValidationError(error, data) from None
+
+
+def parse_inputs(n_features: int) -> np.ndarray:
+    """The ``inputs`` rows of a predict body as a float array, checked without pydantic: rectangular,
+    numeric, finite, ``n_features`` wide. Anything else is a 422 (400 for broken JSON)."""
+    data = read_json()
+    if not isinstance(data, dict) or "inputs" not in data:
+        raise Invalid("inputs", "field required: send {\"inputs\": [[number, ...], ...]}", "missing")
+    extra = set(data) - {"inputs"}
+    if extra:
+        raise Invalid(sorted(extra)[0], "unknown field", "extra_forbidden")
+    rows = data["inputs"]
+    if not isinstance(rows, list) or not rows:
+        raise Invalid("inputs", "must be a non-empty list of rows", "list_type")
+    try:
+        x = np.array(rows)
+    except ValueError:
+        raise Invalid("inputs", "rows must all have the same number of values", "value_error") from None
+    if x.ndim != 2:
+        raise Invalid("inputs", "must be a list of rows, each a list of numbers: [[1.0, 2.0], ...]", "value_error")
+    if x.dtype.kind not in "iuf":
+        raise Invalid("inputs", "values must be numbers", "float_type")
+    if x.shape[1] != n_features:
+        raise Invalid("inputs", f"each row must have {n_features} features; received {x.shape[1]}", "value_error")
+    return x

@@ -1,0 +1,365 @@
+"""Everything nnserve keeps in Redis, and every key it uses, named here and nowhere else.
+
+| key                                   | type       | holds                                                   |
+|---------------------------------------|------------|---------------------------------------------------------|
+| nnserve:dataset:{id}                  | hash       | metadata: name, shape, target kind, classes, tenant ... |
+| nnserve:dataset:{id}:arrays           | string     | npz: float32 ``features`` (n, d), ``targets``           |
+| nnserve:job:{id}                      | hash       | status, progress, attempts, error, specs, timestamps    |
+| nnserve:job:{id}:history              | list       | one JSON object of logged values per finished epoch     |
+| nnserve:job:{id}:checkpoint           | string     | npz: weights, optimizer and RNG state, epoch (engine)   |
+| nnserve:model:{id}                    | hash       | metadata: specs, metrics, input/output, status, tenant  |
+| nnserve:model:{id}:weights            | string     | npz written by ``engine.dumps`` (no pickle)             |
+| nnserve:tenant:{tenant}:{kind}        | sorted set | dataset / job / model ids by creation time              |
+| nnserve:stats:jobs                    | hash       | number of jobs in each status (for /metrics)            |
+| nnserve:events:models (pub/sub)       | channel    | ids of deleted models, so API processes drop them       |
+| rq:*                                  | RQ's own   | the ``nnserve`` queue and its registries                |
+
+Hash fields hold JSON values, so numbers, lists and null come back as they went in.
+The built-in datasets are not stored: they come from ``service.builtin``. Job status
+changes go through one Lua script, so they are atomic and the per-status counts stay
+true. This module imports redis and NumPy only (never Flask): the API and the worker
+share it, each passing its own Redis client.
+"""
+from __future__ import annotations
+
+import io
+import secrets
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import builtin
+
+PREFIX = "nnserve"
+PUBLIC = "public"
+"""The tenant of every record while the service runs without API keys."""
+MODEL_EVENTS = f"{PREFIX}:events:models"
+"""Pub/sub channel carrying the id of each deleted model."""
+JOB_STATS = f"{PREFIX}:stats:jobs"
+
+DATASETS, JOBS, MODELS = "datasets", "jobs", "models"
+
+
+def dataset_key(dataset_id: str) -> str:
+    return f"{PREFIX}:dataset:{dataset_id}"
+
+
+def arrays_key(dataset_id: str) -> str:
+    return f"{PREFIX}:dataset:{dataset_id}:arrays"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def history_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:history"
+
+
+def checkpoint_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:checkpoint"
+
+
+def model_key(model_id: str) -> str:
+    return f"{PREFIX}:model:{model_id}"
+
+
+def weights_key(model_id: str) -> str:
+    return f"{PREFIX}:model:{model_id}:weights"
+
+
+def index_key(tenant: str, kind: str) -> str:
+    return f"{PREFIX}:tenant:{tenant}:{kind}"
+
+
+def connect(url: str, timeout: float) -> redis.Redis:
+    """A client whose every connect and command gives up after ``timeout`` seconds, so an
+    unreachable Redis turns into a quick 503 rather than a hung request. One retry, no backoff."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
+
+
+def new_id(kind: str) -> str:
+    """``ds_…``, ``job_…`` or ``mdl_…``: the prefix keeps ids readable and apart from built-in names."""
+    return f"{kind}_{secrets.token_hex(8)}"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# Encoding ------------------------------------------------------------------------------
+
+
+def _encode(record: dict[str, Any]) -> dict[str, bytes]:
+    return {k: orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY) for k, v in record.items()}
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
+    return {k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None
+
+
+def pack_arrays(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def unpack_arrays(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def _owned(record: dict[str, Any] | None, tenant: str) -> dict[str, Any] | None:
+    return record if record is not None and record.get("tenant") == tenant else None
+
+
+def _fetch_many(r: redis.Redis, key: Callable[[str], str], ids: Iterable[str]) -> list[dict[str, Any]]:
+    with r.pipeline(transaction=False) as pipe:
+        for record_id in ids:
+            pipe.hgetall(key(record_id))
+        return [record for record in map(_decode, pipe.execute()) if record is not None]
+
+
+def _page(r: redis.Redis, tenant: str, kind: str, offset: int, limit: int) -> list[str]:
+    """Ids newest first."""
+    return [i.decode() for i in r.zrevrange(index_key(tenant, kind), offset, offset + limit - 1)]
+
+
+def _score(created_at: str) -> float:
+    return datetime.fromisoformat(created_at).timestamp()
+
+
+# Datasets ------------------------------------------------------------------------------
+
+
+def save_dataset(r: redis.Redis, meta: dict[str, Any], features: np.ndarray, targets: np.ndarray) -> None:
+    with r.pipeline() as pipe:
+        pipe.hset(dataset_key(meta["id"]), mapping=_encode(meta))
+        pipe.set(arrays_key(meta["id"]), pack_arrays(features=features, targets=targets))
+        pipe.zadd(index_key(meta["tenant"], DATASETS), {meta["id"]: _score(meta["created_at"])})
+        pipe.execute()
+
+
+def get_dataset(r: redis.Redis, dataset_id: str, tenant: str) -> dict[str, Any] | None:
+    """The dataset's metadata, built-ins included; None when it does not exist or belongs to another tenant."""
+    if builtin.is_builtin(dataset_id):
+        return builtin.load(dataset_id)[0]
+    return _owned(_decode(r.hgetall(dataset_key(dataset_id))), tenant)
+
+
+def task_of(meta: dict[str, Any]) -> tuple[str, int]:
+    """``(task, width)`` a dataset trains: classification over its classes, or regression over its target columns."""
+    if meta["target_kind"] == "categorical":
+        return "classification", len(meta["classes"])
+    return "regression", meta["n_targets"]
+
+
+def load_dataset(r: redis.Redis, dataset_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(features, targets)``, or None when the dataset is gone."""
+    if builtin.is_builtin(dataset_id):
+        _, features, targets = builtin.load(dataset_id)
+        return features, targets
+    blob = r.get(arrays_key(dataset_id))
+    if blob is None:
+        return None
+    arrays = unpack_arrays(blob)
+    return arrays["features"], arrays["targets"]
+
+
+def list_datasets(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    """Built-ins first, then the tenant's datasets newest first."""
+    builtins = [builtin.load(name)[0] for name in builtin.NAMES]
+    shown = builtins[offset : offset + limit]
+    start = max(0, offset - len(builtins))
+    remaining = limit - len(shown)
+    if remaining > 0:
+        shown += _fetch_many(r, dataset_key, _page(r, tenant, DATASETS, start, remaining))
+    return shown
+
+
+def delete_dataset(r: redis.Redis, meta: dict[str, Any]) -> None:
+    with r.pipeline() as pipe:
+        pipe.delete(dataset_key(meta["id"]), arrays_key(meta["id"]))
+        pipe.zrem(index_key(meta["tenant"], DATASETS), meta["id"])
+        pipe.execute()
+
+
+# Jobs ----------------------------------------------------------------------------------
+
+# Moves a job from one of the allowed statuses to another, setting extra fields, counting
+# the move in JOB_STATS and (optionally) setting the model's status, all in one step.
+# KEYS: job, stats, model. ARGV: new status, model status ("" = leave), n allowed,
+# allowed..., then field/value pairs. Returns {1, old} when applied, {0, current} when
+# the job was in another status, nil when there is no such job.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return nil end
+local n = tonumber(ARGV[3])
+local allowed = false
+for i = 4, 3 + n do
+  if ARGV[i] == current then allowed = true end
+end
+if not allowed then return {0, current} end
+for i = 4 + n, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if ARGV[1] ~= current then
+  redis.call('HSET', KEYS[1], 'status', ARGV[1])
+  redis.call('HINCRBY', KEYS[2], current, -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+end
+if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HSET', KEYS[3], 'status', ARGV[2])
+end
+return {1, current}
+"""
+
+
+def transition(
+    r: redis.Redis,
+    job: dict[str, Any],
+    to: str,
+    allowed: Iterable[str],
+    fields: dict[str, Any] | None = None,
+    model_status: str | None = None,
+) -> tuple[bool, str | None]:
+    """Move ``job`` to status ``to`` if it is in one of ``allowed``; returns (applied, previous status)."""
+    args = [orjson.dumps(to), orjson.dumps(model_status) if model_status else b""]
+    allowed = [orjson.dumps(s) for s in allowed]
+    args += [len(allowed), *allowed]
+    for name, value in _encode(fields or {}).items():
+        args += [name, value]
+    result = r.eval(_TRANSITION, 3, job_key(job["id"]), JOB_STATS, model_key(job["model_id"]), *args)
+    if result is None:
+        return False, None
+    return bool(result[0]), orjson.loads(result[1])
+
+
+def create_job(r: redis.Redis, job: dict[str, Any], model: dict[str, Any], enqueue: Callable[[Any], None]) -> None:
+    """Store a queued job and its (untrained) model, and enqueue it, in one transaction:
+    ``enqueue(pipeline)`` adds the queue's own commands."""
+    with r.pipeline() as pipe:
+        pipe.hset(job_key(job["id"]), mapping=_encode(job))
+        pipe.hset(model_key(model["id"]), mapping=_encode(model))
+        pipe.hincrby(JOB_STATS, orjson.dumps(job["status"]), 1)
+        pipe.zadd(index_key(job["tenant"], JOBS), {job["id"]: _score(job["created_at"])})
+        pipe.zadd(index_key(model["tenant"], MODELS), {model["id"]: _score(model["created_at"])})
+        enqueue(pipe)
+        pipe.execute()
+
+
+def get_job(r: redis.Redis, job_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+    """The job record (any tenant's when ``tenant`` is None, as the worker needs)."""
+    record = _decode(r.hgetall(job_key(job_id)))
+    return record if tenant is None else _owned(record, tenant)
+
+
+def list_jobs(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    return _fetch_many(r, job_key, _page(r, tenant, JOBS, offset, limit))
+
+
+def history(r: redis.Redis, job_id: str) -> dict[str, list[float]]:
+    """Logged values per name, one per finished epoch: ``{"loss": [...], "val_loss": [...], ...}``."""
+    columns: dict[str, list[float]] = {}
+    for line in r.lrange(history_key(job_id), 0, -1):
+        for name, value in orjson.loads(line).items():
+            columns.setdefault(name, []).append(value)
+    return columns
+
+
+def record_epoch(r: redis.Redis, job_id: str, epoch: int, logs: dict[str, float]) -> bool:
+    """Append one epoch's logs, advance the progress, and say whether a cancel was asked for (one round trip)."""
+    with r.pipeline(transaction=False) as pipe:
+        pipe.rpush(history_key(job_id), orjson.dumps(logs, option=orjson.OPT_SERIALIZE_NUMPY))
+        pipe.hset(job_key(job_id), "epoch", epoch + 1)
+        pipe.hget(job_key(job_id), "cancel_requested")
+        cancel = pipe.execute()[-1]
+    return cancel is not None and orjson.loads(cancel) is True
+
+
+def restart_history(r: redis.Redis, job_id: str, epochs_kept: int) -> None:
+    """Keep the first ``epochs_kept`` epochs of the history (those a checkpoint covers), drop the rest."""
+    with r.pipeline() as pipe:
+        if epochs_kept:
+            pipe.ltrim(history_key(job_id), 0, epochs_kept - 1)
+        else:
+            pipe.delete(history_key(job_id))
+        pipe.hset(job_key(job_id), "epoch", epochs_kept)
+        pipe.execute()
+
+
+def save_checkpoint(r: redis.Redis, job_id: str, blob: bytes, epoch: int) -> None:
+    with r.pipeline() as pipe:
+        pipe.set(checkpoint_key(job_id), blob)
+        pipe.hset(job_key(job_id), "checkpoint_epoch", epoch)
+        pipe.execute()
+
+
+def load_checkpoint(r: redis.Redis, job_id: str) -> tuple[bytes, int] | None:
+    """``(checkpoint bytes, epochs it covers)``, or None."""
+    with r.pipeline(transaction=False) as pipe:
+        pipe.get(checkpoint_key(job_id))
+        pipe.hget(job_key(job_id), "checkpoint_epoch")
+        blob, epoch = pipe.execute()
+    return (blob, int(epoch)) if blob is not None and epoch is not None else None
+
+
+def finish_job(
+    r: redis.Redis, job: dict[str, Any], status: str, error: dict[str, str] | None = None, allowed=("running",)
+) -> bool:
+    """End a job as failed or canceled (the model gets the same status); True when it was ``allowed`` to."""
+    applied, _ = transition(r, job, status, allowed, {"finished_at": now(), "error": error}, model_status=status)
+    if applied:
+        r.delete(checkpoint_key(job["id"]))
+    return applied
+
+
+def save_model(r: redis.Redis, job: dict[str, Any], weights: bytes, fields: dict[str, Any]) -> bool:
+    """Store the trained weights and metadata, and mark job and model succeeded/ready."""
+    with r.pipeline() as pipe:
+        pipe.set(weights_key(job["model_id"]), weights)
+        pipe.hset(model_key(job["model_id"]), mapping=_encode(fields))
+        pipe.delete(checkpoint_key(job["id"]))
+        pipe.execute()
+    applied, _ = transition(r, job, "succeeded", ["running"], {"finished_at": now()}, model_status="ready")
+    return applied
+
+
+def job_counts(r: redis.Redis) -> dict[str, int]:
+    return {orjson.loads(k): int(v) for k, v in r.hgetall(JOB_STATS).items()}
+
+
+# Models --------------------------------------------------------------------------------
+
+
+def get_model(r: redis.Redis, model_id: str, tenant: str) -> dict[str, Any] | None:
+    return _owned(_decode(r.hgetall(model_key(model_id))), tenant)
+
+
+def list_models(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    return _fetch_many(r, model_key, _page(r, tenant, MODELS, offset, limit))
+
+
+def load_weights(r: redis.Redis, model_id: str) -> bytes | None:
+    return r.get(weights_key(model_id))
+
+
+def delete_model(r: redis.Redis, model: dict[str, Any]) -> None:
+    """Delete the model and tell every API process to drop it from its cache."""
+    with r.pipeline() as pipe:
+        pipe.delete(model_key(model["id"]), weights_key(model["id"]))
+        pipe.zrem(index_key(model["tenant"], MODELS), model["id"])
+        pipe.publish(MODEL_EVENTS, model["id"])
+        pipe.execute()
