@@ -11,6 +11,7 @@ This package imports nothing from the rest of nnserve.
 """
 from .errors import EngineError, NonFiniteError, SpecError
 from .gradcheck import gradcheck
+from .keras import KerasImport, from_keras
 from .model import Model
 from .serialize import dumps, loads
 from .spec import build, validate
@@ -19,12 +20,14 @@ from .training import History, TrainingConfig
 __all__ = [
     "EngineError",
     "History",
+    "KerasImport",
     "Model",
     "NonFiniteError",
     "SpecError",
     "TrainingConfig",
     "build",
     "dumps",
+    "from_keras",
     "gradcheck",
     "loads",
     "validate",
