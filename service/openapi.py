@@ -35,16 +35,17 @@ def doc(*, body: type[BaseModel] | None = None, responses: dict[int, Any], error
 
 def document(app: Flask, title: str, version: str) -> dict[str, Any]:
     routes = []
-    models: set[type[BaseModel]] = {Problem}
+    keyed = {(Problem, "serialization")}
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
         meta = getattr(view, "openapi", None)
         if meta is None:
             continue
         routes.append((rule, view, meta))
-        models.update(m for m in (meta["body"], *meta["responses"].values()) if isinstance(m, type))
-    keyed = [(m, "validation") for m in models] + [(m, "serialization") for m in models]
-    refs, top = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
+        if meta["body"] is not None:
+            keyed.add((meta["body"], "validation"))
+        keyed.update((m, "serialization") for m in meta["responses"].values() if isinstance(m, type))
+    refs, top = models_json_schema(sorted(keyed, key=lambda k: k[0].__name__), ref_template="#/components/schemas/{model}")
     paths: dict[str, dict[str, Any]] = {}
     for rule, view, meta in sorted(routes, key=lambda item: item[0].rule):
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
@@ -98,7 +99,7 @@ def _openapi30(schema: Any) -> Any:
         return [_openapi30(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    schema = {k: _openapi30(v) for k, v in schema.items() if k not in ("examples", "$schema")}
+    schema = {k: v for k, v in schema.items() if k not in ("examples", "$schema")}
     for union in ("anyOf", "oneOf"):
         members = schema.get(union)
         if members and {"type": "null"} in members:
@@ -109,6 +110,7 @@ def _openapi30(schema: Any) -> Any:
                 schema.update(rest[0])
             else:
                 schema[union if len(rest) > 1 else "allOf"] = rest
+    schema = {k: _openapi30(v) for k, v in schema.items()}
     if "const" in schema:
         schema["enum"] = [schema.pop("const")]
     for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
