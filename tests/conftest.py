@@ -148,9 +148,9 @@ class Processes:
         return env
 
     def start(self, *args: str, **settings) -> subprocess.Popen:
-        log = open(self.tmp / f"{args[0]}-{len(self.started)}.log", "wb")
-        process = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=self.env(**settings),
-                                   stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, start_new_session=True)
+        with open(self.tmp / f"{args[0]}-{len(self.started)}.log", "wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=self.env(**settings),
+                                       stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, start_new_session=True)
         self.started.append(process)
         return process
 
