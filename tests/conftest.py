@@ -180,8 +180,8 @@ def _answers(url: str) -> bool:
     import requests
 
     try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:  # not listening yet, or gunicorn's workers still booting
         return False
 
 
