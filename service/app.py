@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import redis
 from flask import Flask
+from redis import Redis
 from rq import Queue
 
 from . import errors, store
@@ -26,7 +26,7 @@ class Services:
     """What the routes use, found at ``app.extensions["nnserve"]``."""
 
     settings: Settings
-    redis: redis.Redis
+    redis: Redis
     queue: Queue
     cache: ModelCache
     monitoring: Monitoring

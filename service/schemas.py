@@ -188,9 +188,6 @@ class JobStatus(str, Enum):
     canceled = "canceled"
 
 
-TERMINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
-
-
 class JobCreate(Request):
     dataset: str = Field(description="Id of the dataset to train on (`iris`, `blobs`, `linear` or an uploaded one).")
     name: Name | None = None
@@ -203,7 +200,7 @@ class Progress(BaseModel):
     epochs: int
 
 
-class JobError(BaseModel):
+class JobFailure(BaseModel):
     type: str
     detail: str
 
@@ -218,7 +215,7 @@ class JobPublic(BaseModel):
     history: dict[str, list[float]] | None = Field(
         None, description="Per-epoch loss, metrics, val_* and learning_rate (left out of listings)."
     )
-    error: JobError | None = None
+    error: JobFailure | None = None
     attempts: int = 0
     model: dict[str, Any] = Field(description="The model spec with every default filled in.")
     training: dict[str, Any] = Field(description="The training config with every default filled in, seed included.")

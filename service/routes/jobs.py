@@ -63,8 +63,8 @@ def cancel(job_id: str):
     applied, status = store.transition(ctx.redis, job, "canceled", ["queued"], {"finished_at": store.now()}, "canceled")
     if applied:
         queue.discard(ctx.queue, job_id)
-    elif status == "running":
-        store.transition(ctx.redis, job, "running", ["running"], {"cancel_requested": True})
-    elif status != "canceled":
+    elif status == "running":  # the worker reads the flag after each epoch
+        applied, status = store.transition(ctx.redis, job, "running", ["running"], {"cancel_requested": True})
+    if not applied and status != "canceled":
         raise Conflict(f"job {job_id!r} has already {status}")
     return respond(public(get_job(job_id)), 202)

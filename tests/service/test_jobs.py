@@ -8,7 +8,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service import store
-from tests.service.helpers import IRIS_MODEL, IRIS_TRAINING, submit, train
+from tests.service.helpers import IRIS_MODEL, submit, train
 
 
 def test_submit_and_train(client, run_jobs, redis):

@@ -8,8 +8,6 @@ import statistics
 from datetime import datetime
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import wait_until
 from tests.service.helpers import submit
 
