@@ -29,8 +29,9 @@ def _all_finite(x: np.ndarray, chunk: int = 4096) -> bool:
     """True when every value is finite, without a boolean array the size of ``x``: a float64 sum
     is finite whenever the values are (scikit-learn's trick); only if it is not (NaN, inf, or
     an overflowing sum) are the rows checked, a chunk at a time."""
-    if np.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)):
-        return True
+    with np.errstate(over="ignore"):
+        if np.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)):
+            return True
     return all(np.isfinite(x[i : i + chunk]).all() for i in range(0, len(x), chunk))
 
 
@@ -58,7 +59,8 @@ class Model:
         previous = None
         for op in self.ops:
             if isinstance(op, Activation):
-                op.in_place = isinstance(previous, (Dense, Dropout))
+                # A dropout with rate 0 passes its input through, so that input is not its own buffer.
+                op.in_place = isinstance(previous, Dense) or (isinstance(previous, Dropout) and previous.rate > 0)
             previous = op
         first_dense = next(op for op in self.ops if isinstance(op, Dense))
         first_dense.propagate = False
@@ -140,8 +142,10 @@ class Model:
 
     def check_inputs(self, x: Any, name: str = "X") -> np.ndarray:
         """``x`` as a 2-D array of the model's dtype; wrong shapes, widths and non-finite values raise SpecError."""
+        given = x
         try:
-            x = np.asarray(x, dtype=self.dtype)
+            with np.errstate(over="ignore"):  # values beyond the dtype become inf, reported below
+                x = np.asarray(x, dtype=self.dtype)
         except (TypeError, ValueError):
             raise SpecError(name, "must be a 2-D array of numbers") from None
         if x.ndim != 2:
@@ -149,6 +153,8 @@ class Model:
         if self.n_features is not None and x.shape[1] != self.n_features:
             raise SpecError(name, f"each row must have {self.n_features} features; received {x.shape[1]}")
         if not _all_finite(x):
+            if _all_finite(np.asarray(given, dtype=np.float64)):
+                raise SpecError(name, f"has values beyond the {self.dtype.name} range (±{np.finfo(self.dtype).max:.3g})")
             raise SpecError(name, "contains NaN or infinite values")
         return x
 
@@ -220,8 +226,6 @@ class Model:
         where = ("layers", last, "units")
         loss = self.training.loss if self.training is not None else None
         if task == "regression":
-            if loss is not None and loss.classification_only:
-                raise SpecError(("training", "loss"), f"{loss.name} is a classification loss; the targets are continuous (try 'mse', 'mae' or 'huber')")
             if units != width:
                 raise SpecError(where, f"the output layer has {units} units but the data has {width} target column{'s' * (width != 1)}")
             return
@@ -276,6 +280,7 @@ class Model:
         With one sigmoid output the columns are ``1 - p, p``. Heads that are not softmax (say
         sigmoid units trained with mse) give their raw outputs, which need not sum to 1.
         """
+        self._require_built()
         if self.task != "classification":
             raise SpecError((), "predict_proba needs a classification model")
         out = self.outputs(x)

@@ -31,11 +31,16 @@ def pack(arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> bytes:
 def unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays and metadata of ``pack``; anything else raises SpecError."""
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+        loaded = np.load(io.BytesIO(blob), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an npz archive")
+        with loaded as archive:
             arrays = {name: archive[name] for name in archive.files}
         metadata = json.loads(str(arrays.pop("metadata")))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as error:
-        raise SpecError("weights", f"not a readable nnserve archive ({error})") from None
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise SpecError("weights", f"not a readable nnserve archive ({error or type(error).__name__})") from None
+    if not isinstance(metadata, dict):
+        raise SpecError("weights", "not a readable nnserve archive (its metadata is not an object)")
     return arrays, metadata
 
 
@@ -58,21 +63,46 @@ def dumps(model) -> bytes:
 
 def loads(blob: bytes):
     """The model ``dumps`` wrote. Raises SpecError for anything that is not such an archive."""
-    from .preprocessing import LabelEncoder, StandardScaler
-    from .spec import build
-
     arrays, metadata = unpack(blob)
     if metadata.get("format") != FORMAT:
         raise SpecError("weights", "not an nnserve model archive")
+    try:
+        return _restore(arrays, metadata)
+    except SpecError as error:
+        raise SpecError("weights", f"not a valid nnserve model archive: {error}") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise SpecError("weights", f"not a valid nnserve model archive ({type(error).__name__}: {error})") from None
+
+
+def _restore(arrays: dict[str, np.ndarray], metadata: dict[str, Any]):
+    from .model import TASKS
+    from .preprocessing import LabelEncoder, StandardScaler
+    from .spec import build
+
     model = build(metadata["spec"], metadata["training"])
+    if metadata["task"] not in TASKS:
+        raise SpecError("task", f"unknown {metadata['task']!r}")
     model.task = metadata["task"]
-    model.allocate(int(metadata["n_features"]), rng=None)
+    n_features = metadata["n_features"]
+    if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
+        raise SpecError("n_features", f"must be a positive integer; received {n_features!r}")
+    model.allocate(n_features, rng=None)
     names = metadata["weights"]
     if names != model.weight_names():
         raise SpecError("weights", "the arrays do not match the model spec")
-    model.set_weights([arrays[name] for name in names])
-    if metadata["classes"] is not None:
-        model.encoder = LabelEncoder(metadata["classes"])
+    weights = [arrays[name] for name in names]
+    if any(w.dtype.kind not in "fiu" for w in weights):
+        raise SpecError("weights", "weight arrays must hold numbers")
+    model.set_weights(weights)
+    if model.task == "classification":
+        classes = metadata["classes"]
+        expected = 2 if model.n_outputs == 1 else model.n_outputs
+        if not isinstance(classes, list) or len(classes) != expected:
+            raise SpecError("classes", f"must list {expected} labels for {model.n_outputs} outputs")
+        model.encoder = LabelEncoder(classes)
     if metadata["scaler"] is not None:
-        model.scaler = StandardScaler(**metadata["scaler"])
+        scaler = StandardScaler(**metadata["scaler"])
+        if scaler.mean.shape != (n_features,) or scaler.scale.shape != (n_features,):
+            raise SpecError("scaler", f"must hold {n_features} means and scales")
+        model.scaler = scaler
     return model

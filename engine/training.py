@@ -20,7 +20,7 @@ import numpy as np
 
 from . import losses, optimizers
 from .activations import Sigmoid, Softmax
-from .config import check_choice, check_float, check_int, construct
+from .config import check_bool, check_choice, check_float, check_int, construct
 from .errors import NonFiniteError, SpecError
 from .layers import Activation, Dense, Dropout
 from .metrics import decide
@@ -48,7 +48,7 @@ class EarlyStopping:
         self.monitor = _check_monitor(monitor)
         self.patience = check_int("patience", patience, minimum=0)
         self.min_delta = abs(check_float("min_delta", min_delta))
-        self.restore_best = bool(restore_best)
+        self.restore_best = check_bool("restore_best", restore_best)
         self.start_from_epoch = check_int("start_from_epoch", start_from_epoch, minimum=0)
 
     def config(self) -> dict[str, Any]:
@@ -256,7 +256,7 @@ def _check_class_weight(class_weight: Any) -> dict[str, float] | str | None:
         return class_weight
     if not isinstance(class_weight, dict):
         raise SpecError("class_weight", f"must be 'balanced' or an object of class -> weight; received {class_weight!r}")
-    return {str(k): check_float(("class_weight", str(k)), v, minimum=0.0) for k, v in class_weight.items()}
+    return {str(k): _within("class_weight", lambda v, k=str(k): check_float(k, v, minimum=0.0), v) for k, v in class_weight.items()}
 
 
 def _within(field, factory, value):
@@ -384,6 +384,12 @@ class Trainer:
     # The loop ------------------------------------------------------------------------
 
     def run(self, on_epoch=None, checkpoint_every: int = 0, on_checkpoint: Callable[[bytes], None] | None = None) -> History:
+        # A diverging run overflows on its way to inf/NaN; the check after each epoch reports it
+        # as a NonFiniteError, so NumPy's warnings would only be noise (or, under -W error, mask it).
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._run(on_epoch, checkpoint_every, on_checkpoint)
+
+    def _run(self, on_epoch, checkpoint_every, on_checkpoint) -> History:
         config = self.config
         stop = False
         while self.epoch < config.epochs and not stop:
@@ -526,6 +532,11 @@ def check_training(model, task: str, width: int, has_validation: bool) -> losses
     Records the settled loss in ``model.training`` and returns it; raises SpecError naming the field.
     """
     config = model.training
+    if task == "regression" and config.loss is not None and config.loss.classification_only:
+        raise SpecError(
+            ("training", "loss"),
+            f"{config.loss.name} is a classification loss; the targets are continuous (try 'mse', 'mae' or 'huber')",
+        )
     config.loss = resolve_loss(model, task)
     model.check_head(task, width)
     for i, name in enumerate(config.metrics):
