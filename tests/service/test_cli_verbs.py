@@ -1,0 +1,122 @@
+"""``nnserve train | predict | models | jobs`` run as subprocesses against ``nnserve api`` and a worker."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from service.builtin import load
+from tests.conftest import ROOT, free_port
+from tests.stack import stack
+
+IRIS_CSV = ROOT / "service" / "builtin" / "iris.csv"
+
+
+@pytest.fixture(scope="module")
+def url(redis_server, tmp_path_factory):
+    with stack(redis_server.url, tmp_path_factory.mktemp("cli")) as base:
+        yield base
+
+
+def nnserve(*args: str, url: str | None = None, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NNSERVE_")}
+    environ.update(PYTHONPATH=str(ROOT), **env)
+    command = [sys.executable, "-m", "service.cli", *args, *(["--url", url] if url else [])]
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, env=environ, timeout=300)
+
+
+def fields(stdout: str) -> dict[str, str]:
+    """``train``'s ``name   value`` lines as a dict."""
+    return dict(line.split(None, 1) for line in stdout.splitlines() if line.strip())
+
+
+@pytest.fixture(scope="module")
+def trained(url):
+    """``nnserve train --wait`` on iris with the example spec: its run and its fields."""
+    run = nnserve("train", "--dataset", "iris", "--spec", str(ROOT / "examples" / "iris.json"), "--name", "cli iris",
+                  "--wait", url=url)
+    assert run.returncode == 0, run.stderr
+    return run, fields(run.stdout)
+
+
+def test_train_wait_prints_ids_progress_and_final_metrics(trained):
+    run, out = trained
+    assert out["job"].startswith("job_") and out["model"].startswith("mdl_")
+    assert out["status"] == "succeeded (100/100 epochs)"
+    assert float(out["accuracy"]) >= 0.93 and "val_accuracy" in out and "loss" in out
+    # Not a terminal: a line per tenth of the epochs at most (fewer when it polls a fast job), the last complete.
+    progress = [line for line in run.stderr.splitlines() if line.startswith("epoch ")]
+    assert 1 <= len(progress) <= 11 and "\r" not in run.stderr
+    assert progress[-1].startswith("epoch 100/100 [########################]") and "loss" in progress[-1]
+
+
+def test_train_without_wait_returns_at_once(url):
+    run = nnserve("train", "--dataset", "linear", "--spec", str(ROOT / "examples" / "linear.json"), url=url)
+    assert run.returncode == 0, run.stderr
+    out = fields(run.stdout)
+    assert out["status"] == "queued" and out["job"].startswith("job_")
+    assert "epoch" not in run.stderr
+
+
+def test_predict_a_csv_with_a_header_as_csv(trained, url):
+    model_id = trained[1]["model"]
+    run = nnserve("predict", model_id, "--input", str(IRIS_CSV), url=url)  # the training file, species column and all
+    assert run.returncode == 0, run.stderr
+    rows = list(csv.reader(io.StringIO(run.stdout)))
+    assert rows[0] == ["prediction", "p_setosa", "p_versicolor", "p_virginica"]
+    _, _, species = load("iris")
+    predicted = np.array([row[0] for row in rows[1:]])
+    assert len(predicted) == 150 and np.mean(predicted == species) >= 0.93
+    assert all(abs(sum(float(p) for p in row[1:]) - 1) < 1e-4 for row in rows[1:])
+
+
+def test_predict_rows_from_stdin_as_json(trained, url):
+    model_id = trained[1]["model"]
+    run = nnserve("predict", model_id, "--input", "-", "--format", "json", url=url,
+                  stdin="5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
+    assert run.returncode == 0, run.stderr
+    body = json.loads(run.stdout)
+    assert body["predictions"] == ["setosa", "virginica"]
+    assert np.array(body["probabilities"]).shape == (2, 3)
+
+
+def test_models_and_jobs_tables(trained, url):
+    job_id, model_id = trained[1]["job"], trained[1]["model"]
+    models = nnserve("models", NNSERVE_URL=url)  # the URL from the environment
+    assert models.returncode == 0, models.stderr
+    header, *lines = models.stdout.splitlines()
+    assert header.split() == ["ID", "NAME", "STATUS", "DATASET", "TASK", "METRICS", "PARAMS", "CREATED"]
+    line = next(line for line in lines if line.startswith(model_id))
+    assert "cli iris" in line and " ready " in line and " classification " in line and "accuracy=0.9" in line
+    assert " 67 " in line  # 4*8+8 + 8*3+3 weights
+
+    jobs = nnserve("jobs", url=url)
+    assert jobs.returncode == 0, jobs.stderr
+    line = next(line for line in jobs.stdout.splitlines() if line.startswith(job_id))
+    assert " succeeded " in line and " 100/100 " in line and model_id in line
+
+    listed = json.loads(nnserve("jobs", "--json", url=url).stdout)
+    assert job_id in [job["id"] for job in listed]
+
+
+def test_errors_exit_non_zero_with_the_problem(url, tmp_path):
+    missing = nnserve("predict", "mdl_missing", "--input", str(IRIS_CSV), url=url)
+    assert missing.returncode == 1 and "404" in missing.stderr and "mdl_missing" in missing.stderr
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": {"layers": [{"type": "dense", "units": 0}]}}))
+    invalid = nnserve("train", "--dataset", "iris", "--spec", str(bad), url=url)
+    assert invalid.returncode == 1 and "model.layers.0.units:" in invalid.stderr
+
+    bad.write_text(json.dumps({"layers": []}))
+    unusable = nnserve("train", "--dataset", "iris", "--spec", str(bad), url=url)
+    assert unusable.returncode == 2 and '{"model"' in unusable.stderr
+
+    nobody = nnserve("models", url=f"http://127.0.0.1:{free_port()}")
+    assert nobody.returncode == 1 and "no answer" in nobody.stderr
