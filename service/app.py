@@ -35,7 +35,7 @@ class Services:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # service/static is the dashboard's; its blueprint serves it
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
 
@@ -48,9 +48,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         monitoring=Monitoring(app, settings),
     )
 
-    from .routes import datasets, jobs, models, ops
+    from .routes import dashboard, datasets, jobs, models, ops
 
-    for blueprint in (datasets.bp, jobs.bp, models.bp, ops.bp):
+    for blueprint in (datasets.bp, jobs.bp, models.bp, ops.bp, dashboard.bp):
         app.register_blueprint(blueprint)
 
     errors.register(app)

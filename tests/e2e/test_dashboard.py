@@ -1,0 +1,158 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against
+``nnserve api`` and ``nnserve worker`` processes: upload a CSV, train iris from the preset while the
+loss curve is drawn, see the model and its accuracy, predict a species.
+
+The screenshot is kept at ``tests/artifacts/dashboard.png``; docs/dashboard.png is a copy of it.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from service.client import Client
+from tests.conftest import ROOT
+from tests.stack import stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+IRIS_CSV = ROOT / "service" / "builtin" / "iris.csv"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TRAINING = 120_000  # ms: generous, the machine is shared with other test runs
+LOSS_COLOUR, VAL_LOSS_COLOUR = (37, 99, 235), (234, 88, 12)  # the series strokes set in app.js
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    sync_playwright = None
+
+# CI must run this test: there a missing browser or driver is a failure, elsewhere a skip.
+if not os.environ.get("CI") and (sync_playwright is None or not CHROMIUM.exists()):
+    pytest.skip("needs Debian's chromium (apt-get install chromium) and playwright", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def url(redis_server, tmp_path_factory):
+    with stack(redis_server.url, tmp_path_factory.mktemp("dashboard")) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if sync_playwright is None:
+        pytest.fail("playwright is not installed: pip install -e '.[dev]'")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, url):
+    context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=url)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.problems = []  # uncaught exceptions and Content-Security-Policy refusals
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
+    page.on("console", lambda message: page.problems.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text else None)
+    page.goto("/")
+    page.wait_for_selector("#train-dataset option[value=iris]", state="attached")
+    yield page
+    context.close()
+
+
+def colour_pixels(page, selector: str, rgb: tuple[int, int, int]) -> int:
+    """Pixels of the canvas under ``selector`` within a small distance of ``rgb``: how much of a series is drawn."""
+    return page.evaluate("""([selector, [r, g, b]]) => {
+        const canvas = document.querySelector(selector);
+        const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        let count = 0;
+        for (let i = 0; i < pixels.length; i += 4)
+            if (pixels[i + 3] > 200 && Math.abs(pixels[i] - r) + Math.abs(pixels[i + 1] - g) + Math.abs(pixels[i + 2] - b) < 60)
+                count++;
+        return count;
+    }""", [selector, list(rgb)])
+
+
+def test_upload_train_watch_and_predict(page):
+    # Upload iris as a CSV: the target column is offered from the file's header.
+    page.set_input_files("#upload-file", str(IRIS_CSV))
+    page.wait_for_selector("#upload-target option[value=species]", state="attached")
+    assert page.input_value("#upload-target") == "species"
+    page.fill("#upload-name", "iris upload")
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#notice.info")
+    assert "Uploaded iris upload: 150 rows, 4 features" in page.inner_text("#notice")
+    uploaded = page.input_value("#train-dataset")
+    assert uploaded.startswith("ds_")
+    assert "3 classes" in page.inner_text("#dataset-rows tr:has-text('iris upload')")
+
+    # The iris preset (which picks the built-in iris), then the uploaded copy.
+    page.select_option("#preset", "iris")
+    assert page.input_value("#train-dataset") == "iris"
+    assert page.locator("#layers > li").count() == 2
+    assert '"units": 8' in page.input_value("#spec-json")
+    page.select_option("#train-dataset", uploaded)
+    page.click("#start")
+
+    page.wait_for_selector("#job-status.succeeded", timeout=TRAINING)
+    assert page.inner_text("#job-epochs") == "epoch 100 / 100"
+    page.wait_for_function("document.querySelector('#chart').dataset.epochs === '100'")
+    assert colour_pixels(page, "#chart canvas", LOSS_COLOUR) > 100
+    assert colour_pixels(page, "#chart canvas", VAL_LOSS_COLOUR) > 50
+    job_line = page.inner_text("#job-line")
+    model_id = re.search(r"→ (mdl_\w+)", job_line).group(1)
+    assert uploaded in job_line
+
+    # The model is listed with its accuracy, and chosen for predictions.
+    row = page.locator("#model-rows tr", has_text=model_id)
+    row.wait_for()
+    assert "ready" in row.inner_text()
+    accuracy = float(re.search(r"accuracy ([0-9.]+)", row.inner_text()).group(1))
+    assert accuracy >= 0.9
+    assert page.input_value("#predict-model") == model_id
+
+    for name, value in zip(["sepal_length", "sepal_width", "petal_length", "petal_width"], [5.1, 3.5, 1.4, 0.2]):
+        page.fill(f"#predict-inputs input[name={name}]", str(value))
+    page.click("#predict-form button[type=submit]")
+    page.wait_for_selector("#predicted")
+    assert page.inner_text("#predicted") == "setosa"
+    probabilities = page.locator(".probabilities tr")
+    assert probabilities.count() == 3 and "setosa" in probabilities.first.inner_text()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert page.problems == []
+
+
+def test_a_bad_spec_shows_the_fields_at_fault(page):
+    page.click("#spec-details summary")
+    page.fill("#spec-json", '{"model": {"layers": [{"type": "dense", "units": 0}]}}')
+    page.click("#start")
+    page.wait_for_selector("#notice.error")
+    assert "model.layers.0.units" in page.inner_text("#notice")
+
+    page.fill("#spec-json", '{"model": ')
+    assert page.is_visible("#spec-error")
+    page.click("#start")
+    assert "does not parse" in page.inner_text("#notice")
+
+
+def test_the_api_key_is_kept_for_the_tab_and_sent(page, url):
+    with Client(url) as nn:
+        nn.train("linear", {"layers": [{"type": "dense", "units": 1}]}, {"epochs": 1})
+    page.fill("#api-key", "key-for-this-tab")
+    with page.expect_request(lambda request: request.url.endswith("/v1/models?limit=1000")) as caught:
+        page.click("#key-form button[type=submit]")
+    assert caught.value.headers["authorization"] == "Bearer key-for-this-tab"
+    assert page.evaluate("sessionStorage.getItem('nnserve.apiKey')") == "key-for-this-tab"
+    page.reload()
+    with page.expect_request(lambda request: "/v1/jobs/" in request.url) as caught:
+        page.locator("#job-rows button").first.click()
+    assert caught.value.headers["authorization"] == "Bearer key-for-this-tab"
+    page.click("#key-clear")
+    assert page.evaluate("sessionStorage.getItem('nnserve.apiKey')") is None
