@@ -137,7 +137,10 @@ def start_redis(supervisor: Supervisor, data_dir: Path, port: int) -> int:
     redis_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "redis.log", "ab")
     supervisor.cleanup.append(log.close)
-    supervisor.start("redis", redis_command(redis_binary(), port, redis_dir), dict(os.environ), stdout=log, last=True)
+    # A Redis that dies (kill -9, the OOM killer) is started again on the same port and data: the AOF
+    # brings back all but at most the last second of writes, and the API and workers reconnect by themselves.
+    supervisor.start("redis", redis_command(redis_binary(), port, redis_dir), dict(os.environ), stdout=log,
+                     restart=True, last=True)
     wait_for_port(port, timeout=10.0)
     return port
 

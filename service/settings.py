@@ -43,6 +43,18 @@ class Settings(BaseSettings):
     maintenance_interval: int = Field(
         30, gt=0, description="Seconds between a worker's sweeps for jobs whose worker died."
     )
+    shutdown_timeout: float = Field(
+        8.0, gt=0, description="Seconds a worker told to stop (SIGTERM) waits for its job to checkpoint at an epoch "
+        "boundary before it stops the job anyway; either way the job is requeued (keep below the stop grace period).",
+    )
+    redis_retry_window: float = Field(
+        60.0, ge=0, description="Seconds a worker keeps retrying a Redis command through an outage (exponential "
+        "backoff, at most 2 s apart) before giving up on it.",
+    )
+    blas_threads: int = Field(
+        1, gt=0, description="BLAS threads per worker process (OpenBLAS threads spin while waiting, so workers "
+        "that share cores slow each other down when this is above 1).",
+    )
 
     # Serving.
     model_cache_size: int = Field(32, ge=0, description="Trained models kept in memory per API process.")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from . import builtin
@@ -42,6 +42,8 @@ PUBLIC = "public"
 MODEL_EVENTS = f"{PREFIX}:events:models"
 """Pub/sub channel carrying the id of each deleted model."""
 JOB_STATS = f"{PREFIX}:stats:jobs"
+RETRY_BACKOFF_CAP = 2.0
+"""Seconds, at most, between a worker's attempts at a Redis command while Redis is unreachable."""
 
 DATASETS, JOBS, MODELS = "datasets", "jobs", "models"
 
@@ -78,14 +80,26 @@ def index_key(tenant: str, kind: str) -> str:
     return f"{PREFIX}:tenant:{tenant}:{kind}"
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
+def connect(url: str, timeout: float, retry_window: float = 0.0) -> redis.Redis:
     """A client whose every connect and command gives up after ``timeout`` seconds, so an
-    unreachable Redis turns into a quick 503 rather than a hung request. One retry, no backoff."""
+    unreachable Redis turns into a quick 503 rather than a hung request: one retry, no backoff.
+
+    With a ``retry_window`` (workers), a command that fails to connect or times out is tried
+    again with exponential backoff for about that many seconds, so a Redis restart only pauses
+    training. Our job writes do no harm when repeated (see ``record_epoch``), and a duplicate that
+    RQ might enqueue that way is stopped by the job's lease (see ``start_job``)."""
+    retry = Retry(NoBackoff(), 1)
+    if retry_window > 0:
+        backoff, attempts, waited = ExponentialBackoff(cap=RETRY_BACKOFF_CAP, base=0.05), 0, 0.0
+        while waited < retry_window:
+            attempts += 1
+            waited += backoff.compute(attempts)
+        retry = Retry(backoff, attempts)
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
+        retry=retry,
         health_check_interval=30,
     )
 
@@ -198,21 +212,29 @@ def delete_dataset(r: redis.Redis, meta: dict[str, Any]) -> None:
 
 # Jobs ----------------------------------------------------------------------------------
 
+
+class LeaseLost(Exception):
+    """Another attempt has taken the job over (its worker was presumed dead); this one must stop
+    without writing anything more."""
+
+
 # Moves a job from one of the allowed statuses to another, setting extra fields, counting
 # the move in JOB_STATS and (optionally) setting the model's status, all in one step.
-# KEYS: job, stats, model. ARGV: new status, model status ("" = leave), n allowed,
-# allowed..., then field/value pairs. Returns {1, old} when applied, {0, current} when
-# the job was in another status, nil when there is no such job.
+# KEYS: job, stats, model. ARGV: new status, model status ("" = leave), lease ("" = whoever
+# holds the job), n allowed, allowed..., then field/value pairs. Returns {1, old} when
+# applied, {0, current} when the job was in another status or held by another lease, nil
+# when there is no such job.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return nil end
-local n = tonumber(ARGV[3])
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[3] then return {0, current} end
+local n = tonumber(ARGV[4])
 local allowed = false
-for i = 4, 3 + n do
+for i = 5, 4 + n do
   if ARGV[i] == current then allowed = true end
 end
 if not allowed then return {0, current} end
-for i = 4 + n, #ARGV, 2 do
+for i = 5 + n, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 if ARGV[1] ~= current then
@@ -226,6 +248,29 @@ end
 return {1, current}
 """
 
+# Records one finished epoch for the attempt holding ``lease``. The history is first cut to
+# ``epoch`` entries, so a call retried through a dropped connection never logs an epoch twice.
+# KEYS: job, history. ARGV: lease, epoch (0-based), logs. Returns -1 when another attempt
+# holds the job, else 1 when a cancel was asked for, else 0.
+_RECORD_EPOCH = """
+if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return -1 end
+local epoch = tonumber(ARGV[2])
+if epoch == 0 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, epoch - 1) end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'epoch', epoch + 1)
+if redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 1 end
+return 0
+"""
+
+# Stores a checkpoint for the attempt holding ``lease``. KEYS: job, checkpoint.
+# ARGV: lease, blob, epochs it covers. Returns 0 when another attempt holds the job.
+_SAVE_CHECKPOINT = """
+if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], 'checkpoint_epoch', ARGV[3])
+return 1
+"""
+
 
 def transition(
     r: redis.Redis,
@@ -234,9 +279,11 @@ def transition(
     allowed: Iterable[str],
     fields: dict[str, Any] | None = None,
     model_status: str | None = None,
+    lease: str | None = None,
 ) -> tuple[bool, str | None]:
-    """Move ``job`` to status ``to`` if it is in one of ``allowed``; returns (applied, previous status)."""
-    args = [orjson.dumps(to), orjson.dumps(model_status) if model_status else b""]
+    """Move ``job`` to status ``to`` if it is in one of ``allowed`` (and, given a ``lease``, still held
+    by it); returns (applied, previous status)."""
+    args = [orjson.dumps(to), orjson.dumps(model_status) if model_status else b"", orjson.dumps(lease) if lease else b""]
     allowed = [orjson.dumps(s) for s in allowed]
     args += [len(allowed), *allowed]
     for name, value in _encode(fields or {}).items():
@@ -280,14 +327,22 @@ def history(r: redis.Redis, job_id: str) -> dict[str, list[float]]:
     return columns
 
 
-def record_epoch(r: redis.Redis, job_id: str, epoch: int, logs: dict[str, float]) -> bool:
-    """Append one epoch's logs, advance the progress, and say whether a cancel was asked for (one round trip)."""
-    with r.pipeline(transaction=False) as pipe:
-        pipe.rpush(history_key(job_id), orjson.dumps(logs, option=orjson.OPT_SERIALIZE_NUMPY))
-        pipe.hset(job_key(job_id), "epoch", epoch + 1)
-        pipe.hget(job_key(job_id), "cancel_requested")
-        cancel = pipe.execute()[-1]
-    return cancel is not None and orjson.loads(cancel) is True
+def start_job(r: redis.Redis, job: dict[str, Any], lease: str) -> tuple[bool, str | None]:
+    """Claim ``job`` for one attempt: ``running``, one more attempt, and ``lease`` as its holder, so that
+    an older attempt still alive somewhere (its worker was taken for dead) stops at its next write.
+    ``running`` is allowed too: RQ may requeue a job whose worker died before our record moved back."""
+    fields = {"started_at": now(), "attempts": job["attempts"] + 1, "lease": lease}
+    return transition(r, job, "running", ["queued", "running"], fields)
+
+
+def record_epoch(r: redis.Redis, job_id: str, lease: str, epoch: int, logs: dict[str, float]) -> bool:
+    """Append one epoch's logs, advance the progress, and say whether a cancel was asked for (one round trip).
+    Raises LeaseLost when another attempt holds the job."""
+    logs_json = orjson.dumps(logs, option=orjson.OPT_SERIALIZE_NUMPY)
+    result = r.eval(_RECORD_EPOCH, 2, job_key(job_id), history_key(job_id), orjson.dumps(lease), epoch, logs_json)
+    if result < 0:
+        raise LeaseLost(job_id)
+    return result == 1
 
 
 def restart_history(r: redis.Redis, job_id: str, epochs_kept: int) -> None:
@@ -301,11 +356,10 @@ def restart_history(r: redis.Redis, job_id: str, epochs_kept: int) -> None:
         pipe.execute()
 
 
-def save_checkpoint(r: redis.Redis, job_id: str, blob: bytes, epoch: int) -> None:
-    with r.pipeline() as pipe:
-        pipe.set(checkpoint_key(job_id), blob)
-        pipe.hset(job_key(job_id), "checkpoint_epoch", epoch)
-        pipe.execute()
+def save_checkpoint(r: redis.Redis, job_id: str, lease: str, blob: bytes, epoch: int) -> None:
+    """Keep ``blob`` as the job's checkpoint, covering ``epoch`` epochs. Raises LeaseLost."""
+    if not r.eval(_SAVE_CHECKPOINT, 2, job_key(job_id), checkpoint_key(job_id), orjson.dumps(lease), blob, epoch):
+        raise LeaseLost(job_id)
 
 
 def load_checkpoint(r: redis.Redis, job_id: str) -> tuple[bytes, int] | None:
@@ -317,24 +371,41 @@ def load_checkpoint(r: redis.Redis, job_id: str) -> tuple[bytes, int] | None:
     return (blob, int(epoch)) if blob is not None and epoch is not None else None
 
 
+def requeue_job(r: redis.Redis, job: dict[str, Any], error: dict[str, str] | None = None, lease: str | None = None) -> bool:
+    """Back to ``queued`` from ``running`` (its checkpoint kept), noting why; True when it was still running."""
+    applied, _ = transition(r, job, "queued", ["running"], {"error": error}, lease=lease)
+    return applied
+
+
 def finish_job(
-    r: redis.Redis, job: dict[str, Any], status: str, error: dict[str, str] | None = None, allowed=("running",)
+    r: redis.Redis, job: dict[str, Any], status: str, error: dict[str, str] | None = None, allowed=("running",),
+    lease: str | None = None,
 ) -> bool:
     """End a job as failed or canceled (the model gets the same status); True when it was ``allowed`` to."""
-    applied, _ = transition(r, job, status, allowed, {"finished_at": now(), "error": error}, model_status=status)
+    applied, _ = transition(r, job, status, allowed, {"finished_at": now(), "error": error}, model_status=status, lease=lease)
     if applied:
         r.delete(checkpoint_key(job["id"]))
     return applied
 
 
-def save_model(r: redis.Redis, job: dict[str, Any], weights: bytes, fields: dict[str, Any]) -> bool:
-    """Store the trained weights and metadata, and mark job and model succeeded/ready."""
+def save_model(
+    r: redis.Redis, job: dict[str, Any], lease: str, weights: bytes, fields: dict[str, Any], epochs: list[dict[str, float]]
+) -> bool:
+    """Store the trained weights, metadata and the whole history (``epochs``: one dict of logs each, as
+    training kept them, which heals any epoch record lost with a Redis restart), and mark job and
+    model succeeded/ready if ``lease`` still holds the job. Another attempt that took over trains
+    the same model from the same checkpoint, so writing the weights before that check is harmless."""
     with r.pipeline() as pipe:
         pipe.set(weights_key(job["model_id"]), weights)
         pipe.hset(model_key(job["model_id"]), mapping=_encode(fields))
-        pipe.delete(checkpoint_key(job["id"]))
+        pipe.delete(history_key(job["id"]))
+        if epochs:
+            pipe.rpush(history_key(job["id"]), *(orjson.dumps(logs, option=orjson.OPT_SERIALIZE_NUMPY) for logs in epochs))
         pipe.execute()
-    applied, _ = transition(r, job, "succeeded", ["running"], {"finished_at": now()}, model_status="ready")
+    done = {"finished_at": now(), "epoch": len(epochs), "error": None}  # a retry's reason no longer applies
+    applied, _ = transition(r, job, "succeeded", ["running"], done, model_status="ready", lease=lease)
+    if applied:
+        r.delete(checkpoint_key(job["id"]))
     return applied
 
 

@@ -1,26 +1,41 @@
-"""The job functions RQ runs, by dotted path: ``train(job_id)`` and its failure callback.
+"""The job functions RQ runs, by dotted path: ``train(job_id)`` and its failure callbacks.
 
 ``train`` reads everything from the store by id and writes everything back there; it
 imports the engine and the store, never Flask. Failures propagate to RQ, and
 ``on_failure`` / ``on_worker_lost`` keep our job record (the one users see) in step:
 a deterministic failure (a bad spec, diverging training, a timeout) ends the job
 ``failed`` at once; a lost worker sends it back to ``queued`` while retries remain,
-and a retry resumes from the last checkpoint.
+and a retry resumes from the last checkpoint. A worker told to stop (``PREEMPT_SIGNAL``
+reaches its work horse) has the job checkpoint at the next epoch boundary and requeue
+itself, without using up a retry.
 """
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import signal
+import threading
 from typing import Any
 
 import numpy as np
-from rq import get_current_job
+from rq import Retry, get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
 import engine
+from engine.training import Trainer
 from service import store
 
 log = logging.getLogger(__name__)
+
+PREEMPT_SIGNAL = signal.SIGUSR1
+"""Sent by a worker to its work horse when the worker is told to stop."""
+MAX_PREEMPTIONS = 10_000
+"""RQ's Retry needs a bound; a job goes back on the queue once per worker shutdown that catches it."""
+
+preempted = threading.Event()
+"""Set in a work horse by PREEMPT_SIGNAL; ``train`` reads it after every epoch."""
 
 
 class JobError(Exception):
@@ -30,8 +45,9 @@ class JobError(Exception):
 DETERMINISTIC = (engine.EngineError, JobError, JobTimeoutException)
 
 
-def train(job_id: str) -> dict[str, Any]:
-    """Train the job's model on its dataset, reporting every epoch; returns a small summary."""
+def train(job_id: str) -> dict[str, Any] | Retry:
+    """Train the job's model on its dataset, reporting every epoch; returns a small summary, or
+    RQ's ``Retry`` when the worker is stopping and the job must continue elsewhere."""
     r = get_current_job().connection
     job = store.get_job(r, job_id)
     if job is None:
@@ -39,8 +55,8 @@ def train(job_id: str) -> dict[str, Any]:
     if job["cancel_requested"]:
         store.finish_job(r, job, "canceled", allowed=("queued", "running"))
         return {"status": "canceled"}
-    fields = {"started_at": store.now(), "attempts": job["attempts"] + 1}
-    started, status = store.transition(r, job, "running", ["queued", "running"], fields)
+    lease = secrets.token_hex(8)
+    started, status = store.start_job(r, job, lease)
     if not started:
         return {"status": status}  # canceled while queued, or already finished
 
@@ -54,32 +70,68 @@ def train(job_id: str) -> dict[str, Any]:
 
     checkpoint = store.load_checkpoint(r, job_id)
     store.restart_history(r, job_id, checkpoint[1] if checkpoint else 0)
-    state = {"canceled": False, "epoch": 0}
+    stopped_for = None
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
-        state["epoch"] = epoch + 1
-        state["canceled"] = store.record_epoch(r, job_id, epoch, logs)
-        return state["canceled"]
+        nonlocal stopped_for
+        if store.record_epoch(r, job_id, lease, epoch, logs):
+            stopped_for = "cancel"
+        elif preempted.is_set() and trainer.epoch < job["epochs"]:
+            # At the epoch boundary the next worker loses nothing: the checkpoint is this very state.
+            store.save_checkpoint(r, job_id, lease, trainer.checkpoint(), trainer.epoch)
+            stopped_for = "shutdown"
+        return stopped_for is not None
 
-    # Diverging weights overflow on the way to inf; the engine checks every epoch and raises
-    # NonFiniteError with advice, so NumPy's own overflow warnings would only be noise.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        history = model.fit(
-            *arrays,
-            task=task,
-            on_epoch=on_epoch,
-            checkpoint_every=job["checkpoint_every"],
-            on_checkpoint=lambda blob: store.save_checkpoint(r, job_id, blob, state["epoch"]),
-            resume_from=checkpoint[0] if checkpoint else None,
-        )
-    if state["canceled"]:
-        store.finish_job(r, job, "canceled")
+    try:
+        # Diverging weights overflow on the way to inf; the engine checks every epoch and raises
+        # NonFiniteError with advice, so NumPy's own overflow warnings would only be noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            # The Trainer rather than model.fit: a stopping worker needs a checkpoint of the current epoch.
+            trainer = Trainer(model, *arrays, task=task)
+            if checkpoint:
+                trainer.restore(checkpoint[0])
+            history = trainer.run(
+                on_epoch=on_epoch,
+                checkpoint_every=job["checkpoint_every"],
+                on_checkpoint=lambda blob: store.save_checkpoint(r, job_id, lease, blob, trainer.epoch),
+            )
+    except store.LeaseLost:
+        return _walk_away(job_id)
+
+    if stopped_for == "cancel":
+        store.finish_job(r, job, "canceled", lease=lease)
         return {"status": "canceled", "epochs": len(history.epoch)}
+    if stopped_for == "shutdown":
+        note = {"type": "WorkerStopped", "detail": f"its worker was stopped; requeued from epoch {trainer.epoch}"}
+        store.requeue_job(r, job, note, lease=lease)
+        log.info("job %s: checkpointed at epoch %d and requeued (worker stopping)", job_id, trainer.epoch)
+        return Retry(max=MAX_PREEMPTIONS, enqueue_at_front=True)
 
     metrics = {name: values[-1] for name, values in history.history.items() if name != "learning_rate"}
     fields = {"metrics": metrics, "trained_at": store.now(), "n_parameters": model.n_parameters}
-    store.save_model(r, job, engine.dumps(model), fields)
+    epochs = [dict(zip(history.history, values)) for values in zip(*history.history.values())]
+    if not store.save_model(r, job, lease, engine.dumps(model), fields, epochs):
+        return _walk_away(job_id)
     return {"status": "succeeded", "epochs": len(history.epoch)}
+
+
+in_work_horse = False
+"""True in a forked work horse (set by ``worker.main``), where ``_walk_away`` may exit the process."""
+
+
+def _walk_away(job_id: str) -> dict[str, Any]:
+    """This attempt lost the job to a newer one (a Redis outage outlived its heartbeats, say)."""
+    log.warning("job %s: another attempt has taken it over; this one stops", job_id)
+    if in_work_horse:
+        # Leave RQ's records alone: they now describe the attempt that holds the job, and marking
+        # the RQ job finished here would stop the abandoned-job sweep from rescuing that attempt.
+        os._exit(0)
+    return {"status": "superseded"}
+
+
+def request_preemption(signum, frame) -> None:
+    """PREEMPT_SIGNAL's handler in a work horse."""
+    preempted.set()
 
 
 def on_failure(rq_job, connection, exc_type, exc_value, traceback) -> None:
@@ -98,6 +150,22 @@ def on_work_horse_killed(rq_job, retpid, ret_val, rusage) -> None:
     on_worker_lost(rq_job, rq_job.connection, f"its worker process died (wait status {ret_val})")
 
 
+def on_preempted_horse_killed(rq_job, connection) -> None:
+    """The worker was told to stop and killed its work horse, which had not reached an epoch
+    boundary within the shutdown timeout. RQ retries the job next (it resumes from its last
+    periodic checkpoint); a shutdown is not the job's fault, so that retry is not counted."""
+    job = store.get_job(connection, rq_job.id)
+    if job is not None and job["cancel_requested"]:
+        rq_job.retries_left = 0
+        store.finish_job(connection, job, "canceled", allowed=("queued", "running"))
+        return
+    rq_job.retries_left = (rq_job.retries_left or 0) + 1  # RQ's retry takes this one back
+    if job is not None:
+        epoch = job.get("checkpoint_epoch") or 0
+        store.requeue_job(connection, job, {"type": "WorkerStopped",
+                                            "detail": f"its worker was stopped mid-epoch; requeued from epoch {epoch}"})
+
+
 def on_worker_lost(rq_job, connection, reason: str) -> None:
     job = store.get_job(connection, rq_job.id)
     if job is not None and job["cancel_requested"]:
@@ -114,7 +182,9 @@ def _failed(rq_job, connection, error: dict[str, str]) -> None:
         return
     if rq_job.retries_left:
         error = {**error, "detail": f"{error['detail']}; retrying ({rq_job.retries_left} retries left)"}
-        store.transition(connection, job, "queued", ["running"], {"error": error})
+        store.requeue_job(connection, job, error)
     else:
+        if error["type"] == "WorkerLost":
+            error = {**error, "detail": f"{error['detail']}; gave up after {job['attempts']} attempts"}
         store.finish_job(connection, job, "failed", error, allowed=("queued", "running"))
     log.warning("job %s: %s: %s", rq_job.id, error["type"], error["detail"])

@@ -2,8 +2,17 @@
 
 NumPy, the engine and the job module are imported here, before RQ forks a work horse
 per job, so a job starts in milliseconds instead of paying ~90 ms of imports after
-each fork. SIGTERM (or Ctrl-C) asks for a warm shutdown: the current job finishes, then
-the worker exits; a second one kills the job, which RQ then retries.
+each fork.
+
+Stopping: SIGTERM (or Ctrl-C) asks for a warm shutdown. The work horse is told
+(``jobs.PREEMPT_SIGNAL``) and its job checkpoints at the next epoch boundary and goes
+back on the queue; a job whose epoch outlasts ``shutdown_timeout`` is killed and requeued
+from its last periodic checkpoint. Then the worker exits. A second signal is a cold
+shutdown: the job is killed at once and the abandoned-job sweep of another worker retries it.
+
+Redis outages: the worker's client retries each command for ``redis_retry_window``
+seconds, so a restart of Redis only pauses the worker; if Redis stays away longer,
+``run`` starts the work loop again once it answers. The process never has to be restarted.
 """
 from __future__ import annotations
 
@@ -11,10 +20,14 @@ import ctypes
 import logging
 import os
 import signal
+import threading
+import time
 
 import numpy  # noqa: F401  (preloaded before the fork, see above)
+import redis
 import rq
 from rq.serializers import JSONSerializer
+from threadpoolctl import threadpool_limits
 
 import engine  # noqa: F401
 from service import store
@@ -25,6 +38,7 @@ from . import jobs
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class _Tuned:
@@ -33,10 +47,12 @@ class _Tuned:
     RQ takes a busy worker for dead 60 s after a missed heartbeat and, while idle,
     sweeps for abandoned jobs only between 405 s blocking waits. Both become settings
     (``abandoned_after``, ``maintenance_interval``) so a killed worker's job is retried
-    or failed within a minute or two, and within seconds in tests.
+    or failed within a minute or two, and within seconds in tests. After a Redis outage
+    RQ waits up to 60 s between attempts to dequeue; 5 s gets back to work sooner.
     """
 
     abandoned_after = 60
+    max_connection_wait_time = 5.0
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         return super().get_heartbeat_ttl(job, working_time) - 60 + self.abandoned_after
@@ -47,8 +63,56 @@ class _Tuned:
 
 
 class Worker(_Tuned, rq.Worker):
+    shutdown_timeout = 8.0
+    told_to_stop = False
+    _preempting = False
+    _shutdown_timer: threading.Timer | None = None
+
+    def request_stop(self, signum, frame) -> None:
+        self.told_to_stop = True
+        super().request_stop(signum, frame)
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()
+        pid = self.horse_pid
+        if not pid:
+            return
+        self._preempting = True
+        try:
+            os.kill(pid, jobs.PREEMPT_SIGNAL)
+        except ProcessLookupError:  # it has just finished
+            return
+        self._shutdown_timer = threading.Timer(self.shutdown_timeout, self._stop_horse, args=(pid,))
+        self._shutdown_timer.daemon = True
+        self._shutdown_timer.start()
+
+    def _stop_horse(self, pid: int) -> None:
+        """The job did not reach an epoch boundary in time: kill it (see handle_work_horse_killed)."""
+        if self._horse_pid != pid:
+            return
+        log.warning("worker %s: job still mid-epoch after %.0f s; stopping it", self.name, self.shutdown_timeout)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def monitor_work_horse(self, job, queue, execution) -> None:
+        try:
+            super().monitor_work_horse(job, queue, execution)
+        finally:
+            if self._shutdown_timer is not None:
+                self._shutdown_timer.cancel()
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage) -> None:
+        if self._preempting:
+            jobs.on_preempted_horse_killed(job, self.connection)
+        else:
+            super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+
     def setup_work_horse_signals(self) -> None:
         super().setup_work_horse_signals()
+        jobs.in_work_horse = True
+        signal.signal(jobs.PREEMPT_SIGNAL, jobs.request_preemption)
         # The horse must not outlive its worker: an orphan would keep training a job that
         # the abandoned-job sweep is about to hand to another worker.
         try:
@@ -58,13 +122,21 @@ class Worker(_Tuned, rq.Worker):
         if os.getppid() == 1:
             os._exit(1)
 
+    def stop_horse_now(self) -> None:
+        """Kill a work horse left behind when the work loop broke off (Redis gone for too long);
+        the abandoned-job sweep retries its job from the last checkpoint."""
+        if self._horse_pid:
+            self.kill_horse(signal.SIGKILL)
+            self.wait_for_horse()
+            self._horse_pid = 0
+
 
 class SimpleWorker(_Tuned, rq.SimpleWorker):
     """Runs jobs in its own process (no fork): for tests and debugging."""
 
 
 def make_worker(settings: Settings, *, simple: bool = False, name: str | None = None) -> rq.Worker:
-    connection = store.connect(settings.redis_url, settings.redis_timeout)
+    connection = store.connect(settings.redis_url, settings.redis_timeout, settings.redis_retry_window)
     worker = (SimpleWorker if simple else Worker)(
         [make_queue(connection)],
         name=name,
@@ -75,12 +147,55 @@ def make_worker(settings: Settings, *, simple: bool = False, name: str | None = 
         work_horse_killed_handler=jobs.on_work_horse_killed,
     )
     worker.abandoned_after = settings.abandoned_after
+    worker.shutdown_timeout = settings.shutdown_timeout
     return worker
 
 
 def run(settings: Settings, burst: bool = False) -> bool:
     """Work until told to stop (or, with ``burst``, until the queue is empty)."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    worker = make_worker(settings)
-    log.info("worker %s listening on %s", worker.name, settings.redis_url)
-    return worker.work(burst=burst, logging_level=settings.log_level.upper(), with_scheduler=False)
+    # OpenBLAS threads spin while they wait for work: two workers with two threads each on two
+    # cores steal each other's time slices, and an epoch can take 40x longer.
+    threadpool_limits(limits=settings.blas_threads, user_api="blas")
+    while True:
+        worker = None
+        try:
+            worker = make_worker(settings)
+            log.info("worker %s listening on %s", worker.name, settings.redis_url)
+            worked = worker.work(burst=burst, logging_level=settings.log_level.upper(), with_scheduler=False)
+            if burst or worker.told_to_stop or _answers(worker.connection):
+                return worked
+        except REDIS_ERRORS as error:
+            if worker is not None and worker.told_to_stop:
+                return False
+            log.warning("Redis unreachable (%s)", error)
+        finally:
+            if worker is not None:
+                worker.stop_horse_now()
+        if not _wait_for_redis(settings):
+            return False
+
+
+def _answers(connection: redis.Redis) -> bool:
+    try:
+        return bool(connection.ping())
+    except REDIS_ERRORS:
+        return False
+
+
+def _wait_for_redis(settings: Settings) -> bool:
+    """Until Redis answers (True) or a stop signal arrives (False), trying every few seconds."""
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.append(signum))
+    probe = store.connect(settings.redis_url, settings.redis_timeout)
+    delay, next_try = 0.5, 0.0
+    while not stop:
+        if time.monotonic() >= next_try:
+            if _answers(probe):
+                log.info("Redis answers again; back to work")
+                return True
+            next_try = time.monotonic() + delay
+            delay = min(delay * 2, 5.0)
+        time.sleep(0.1)
+    return False

@@ -1,5 +1,6 @@
 """The worker as a real process (``nnserve worker``): start latency, cancel while running,
-failures, and workers that die mid-job (SIGKILL), with retries resuming from checkpoints."""
+failures, workers that die mid-job (SIGKILL) with retries resuming from checkpoints to the
+very weights of an uninterrupted run, and warm shutdown (SIGTERM) requeueing the running job."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,10 @@ import statistics
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
+import engine
+from service import store
 from tests.conftest import wait_until
 from tests.service.helpers import submit
 
@@ -26,6 +31,21 @@ def long_job(client, epochs=400):
 
 def job(client, job_id):
     return client.get(f"/v1/jobs/{job_id}").json
+
+
+def finished(client, job_id, timeout=60):
+    """The job once it has ended, whatever the status."""
+    def ended():
+        record = job(client, job_id)
+        return record if record["status"] in ("succeeded", "failed", "canceled") else None
+    return wait_until(ended, timeout=timeout, what=f"job {job_id} to end")
+
+
+def assert_same_model(redis, resumed, reference):
+    """Bit-identical weights and history: resuming from a checkpoint changed nothing."""
+    weights = [engine.loads(store.load_weights(redis, j["model_id"])).get_weights() for j in (resumed, reference)]
+    assert len(weights[0]) == len(weights[1]) and all(np.array_equal(a, b) for a, b in zip(*weights))
+    assert resumed["history"] == reference["history"]
 
 
 def started_worker(processes, redis, **settings):
@@ -91,10 +111,12 @@ def test_killed_worker_job_resumes_on_another_worker(client, processes, redis):
     first.wait()
     started_worker(processes, redis)  # its maintenance sweep finds the abandoned job and retries it
     wait_until(lambda: job(client, submitted["id"])["attempts"] == 2, timeout=15, what="the job to be retried")
-    done = wait_until(lambda: job(client, submitted["id"])["status"] == "succeeded" and job(client, submitted["id"]),
-                      timeout=60, what="the retried job to finish")
-    assert done["attempts"] == 2
+    done = finished(client, submitted["id"])
+    assert done["status"] == "succeeded" and done["attempts"] == 2
     assert len(done["history"]["loss"]) == 400  # resumed: the epochs before the checkpoint are kept, none twice
+    reference = finished(client, long_job(client)["id"])  # the same job, uninterrupted, on the same worker
+    assert reference["attempts"] == 1
+    assert_same_model(redis, done, reference)
 
 
 def test_killed_worker_without_retries_fails_the_job(make_app, processes, redis):
@@ -128,3 +150,67 @@ def test_sigterm_stops_an_idle_worker_cleanly(processes, redis):
     os.killpg(worker.pid, signal.SIGTERM)
     assert worker.wait(15) == 0
     wait_until(lambda: redis.scard("rq:workers") == 0, timeout=5, what="the worker to deregister")
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_after_its_retries(make_app, processes, redis):
+    client = make_app(job_retries=1).test_client()
+    worker = started_worker(processes, redis)
+    submitted = long_job(client, epochs=3000)
+    for attempt in (1, 2):
+        wait_until(lambda: (j := job(client, submitted["id"]))["attempts"] == attempt and j["status"] == "running"
+                   and j["progress"]["epoch"] >= 1, timeout=30, what=f"attempt {attempt} to train")
+        os.kill(horse_of(worker.pid), signal.SIGKILL)  # as the OOM killer would, every time
+    failed = finished(client, submitted["id"])
+    assert failed["status"] == "failed" and failed["attempts"] == 2
+    assert failed["error"]["type"] == "WorkerLost" and "gave up after 2 attempts" in failed["error"]["detail"]
+    assert client.get(f"/v1/models/{submitted['model_id']}").json["status"] == "failed"
+    assert worker.poll() is None
+
+
+def test_warm_shutdown_checkpoints_at_the_next_epoch_and_requeues(make_app, processes, redis):
+    """SIGTERM, as compose sends on down or redeploy: the job stops at the next epoch boundary with a
+    checkpoint of exactly that epoch, goes back to the queue without using up a retry, and finishes
+    on another worker with the weights of an uninterrupted run."""
+    client = make_app(checkpoint_every=0, job_retries=0).test_client()  # no periodic checkpoints, no retries
+    first = started_worker(processes, redis)
+    submitted = long_job(client)
+    wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 20, timeout=30, what="some epochs")
+    os.killpg(first.pid, signal.SIGTERM)
+    assert first.wait(30) == 0
+    stopped = job(client, submitted["id"])
+    assert stopped["status"] == "queued" and stopped["attempts"] == 1
+    assert stopped["error"]["type"] == "WorkerStopped" and "mid-epoch" not in stopped["error"]["detail"]
+    assert 20 <= stopped["progress"]["epoch"] < 400
+    assert store.get_job(redis, submitted["id"])["checkpoint_epoch"] == stopped["progress"]["epoch"]
+    assert redis.lrange("rq:queue:nnserve", 0, -1) == [submitted["id"].encode()]
+    assert client.get(f"/v1/models/{submitted['model_id']}").json["status"] == "pending"
+
+    started_worker(processes, redis)
+    done = finished(client, submitted["id"])
+    assert done["status"] == "succeeded" and done["attempts"] == 2 and len(done["history"]["loss"]) == 400
+    reference = finished(client, long_job(client)["id"])
+    assert_same_model(redis, done, reference)
+
+
+WIDE_MODEL = {"layers": [{"type": "dense", "units": 2048, "activation": "relu"},
+                         {"type": "dense", "units": 2048, "activation": "relu"},
+                         {"type": "dense", "units": 3, "activation": "softmax"}]}
+
+
+def test_warm_shutdown_does_not_wait_for_a_long_epoch(make_app, processes, redis):
+    """An epoch of seconds (4M weights) outlasts the shutdown timeout: the worker stops the job
+    anyway, which goes back on the queue to resume from its last periodic checkpoint."""
+    client = make_app(checkpoint_every=1, job_retries=0).test_client()
+    worker = started_worker(processes, redis, shutdown_timeout=1)
+    submitted = submit(client, dataset="blobs", model=WIDE_MODEL,
+                       training={"optimizer": "sgd", "epochs": 5, "batch_size": 16, "seed": 0}).json
+    wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 1, timeout=120, what="the first epoch")
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(30) == 0
+    stopped = job(client, submitted["id"])
+    assert stopped["status"] == "queued" and stopped["attempts"] == 1
+    epoch = store.get_job(redis, submitted["id"])["checkpoint_epoch"]
+    assert stopped["error"] == {"type": "WorkerStopped",
+                                "detail": f"its worker was stopped mid-epoch; requeued from epoch {epoch}"}
+    assert redis.lrange("rq:queue:nnserve", 0, -1) == [submitted["id"].encode()]
+    assert client.post(f"/v1/jobs/{submitted['id']}/cancel").json["status"] == "canceled"
