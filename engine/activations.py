@@ -181,13 +181,13 @@ class Softmax(ActivationFunction):
     name = "softmax"
 
     def forward(self, z, out=None):
-        a = np.subtract(z, z.max(axis=1, keepdims=True), out=out)
+        a = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True), out=out)
         np.exp(a, out=a)
-        a /= a.sum(axis=1, keepdims=True)
+        a /= np.add.reduce(a, axis=1, keepdims=True)
         return a
 
     def backward(self, grad, z, a):
-        grad -= (grad * a).sum(axis=1, keepdims=True)
+        grad -= np.add.reduce(grad * a, axis=1, keepdims=True)
         grad *= a
         return grad
 

@@ -203,6 +203,7 @@ class Activation(Layer):
     def __init__(self, activation: Any):
         super().__init__()
         self.fn = _within("activation", activations.get, activation)
+        self.in_place_inference = False  # set by the model, see Model._mark_in_place
         # The model sets this when the input is a buffer no one else reads afterwards
         # (a Dense or Dropout output), so training can overwrite it instead of copying.
         self.in_place = False
@@ -212,7 +213,7 @@ class Activation(Layer):
 
     def forward(self, x, training):
         if not training:
-            return self.fn.forward(x)
+            return self.fn.forward(x, out=x if self.in_place_inference and not self.fn.needs_input else None)
         keep_input = self.fn.needs_input or not self.in_place
         out = self._buffers.get("out", x.shape[0], x.shape[1], x.dtype) if keep_input else x
         self._z = x if self.fn.needs_input else None

@@ -28,11 +28,14 @@ _PREDICT_CHUNK = 8192  # rows per forward pass when predicting or evaluating, bo
 def _all_finite(x: np.ndarray, chunk: int = 4096) -> bool:
     """True when every value is finite, without a boolean array the size of ``x``.
 
-    ``x @ ones`` is finite exactly when every row is (NaN and inf propagate through the sums),
-    and BLAS computes it in a quarter of the time of a float64 sum; only if it is not finite
-    (NaN, inf, or a row whose finite values overflow when added) are the rows checked one
-    chunk at a time.
+    Small arrays (a prediction request) take the plain test. For large ones, ``x @ ones`` is
+    finite exactly when every row is (NaN and inf propagate through the sums), and BLAS
+    computes it in a quarter of the time of a float64 sum; only if it is not finite (NaN,
+    inf, or a row whose finite values overflow when added) are the rows checked one chunk
+    at a time.
     """
+    if x.size <= 65536:
+        return bool(np.isfinite(x).all())
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(x @ np.ones(x.shape[1], dtype=x.dtype)).all():
             return True
@@ -65,6 +68,9 @@ class Model:
             if isinstance(op, Activation):
                 # A dropout with rate 0 passes its input through, so that input is not its own buffer.
                 op.in_place = isinstance(previous, Dense) or (isinstance(previous, Dropout) and previous.rate > 0)
+                # At inference only a dense layer's output is sure to be a fresh array (dropout
+                # passes its input through, which may be the caller's).
+                op.in_place_inference = isinstance(previous, Dense)
             previous = op
         first_dense = next(op for op in self.ops if isinstance(op, Dense))
         first_dense.propagate = False
@@ -250,16 +256,17 @@ class Model:
         return x
 
     def outputs(self, x: Any) -> np.ndarray:
-        """The network's outputs for raw inputs (scaled here), computed in chunks."""
+        """The network's outputs for raw inputs (scaled here), computed in chunks of rows."""
         self._require_built()
         x = self.check_inputs(x)
-        chunks = []
-        for start in range(0, len(x), _PREDICT_CHUNK):
-            chunk = x[start : start + _PREDICT_CHUNK]
-            if self.scaler is not None:
-                chunk = self.scaler.transform_(chunk.copy())
-            chunks.append(self.forward(chunk))
-        out = np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
+        if len(x) <= _PREDICT_CHUNK:
+            return self._outputs(x)
+        return np.concatenate([self._outputs(x[i : i + _PREDICT_CHUNK]) for i in range(0, len(x), _PREDICT_CHUNK)])
+
+    def _outputs(self, x: np.ndarray) -> np.ndarray:
+        if self.scaler is not None:
+            x = self.scaler.transform_(x.copy())
+        out = self.forward(x)
         return self._output_probabilities(out) if self._outputs_are_logits() else out
 
     def _outputs_are_logits(self) -> bool:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 
 import redis
-from flask import Flask, g, request
+from flask import Flask
+from flask import Request as FlaskRequest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -37,19 +38,34 @@ class Monitoring:
             "nnserve_http_request_duration_seconds", "Time to answer a request.", ["route"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )
-        app.before_request(self._start)
-        app.after_request(self._finish)
+        # labels() hashes and looks up its arguments on every call; a request needs the same few
+        # children over and over, so they are kept here.
+        self._children: dict[tuple[str, str, str], tuple] = {}
+        # Measured around the WSGI call rather than in before/after_request hooks: Flask's hook
+        # dispatch costs more than the measuring, a visible share of a predict call.
+        app.request_class = _RoutedRequest
+        app.wsgi_app = self._measured(app.wsgi_app)
 
-    def _start(self) -> None:
-        g.started = time.perf_counter()
+    def _measured(self, wsgi_app):
+        def measured(environ, start_response):
+            started = time.perf_counter()
+            status = []
 
-    def _finish(self, response):
-        started = g.get("started")
-        if started is not None:
-            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            self.requests.labels(request.method, route, str(response.status_code)).inc()
-            self.latency.labels(route).observe(time.perf_counter() - started)
-        return response
+            def start(status_line, headers, exc_info=None):
+                status.append(status_line[:3])
+                return start_response(status_line, headers, exc_info)
+
+            response = wsgi_app(environ, start)
+            rule = getattr(environ.pop(_REQUEST_KEY, None), "url_rule", None)
+            key = (environ["REQUEST_METHOD"], rule.rule if rule is not None else "unmatched", status[0] if status else "500")
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (self.requests.labels(*key), self.latency.labels(key[1]))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
+            return response
+
+        return measured
 
     def render(self, r: redis.Redis, queue) -> tuple[bytes, str]:
         """The exposition text: this service's request metrics, then the job figures from Redis."""
@@ -60,6 +76,18 @@ class Monitoring:
         jobs = CollectorRegistry()
         jobs.register(_StoreCollector(r, queue))
         return text + generate_latest(jobs), CONTENT_TYPE_LATEST
+
+
+_REQUEST_KEY = "nnserve.request"
+
+
+class _RoutedRequest(FlaskRequest):
+    """Flask's request, also left in the environ under our own key: Flask removes
+    ``werkzeug.request`` when the request ends, and the metrics read the matched route after."""
+
+    def __init__(self, environ, *args, **kwargs):
+        super().__init__(environ, *args, **kwargs)
+        environ[_REQUEST_KEY] = self
 
 
 class _StoreCollector:

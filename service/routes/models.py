@@ -63,7 +63,7 @@ def show(model_id: str):
 def predict(model_id: str):
     """Predict: class labels (and probabilities) or values for each row of `inputs`."""
     entry = trained(model_id)
-    x = parse_inputs(entry.model.n_features, entry.model.dtype)
+    x = parse_inputs()
     try:
         if entry.classes is None:
             return respond({"predictions": np.ascontiguousarray(entry.model.predict(x))})
