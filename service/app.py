@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from flask import Flask
 from redis import Redis
 from rq import Queue
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, store
+from . import auth, errors, limits, store
 from .cache import ModelCache
 from .monitoring import Monitoring
 from .queue import make_queue
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = Flask(__name__, static_folder=None)  # service/static is the dashboard's; its blueprint serves it
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    if settings.forwarded_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops)
     app.json.sort_keys = False
 
     connection = store.connect(settings.redis_url, settings.redis_timeout)
@@ -53,5 +56,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (datasets.bp, jobs.bp, models.bp, ops.bp, dashboard.bp):
         app.register_blueprint(blueprint)
 
+    # Keys first: the rate limits count per key.
+    auth.install(app, settings)
+    limits.install(app, settings)
     errors.register(app)
     return app

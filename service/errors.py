@@ -14,7 +14,7 @@ import orjson
 import redis
 from flask import Flask, Response
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from engine import SpecError
 
@@ -28,14 +28,25 @@ class ApiError(Exception):
     title = "Internal Server Error"
     slug = "internal"
 
-    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None):
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+        self.headers = headers or {}
 
 
 class BadRequest(ApiError):
     status, title, slug = 400, "Bad Request", "bad-request"
+
+
+class Unauthorized(ApiError):
+    """401 with the ``WWW-Authenticate`` challenge RFC 6750 asks for (``error`` names a key that was refused)."""
+
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str, error: str | None = None):
+        challenge = 'Bearer realm="nnserve"' + (f', error="{error}"' if error else "")
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
 class NotFound(ApiError):
@@ -57,6 +68,15 @@ class Invalid(ApiError):
 
     def __init__(self, loc: str, msg: str, type: str = "value_error"):
         super().__init__(f"{loc}: {msg}" if loc else msg, [{"loc": loc, "msg": msg, "type": type}])
+
+
+class TooManyRequests(ApiError):
+    """429; ``retry_after`` (seconds), when known, becomes the ``Retry-After`` header."""
+
+    status, title, slug = 429, "Too Many Requests", "too-many-requests"
+
+    def __init__(self, detail: str, retry_after: int | None = None):
+        super().__init__(detail, headers={"Retry-After": str(retry_after)} if retry_after is not None else None)
 
 
 class Unavailable(ApiError):
@@ -119,7 +139,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
-        return problem(error.status, error.title, error.detail, error.slug, error.errors)
+        response = problem(error.status, error.title, error.detail, error.slug, error.errors)
+        response.headers.update(error.headers)
+        return response
 
     @app.errorhandler(SpecError)
     def engine_spec_error(error: SpecError):
@@ -133,6 +155,13 @@ def register(app: Flask) -> None:
         if error.code == 405 and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return problem(413, "Content Too Large",
+                       f"the request body is over the server's limit of {limit} bytes (NNSERVE_MAX_BODY_BYTES)",
+                       "content-too-large")
 
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)

@@ -14,20 +14,27 @@ from flask import Flask
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from . import auth
 from .errors import PROBLEM_JSON
 from .schemas import Problem
 
-STANDARD_ERRORS = {400: "Malformed body", 404: "Unknown id", 409: "Wrong state", 413: "Body too large",
-                   415: "Wrong content type", 422: "Invalid input", 503: "Redis unreachable"}
+STANDARD_ERRORS = {400: "Malformed body", 401: "No valid API key (when the server has keys)", 404: "Unknown id",
+                   409: "Wrong state", 413: "Body too large", 415: "Wrong content type", 422: "Invalid input",
+                   429: "A limit was reached", 503: "Redis unreachable"}
+BEARER = {"bearer": {"type": "http", "scheme": "bearer",
+                     "description": "An API key, required on /v1 routes when the server has NNSERVE_API_KEYS"}}
 
 
 def doc(*, body: type[BaseModel] | None = None, responses: dict[int, Any], errors: tuple[int, ...] = (),
-        forms: dict[str, Any] | None = None, query: dict[str, str] | None = None) -> Callable:
+        forms: dict[str, Any] | None = None, query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None) -> Callable:
     """Attach the route's OpenAPI description: ``responses`` maps a status to a model, None (no
-    body) or a media type string; ``errors`` lists the problem statuses it can answer besides 503."""
+    body) or a media type string; ``errors`` lists the problem statuses it can answer besides 503
+    (and 401 on the versioned API); ``query`` and ``headers`` map optional parameters to their text."""
 
     def attach(view):
-        view.openapi = {"body": body, "responses": responses, "errors": errors, "forms": forms, "query": query}
+        view.openapi = {"body": body, "responses": responses, "errors": errors, "forms": forms, "query": query,
+                        "headers": headers}
         return view
 
     return attach
@@ -55,7 +62,7 @@ def document(app: Flask, title: str, version: str) -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {"schemas": _openapi30(top.get("$defs", {}))},
+        "components": {"schemas": _openapi30(top.get("$defs", {})), "securitySchemes": BEARER},
     }
 
 
@@ -66,6 +73,8 @@ def _operation(rule, view, meta, refs) -> dict[str, Any]:
     parameters = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}} for arg in rule.arguments]
     parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": "integer"}, "description": text}
                    for name, text in (meta["query"] or {}).items()]
+    parameters += [{"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": text}
+                   for name, text in (meta["headers"] or {}).items()]
     if parameters:
         operation["parameters"] = parameters
     content = {}
@@ -87,8 +96,11 @@ def _operation(rule, view, meta, refs) -> dict[str, Any]:
             responses[str(status)] = {"description": model.__name__,
                                       "content": {"application/json": {"schema": refs[(model, "serialization")]}}}
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-    for status in (*meta["errors"], 503):
+    protected = auth.protects(rule.rule)
+    for status in sorted({*meta["errors"], 503} | ({401} if protected else set())):
         responses[str(status)] = {"description": STANDARD_ERRORS[status], **problem}
+    if protected:
+        operation["security"] = [{"bearer": []}]
     operation["responses"] = responses
     return operation
 

@@ -7,15 +7,56 @@ conventional name; everything else is ``NNSERVE_<FIELD>`` (``NNSERVE_MAX_EPOCHS=
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, NamedTuple
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
 
 
+class Rate(NamedTuple):
+    """A rate limit: at most ``count`` requests per ``seconds``."""
+
+    count: int
+    seconds: int
+
+
+PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def _rate(value):
+    """``"30/minute"`` as ``Rate(30, 60)``; empty or ``off`` as None (no limit)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if text in ("", "off"):
+        return None
+    count, _, period = (part.strip() for part in text.partition("/"))
+    if not count.isdigit() or int(count) < 1 or period not in PERIODS:
+        raise ValueError(f"must be a positive count per second, minute, hour or day, like '30/minute'; received {value!r}")
+    return Rate(int(count), PERIODS[period])
+
+
+def _keys(value):
+    """A comma-separated list of API keys, blanks dropped; each one 16 characters or more."""
+    keys = tuple(key.strip() for key in value.split(",") if key.strip()) if isinstance(value, str) else tuple(value)
+    for i, key in enumerate(keys):
+        if len(key.get_secret_value() if isinstance(key, SecretStr) else key) < 16:
+            raise ValueError(f"API key {i + 1} is shorter than 16 characters; make keys with "
+                             "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return keys
+
+
+# NoDecode: these come as plain text ("30/minute", "key1,key2"), not as the JSON that
+# pydantic-settings would otherwise expect of a tuple.
+RateLimit = Annotated[Rate | None, NoDecode, BeforeValidator(_rate)]
+ApiKeys = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_keys)]
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a start-up error must not print a mistyped API key.
+    model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
@@ -24,13 +65,39 @@ class Settings(BaseSettings):
     )
     redis_timeout: float = Field(2.0, gt=0, description="Seconds to connect to or wait on Redis before a request gets 503.")
 
-    # Request and resource limits (violations are 413 or 422 naming the limit).
+    # Access. SecretStr: the keys never show in a repr or a log line.
+    api_keys: ApiKeys = Field(
+        (), description="Comma-separated API keys (16 characters or more). When set, every /v1 request needs "
+        "`Authorization: Bearer <key>`, and each key is a tenant that sees only its own datasets, jobs and models.",
+    )
+    forwarded_hops: int = Field(
+        0, ge=0, description="Reverse proxies in front of the API whose X-Forwarded-For names the client "
+        "(the address rate limits count by when there are no API keys); 0: the peer address.",
+    )
+
+    # Request and resource limits (violations are 413, 422 or 429 naming the limit).
     max_body_bytes: int = Field(64 * MiB, gt=0, description="Largest request body, in bytes.")
     max_rows: int = Field(1_000_000, gt=0, description="Most rows in one dataset.")
     max_features: int = Field(10_000, gt=0, description="Most feature columns in one dataset.")
     max_parameters: int = Field(10_000_000, gt=0, description="Most weights in one model.")
     max_epochs: int = Field(10_000, gt=0)
     max_batch_size: int = Field(65_536, gt=0)
+    max_compute: int = Field(
+        10**12, gt=0, description="Largest job: epochs x training rows x parameters (about six floating-point "
+        "operations each; 10^12 is some minutes of one core).",
+    )
+    max_active_jobs: int = Field(0, ge=0, description="Most jobs one tenant may have queued or running (0: no limit).")
+    rate_limit_jobs: RateLimit = Field(
+        None, description="Job submissions allowed per API key (per client address without keys), like "
+        "'30/minute' (per second, minute, hour or day); unset: no limit. Counted in Redis, across API processes.",
+    )
+    rate_limit_predict: RateLimit = Field(
+        None, description="Predict calls allowed per API key (per client address without keys), like '6000/minute'; "
+        "unset: no limit.",
+    )
+    idempotency_ttl: int = Field(
+        24 * 3600, gt=0, description="Seconds a POST's Idempotency-Key is remembered, with the response it got.",
+    )
 
     # Jobs.
     checkpoint_every: int = Field(10, ge=0, description="Epochs between checkpoints (0: never).")

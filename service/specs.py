@@ -32,6 +32,13 @@ def check(model_spec: dict[str, Any], training: dict[str, Any], dataset: dict[st
     n_parameters = model.parameter_count(dataset["n_features"])
     if n_parameters > settings.max_parameters:
         raise Invalid("model.layers", f"the model has {n_parameters} parameters; the server's limit is {settings.max_parameters}")
+    config = model.training.config()
+    rows = round(dataset["n_samples"] * (1 - config["validation_split"]))
+    compute = config["epochs"] * rows * n_parameters
+    if compute > settings.max_compute:
+        raise Invalid("training.epochs", f"{config['epochs']} epochs x {rows} training rows x {n_parameters} parameters "
+                      f"= {compute:.3g}, over the server's compute budget of {settings.max_compute:.3g} per job "
+                      "(NNSERVE_MAX_COMPUTE): train fewer epochs, on fewer rows, or a smaller model")
     return model
 
 

@@ -10,7 +10,10 @@
 | nnserve:model:{id}                    | hash       | metadata: specs, metrics, input/output, status, tenant  |
 | nnserve:model:{id}:weights            | string     | npz written by ``engine.dumps`` (no pickle)             |
 | nnserve:tenant:{tenant}:{kind}        | sorted set | dataset / job / model ids by creation time              |
+| nnserve:tenant:{tenant}:active_jobs   | set        | ids of jobs that may be queued or running (with a limit) |
 | nnserve:stats:jobs                    | hash       | number of jobs in each status (for /metrics)            |
+| nnserve:idempotency:{tenant}:{sha256} | string     | JSON: a POST's fingerprint and response, by its key     |
+| nnserve:ratelimit:{scope}:{who}       | string     | requests counted in the current window (expires with it) |
 | nnserve:events:models (pub/sub)       | channel    | ids of deleted models, so API processes drop them       |
 | rq:*                                  | RQ's own   | the ``nnserve`` queue and its registries                |
 
@@ -22,6 +25,7 @@ share it, each passing its own Redis client.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import secrets
 from collections.abc import Callable, Iterable
@@ -78,6 +82,20 @@ def weights_key(model_id: str) -> str:
 
 def index_key(tenant: str, kind: str) -> str:
     return f"{PREFIX}:tenant:{tenant}:{kind}"
+
+
+def active_jobs_key(tenant: str) -> str:
+    return f"{PREFIX}:tenant:{tenant}:active_jobs"
+
+
+def idempotency_key(tenant: str, key: str) -> str:
+    """The client's Idempotency-Key enters hashed: any characters, a fixed length, never stored as sent."""
+    return f"{PREFIX}:idempotency:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def rate_key(scope: str, who: str) -> str:
+    """``scope``: what is limited (``jobs``, ``predict``); ``who``: a tenant, or ``ip:<address>``."""
+    return f"{PREFIX}:ratelimit:{scope}:{who}"
 
 
 def connect(url: str, timeout: float, retry_window: float = 0.0) -> redis.Redis:
@@ -158,11 +176,16 @@ def _score(created_at: str) -> float:
 # Datasets ------------------------------------------------------------------------------
 
 
-def save_dataset(r: redis.Redis, meta: dict[str, Any], features: np.ndarray, targets: np.ndarray) -> None:
+def save_dataset(
+    r: redis.Redis, meta: dict[str, Any], features: np.ndarray, targets: np.ndarray, also: Callable[[Any], None] | None = None
+) -> None:
+    """Store a dataset in one transaction, with the commands ``also(pipeline)`` adds (an idempotency record)."""
     with r.pipeline() as pipe:
         pipe.hset(dataset_key(meta["id"]), mapping=_encode(meta))
         pipe.set(arrays_key(meta["id"]), pack_arrays(features=features, targets=targets))
         pipe.zadd(index_key(meta["tenant"], DATASETS), {meta["id"]: _score(meta["created_at"])})
+        if also is not None:
+            also(pipe)
         pipe.execute()
 
 
@@ -294,18 +317,72 @@ def transition(
     return bool(result[0]), orjson.loads(result[1])
 
 
-def create_job(r: redis.Redis, job: dict[str, Any], model: dict[str, Any], enqueue: Callable[[Any], None]) -> None:
+class ActiveJobLimit(Exception):
+    """The tenant already has ``limit`` jobs queued or running."""
+
+    def __init__(self, active: int, limit: int):
+        super().__init__(f"{active} jobs queued or running; the limit is {limit}")
+        self.active, self.limit = active, limit
+
+
+def create_job(
+    r: redis.Redis,
+    job: dict[str, Any],
+    model: dict[str, Any],
+    enqueue: Callable[[Any], None],
+    also: Callable[[Any], None] | None = None,
+    max_active: int = 0,
+) -> None:
     """Store a queued job and its (untrained) model, and enqueue it, in one transaction:
-    ``enqueue(pipeline)`` adds the queue's own commands."""
+    ``enqueue(pipeline)`` adds the queue's own commands, ``also(pipeline)`` others (an idempotency record).
+
+    With ``max_active``, raises ActiveJobLimit (storing nothing) when the tenant already has that
+    many jobs queued or running. The count is WATCHed and the job joins it in the same
+    transaction, so concurrent submissions cannot overshoot the limit."""
+    active_key = active_jobs_key(job["tenant"])
     with r.pipeline() as pipe:
-        pipe.multi()  # explicitly, as RQ expects of a pipeline it is handed
-        pipe.hset(job_key(job["id"]), mapping=_encode(job))
-        pipe.hset(model_key(model["id"]), mapping=_encode(model))
-        pipe.hincrby(JOB_STATS, orjson.dumps(job["status"]), 1)
-        pipe.zadd(index_key(job["tenant"], JOBS), {job["id"]: _score(job["created_at"])})
-        pipe.zadd(index_key(model["tenant"], MODELS), {model["id"]: _score(model["created_at"])})
-        enqueue(pipe)
-        pipe.execute()
+        while True:
+            try:
+                if max_active:
+                    pipe.watch(active_key)
+                    finished = _finished_jobs(r, pipe, active_key, max_active)
+                pipe.multi()  # explicitly, as RQ expects of a pipeline it is handed
+                pipe.hset(job_key(job["id"]), mapping=_encode(job))
+                pipe.hset(model_key(model["id"]), mapping=_encode(model))
+                pipe.hincrby(JOB_STATS, orjson.dumps(job["status"]), 1)
+                pipe.zadd(index_key(job["tenant"], JOBS), {job["id"]: _score(job["created_at"])})
+                pipe.zadd(index_key(model["tenant"], MODELS), {model["id"]: _score(model["created_at"])})
+                if max_active:
+                    if finished:
+                        pipe.srem(active_key, *finished)
+                    pipe.sadd(active_key, job["id"])
+                enqueue(pipe)
+                if also is not None:
+                    also(pipe)
+                pipe.execute()
+                return
+            except redis.WatchError:  # another submission of this tenant came first: count again
+                continue
+
+
+def _finished_jobs(r: redis.Redis, watching, active_key: str, limit: int) -> list[bytes]:
+    """Ids in ``active_key`` whose jobs have finished (or are gone), to drop from it; raises
+    ActiveJobLimit when the others already number ``limit``.
+
+    The set is only pruned when it reaches the limit: jobs finish in the worker, which need not
+    know about the set. A status read here can only be stale towards "still active", since a
+    finished job never runs again, so the count can err only on the side of refusing."""
+    ids = watching.smembers(active_key) if watching.scard(active_key) >= limit else set()
+    if not ids:
+        return []
+    with r.pipeline(transaction=False) as batch:
+        for job_id in ids:
+            batch.hget(job_key(job_id.decode()), "status")
+        statuses = batch.execute()
+    finished = [job_id for job_id, status in zip(ids, statuses) if status not in (b'"queued"', b'"running"')]
+    if len(ids) - len(finished) >= limit:
+        raise ActiveJobLimit(len(ids) - len(finished), limit)
+    return finished
 
 
 def get_job(r: redis.Redis, job_id: str, tenant: str | None = None) -> dict[str, Any] | None:
@@ -435,3 +512,62 @@ def delete_model(r: redis.Redis, model: dict[str, Any]) -> None:
         pipe.zrem(index_key(model["tenant"], MODELS), model["id"])
         pipe.publish(MODEL_EVENTS, model["id"])
         pipe.execute()
+
+
+# Limits and idempotency ------------------------------------------------------------------
+
+# Counts a request in a fixed window that starts with the window's first request and lasts
+# ARGV[1] ms (the counter's expiry). One script, so concurrent API processes share one count
+# and a counter can never be left without its expiry. KEYS: counter.
+# Returns {requests counted in the window, ms until it ends}.
+_COUNT_REQUEST = """
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
+"""
+
+
+def count_request(r: redis.Redis, scope: str, who: str, seconds: int) -> tuple[int, float]:
+    """Count one request of ``who`` in its current ``seconds``-long window (one round trip):
+    ``(requests in the window so far, seconds until the window ends)``."""
+    count, ttl = r.eval(_COUNT_REQUEST, 1, rate_key(scope, who), seconds * 1000)
+    return int(count), int(ttl) / 1000
+
+
+# Takes an idempotency key for one request, as SET NX would, unless it is taken: then the
+# record already there is returned (a finished response, or a request still in flight).
+# (SET NX GET does both, but only from Redis 7; managed Redis is often older.)
+# KEYS: idempotency key. ARGV: record, ms to keep it.
+_RESERVE = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return existing end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+# Deletes the key only if it still holds ARGV[1]: a finished response written over the
+# reservation is kept. KEYS: idempotency key.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def reserve_idempotency_key(r: redis.Redis, key: str, record: bytes, seconds: float) -> bytes | None:
+    """Hold ``key`` with ``record`` for ``seconds`` and return None; or, when it is already held,
+    return what it holds (nothing is changed)."""
+    return r.eval(_RESERVE, 1, key, record, int(seconds * 1000))
+
+
+def release_idempotency_key(r: redis.Redis, key: str, record: bytes) -> None:
+    """Free ``key`` if it still holds ``record`` (the request it was reserved for created nothing)."""
+    r.eval(_RELEASE, 1, key, record)
+
+
+def keep_idempotent_response(pipe, key: str, record: bytes, seconds: int) -> None:
+    """Add to ``pipe`` (the transaction creating the resource) the write of its response over the reservation."""
+    pipe.set(key, record, ex=seconds)

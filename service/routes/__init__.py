@@ -16,7 +16,7 @@ def services():
 
 
 def tenant() -> str:
-    """Whose records this request may see (issue 4's API keys will set ``g.tenant``)."""
+    """Whose records this request may see: the API key's tenant (``g.tenant``, set by ``auth``), else ``public``."""
     return g.get("tenant", store.PUBLIC)
 
 

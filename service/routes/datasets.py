@@ -5,6 +5,7 @@ from flask import Blueprint, request
 
 from .. import data, store
 from ..errors import BadRequest, Conflict, Invalid, NotFound, UnsupportedMediaType
+from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
 from ..schemas import DatasetCreate, DatasetList, DatasetPublic, is_json, parse
 from . import page, respond, services, tenant
@@ -28,7 +29,9 @@ def get_dataset(dataset_id: str) -> dict:
 
 
 @bp.post("/v1/datasets")
-@doc(body=DatasetCreate, forms=CSV_FORM, responses={201: DatasetPublic}, errors=(400, 413, 415, 422))
+@doc(body=DatasetCreate, forms=CSV_FORM, responses={201: DatasetPublic}, errors=(400, 409, 413, 415, 422),
+     headers=IDEMPOTENCY_HEADER)
+@idempotent
 def create():
     """Upload a dataset: JSON rows, or a CSV file as multipart/form-data."""
     settings = services().settings
@@ -42,8 +45,9 @@ def create():
         raise UnsupportedMediaType(f"send application/json or multipart/form-data; received {request.mimetype or 'nothing'!r}")
     meta.update(id=store.new_id("ds"), tenant=tenant(), created_at=store.now())
     meta["name"] = meta["name"] or meta["id"]
-    store.save_dataset(services().redis, meta, x, y)
-    return respond(DatasetPublic.model_validate(meta), 201, {"Location": f"/v1/datasets/{meta['id']}"})
+    response = respond(DatasetPublic.model_validate(meta), 201, {"Location": f"/v1/datasets/{meta['id']}"})
+    store.save_dataset(services().redis, meta, x, y, also=remember(response))
+    return response
 
 
 def _csv_text() -> str:

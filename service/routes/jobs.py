@@ -4,7 +4,8 @@ from __future__ import annotations
 from flask import Blueprint
 
 from .. import queue, specs, store
-from ..errors import Conflict, Invalid, NotFound
+from ..errors import Conflict, Invalid, NotFound, TooManyRequests
+from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
 from ..schemas import JobCreate, JobList, JobPublic, parse
 from . import page, respond, services, tenant
@@ -26,7 +27,8 @@ def public(job: dict, with_history: bool = True) -> JobPublic:
 
 
 @bp.post("/v1/jobs")
-@doc(body=JobCreate, responses={202: JobPublic}, errors=(400, 413, 415, 422))
+@doc(body=JobCreate, responses={202: JobPublic}, errors=(400, 409, 413, 415, 422, 429), headers=IDEMPOTENCY_HEADER)
+@idempotent
 def create():
     """Submit a training job: validated now, queued for a worker."""
     body = parse(JobCreate)
@@ -35,8 +37,14 @@ def create():
     if dataset is None:
         raise Invalid("dataset", f"no dataset {body.dataset!r}")
     job, model = specs.plan(body, dataset, ctx.settings, tenant())
-    store.create_job(ctx.redis, job, model, lambda pipe: queue.enqueue_train(ctx.queue, job["id"], ctx.settings, pipe))
-    return respond(public(job, with_history=False), 202, {"Location": f"/v1/jobs/{job['id']}"})
+    response = respond(public(job, with_history=False), 202, {"Location": f"/v1/jobs/{job['id']}"})
+    try:
+        store.create_job(ctx.redis, job, model, lambda pipe: queue.enqueue_train(ctx.queue, job["id"], ctx.settings, pipe),
+                         also=remember(response), max_active=ctx.settings.max_active_jobs)
+    except store.ActiveJobLimit as limit:
+        raise TooManyRequests(f"you have {limit.active} jobs queued or running; the limit is {limit.limit} at a time "
+                              "(NNSERVE_MAX_ACTIVE_JOBS): submit again when one has finished") from None
+    return response
 
 
 @bp.get("/v1/jobs")

@@ -59,7 +59,7 @@ def show(model_id: str):
 
 
 @bp.post("/v1/models/<model_id>/predict")
-@doc(body=PredictRequest, responses={200: PredictResponse}, errors=(400, 404, 409, 413, 415, 422))
+@doc(body=PredictRequest, responses={200: PredictResponse}, errors=(400, 404, 409, 413, 415, 422, 429))
 def predict(model_id: str):
     """Predict: class labels (and probabilities) or values for each row of `inputs`."""
     entry = trained(model_id)

@@ -1,0 +1,58 @@
+"""Rate limits: job submissions and predict calls per API key (per client address without keys).
+
+Counted in Redis (``store.count_request``: one script, one round trip), so every API process
+and replica shares one count. The window is fixed: at most ``count`` requests in the
+``seconds`` that follow a window's first request, so a client can fit up to twice the count
+across a window's edge; in exchange the check is a single INCR. A limit that is not set
+installs nothing: its route makes no Redis call for it.
+
+The other limits are checked where their data is: body size by Flask (413), dataset shape in
+``data``, model size and compute budget in ``specs``, jobs in flight per tenant in
+``store.create_job``, the time a job may run by RQ in the worker.
+"""
+from __future__ import annotations
+
+import math
+
+from flask import Flask, g, request
+
+from . import store
+from .errors import TooManyRequests
+from .routes import services
+from .settings import PERIODS, Settings
+
+LIMITED = {
+    "jobs.create": ("jobs", "rate_limit_jobs", "job submissions"),
+    "models.predict": ("predict", "rate_limit_predict", "predict calls"),
+}
+"""endpoint: (scope in the Redis key, the setting, what the message calls the requests)."""
+
+PERIOD_NAMES = {seconds: name for name, seconds in PERIODS.items()}
+
+
+def client() -> str:
+    """Whom the limits count: the API key's tenant, else the client's address."""
+    tenant = g.get("tenant")
+    return tenant if tenant is not None else f"ip:{request.remote_addr}"
+
+
+def install(app: Flask, settings: Settings) -> None:
+    """Check the configured rate limits before their routes run (nothing to do when none is set)."""
+    limits = {endpoint: (scope, getattr(settings, field), field, what)
+              for endpoint, (scope, field, what) in LIMITED.items() if getattr(settings, field) is not None}
+    if not limits:
+        return
+
+    @app.before_request
+    def rate_limit() -> None:
+        limit = limits.get(request.endpoint)
+        if limit is None:
+            return
+        scope, rate, field, what = limit
+        count, window_left = store.count_request(services().redis, scope, client(), rate.seconds)
+        if count > rate.count:
+            period = PERIOD_NAMES.get(rate.seconds, f"{rate.seconds} s")
+            per = "API key" if "tenant" in g else "client address"
+            wait = max(1, math.ceil(window_left))
+            raise TooManyRequests(f"rate limit reached: at most {rate.count} {what} per {period} per {per} "
+                                  f"(NNSERVE_{field.upper()}); try again in {wait} s", retry_after=wait)
