@@ -1,13 +1,14 @@
 """The web dashboard: the page at ``/`` and its assets under ``/static/``, shipped in the package.
 
-Plain HTML, CSS and JavaScript calling the same ``/v1`` API as any client; no build step,
-no CDN. Not part of the OpenAPI document: these are pages, not API operations.
+Plain HTML, CSS and JavaScript calling the same ``/v1`` API as any client; no build step, no CDN.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from flask import Blueprint, Response, send_from_directory
+
+from ..openapi import doc
 
 bp = Blueprint("dashboard", __name__)
 
@@ -26,28 +27,37 @@ PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src
 
 
 @bp.get("/")
+@doc(responses={200: "text/html; the dashboard"})
 def index():
     """The dashboard page."""
-    response = _send("index.html")
+    response = _send("index.html", max_age=None)
+    response.cache_control.no_cache = True
     response.headers["Content-Security-Policy"] = PAGE_POLICY
     return response
 
 
-@bp.get("/static/<path:filename>")
-def static(filename: str):
-    """A dashboard asset; 404 (problem+json) for anything else."""
-    return _send(filename)
-
-
-def _send(filename: str) -> Response:
-    # send_from_directory refuses paths that leave STATIC and answers conditional requests (304).
+@bp.get("/static/<filename>")
+@doc(responses={200: "*/*; the dashboard's script, style sheet, presets or icon"}, errors=(404,))
+def asset(filename: str):
+    """A file of the dashboard."""
     # Our own files change with each release and carry no version in their names: revalidated on each use.
-    vendored = filename.startswith("vendor/")
+    response = _send(filename, max_age=None)
+    response.cache_control.no_cache = True
+    return response
+
+
+@bp.get("/static/vendor/<library>/<filename>")
+@doc(responses={200: "*/*; a file of a vendored library (its directory names its version)"}, errors=(404,))
+def vendored(library: str, filename: str):
+    """A file of a library the dashboard uses."""
+    response = _send(f"vendor/{library}/{filename}", max_age=VENDOR_MAX_AGE)
+    response.cache_control.immutable = True
+    return response
+
+
+def _send(filename: str, max_age: int | None) -> Response:
+    # send_from_directory refuses paths that leave STATIC and answers conditional requests (304).
     mimetype = CONTENT_TYPES.get(Path(filename).suffix, "application/octet-stream")
-    response = send_from_directory(STATIC, filename, mimetype=mimetype, max_age=VENDOR_MAX_AGE if vendored else None)
-    if vendored:
-        response.cache_control.immutable = True
-    else:
-        response.cache_control.no_cache = True
+    response = send_from_directory(STATIC, filename, mimetype=mimetype, max_age=max_age)
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response

@@ -254,7 +254,7 @@
     $("#spec-error").hidden = true;
   }
 
-  $("#train fieldset.grid").addEventListener("input", readForm);
+  $("#train fieldset.grid").addEventListener("input", (event) => { if (event.target.id !== "job-name") readForm(); });
   $("#layers").addEventListener("input", readForm);
   $("#layers").addEventListener("change", readForm);
   $("#add-layer").addEventListener("click", () => {
@@ -302,6 +302,7 @@
     stopFollowing();
     state.job = job;
     state.points = new Map();
+    drawChart([[], [], []]);
     setHistory(job.history);
     renderJob();
     if (FINISHED.includes(job.status)) return;

@@ -54,16 +54,20 @@ def test_vendored_uplot_is_immutable(client):
 
 
 @pytest.mark.parametrize("path", ["/static/nothing.js", "/static/../app.py", "/static/%2e%2e/app.py",
-                                  "/static/vendor/../../cli.py"])
+                                  "/static/vendor/../../cli.py", "/static/vendor/README.md",
+                                  "/static/vendor/uplot-1.6.32/..%2f..%2fapp.js"])
 def test_anything_else_is_a_problem_404(client, path):
     response = client.get(path)
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/problem+json"
 
 
-def test_the_dashboard_is_not_in_the_api_document(client):
+def test_the_dashboard_is_in_the_api_document_as_pages(client):
     paths = client.get("/openapi.json").json["paths"]
-    assert "/" not in paths and not any(p.startswith("/static") for p in paths)
+    assert paths["/"]["get"]["summary"] == "The dashboard page."
+    assert "text/html" in paths["/"]["get"]["responses"]["200"]["content"]
+    assert "404" in paths["/static/{filename}"]["get"]["responses"]
+    assert "/static/vendor/{library}/{filename}" in paths
 
 
 def test_presets_are_the_example_spec_files(client):
