@@ -16,14 +16,16 @@ from tests.conftest import Processes
 
 
 @contextlib.contextmanager
-def stack(redis_url: str, tmp: Path, workers: int = 1) -> Iterator[str]:
-    """The API's base URL while the API and ``workers`` workers run on an emptied Redis."""
-    client = redis_lib.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
+def stack(redis_url: str, tmp: Path, workers: int = 1, flush: bool = True, **settings) -> Iterator[str]:
+    """The API's base URL while the API (with ``settings``, as ``NNSERVE_*`` variables) and ``workers``
+    workers run; on an emptied Redis unless ``flush`` is false (another stack's API beside this one)."""
+    if flush:
+        client = redis_lib.Redis.from_url(redis_url)
+        client.flushdb()
+        client.close()
     processes = Processes(redis_url, tmp)
     try:
-        url = processes.api(api_workers=1, api_threads=8)
+        url = processes.api(api_workers=1, api_threads=8, **settings)
         for _ in range(workers):
             processes.worker()
         yield url

@@ -6,6 +6,7 @@ The screenshot is kept at ``tests/artifacts/dashboard.png``; docs/dashboard.png 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ IRIS_CSV = ROOT / "service" / "builtin" / "iris.csv"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TRAINING = 120_000  # ms: generous, the machine is shared with other test runs
+KEY = "dashboard-test-key-0123456789"
 LOSS_COLOUR, VAL_LOSS_COLOUR = (37, 99, 235), (234, 88, 12)  # the series strokes set in app.js
 
 try:
@@ -50,9 +52,16 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, url):
-    context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=url)
+@pytest.fixture(scope="module")
+def keyed_url(url, redis_server, tmp_path_factory):
+    """A second API with API keys on the same Redis; the first stack's worker trains for both."""
+    with stack(redis_server.url, tmp_path_factory.mktemp("keyed"), workers=0, flush=False, api_keys=KEY) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def open_page(browser, base_url: str):
+    context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=base_url)
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.problems = []  # uncaught exceptions and Content-Security-Policy refusals
@@ -60,9 +69,17 @@ def page(browser, url):
     page.on("console", lambda message: page.problems.append(message.text)
             if message.type == "error" and "Content Security Policy" in message.text else None)
     page.goto("/")
-    page.wait_for_selector("#train-dataset option[value=iris]", state="attached")
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser, url):
+    with open_page(browser, url) as page:
+        page.wait_for_selector("#train-dataset option[value=iris]", state="attached")
+        yield page
 
 
 def colour_pixels(page, selector: str, rgb: tuple[int, int, int]) -> int:
@@ -156,3 +173,28 @@ def test_the_api_key_is_kept_for_the_tab_and_sent(page, url):
     assert caught.value.headers["authorization"] == "Bearer key-for-this-tab"
     page.click("#key-clear")
     assert page.evaluate("sessionStorage.getItem('nnserve.apiKey')") is None
+
+
+def test_with_api_keys_it_asks_for_one_then_trains_by_polling(browser, keyed_url):
+    with open_page(browser, keyed_url) as page:
+        page.wait_for_selector("#notice.error")
+        assert "Paste an API key" in page.inner_text("#notice")
+        streams = []
+        page.on("request", lambda request: streams.append(request.url) if request.url.endswith("/events") else None)
+        page.fill("#api-key", KEY)
+        page.click("#key-form button[type=submit]")
+        page.wait_for_selector("#train-dataset option[value=blobs]", state="attached")
+        page.select_option("#preset", "blobs")
+        page.click("#start")
+        page.wait_for_selector("#job-status.succeeded", timeout=TRAINING)
+        page.wait_for_function("document.querySelector('#chart').dataset.epochs === '20'")
+        assert colour_pixels(page, "#chart canvas", LOSS_COLOUR) > 100
+        assert streams == []  # EventSource cannot send the key, so the page polled
+
+        page.wait_for_selector("#predict-inputs input[name=x1]")
+        page.fill("#predict-inputs input[name=x1]", "2")
+        page.fill("#predict-inputs input[name=x2]", "2")
+        page.click("#predict-form button[type=submit]")
+        page.wait_for_selector("#predicted")
+        assert page.inner_text("#predicted") == "1"
+        assert page.problems == []

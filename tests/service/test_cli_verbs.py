@@ -105,6 +105,17 @@ def test_models_and_jobs_tables(trained, url):
     assert job_id in [job["id"] for job in listed]
 
 
+def test_the_api_key_comes_from_the_option_or_the_environment(url, redis_server, tmp_path_factory):
+    key = "cli-test-key-0123456789"
+    with stack(redis_server.url, tmp_path_factory.mktemp("keyed"), workers=0, flush=False, api_keys=key) as keyed:
+        refused = nnserve("jobs", url=keyed)
+        assert refused.returncode == 1 and "401" in refused.stderr and "API key" in refused.stderr
+        assert nnserve("jobs", "--api-key", key, url=keyed).returncode == 0
+        from_env = nnserve("models", url=keyed, NNSERVE_API_KEY=key)
+        assert from_env.returncode == 0 and from_env.stdout.split() == \
+            ["ID", "NAME", "STATUS", "DATASET", "TASK", "METRICS", "PARAMS", "CREATED"]  # a new tenant: no models
+
+
 def test_errors_exit_non_zero_with_the_problem(url, tmp_path):
     missing = nnserve("predict", "mdl_missing", "--input", str(IRIS_CSV), url=url)
     assert missing.returncode == 1 and "404" in missing.stderr and "mdl_missing" in missing.stderr

@@ -11,17 +11,27 @@ from werkzeug.serving import make_server
 import engine
 from service.builtin import load
 from service.client import (ApiError, BadRequest, Client, Conflict, Invalid, JobFailed, NotFound, Prediction,
-                            ProgressBar, Unavailable)
+                            ProgressBar, RateLimited, Unauthorized, Unavailable)
 from tests.conftest import free_port
 from tests.service.helpers import IRIS_MODEL, IRIS_TRAINING
 from tests.stack import stack
 
 WAIT = 180  # seconds: generous, the machine is shared with other test runs
+KEY = "client-test-key-0123456789"
 
 
 @pytest.fixture(scope="module")
 def url(redis_server, tmp_path_factory):
     with stack(redis_server.url, tmp_path_factory.mktemp("client")) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def keyed_url(url, redis_server, tmp_path_factory):
+    """A second API on the same Redis (the first stack's worker trains for both), with API keys and a
+    predict limit of 2 a minute."""
+    with stack(redis_server.url, tmp_path_factory.mktemp("keyed"), workers=0, flush=False, api_keys=KEY,
+               rate_limit_predict="2/minute") as base:
         yield base
 
 
@@ -183,6 +193,26 @@ def test_wait_polls_behind_a_proxy_that_drops_event_streams(url, redis_server):
         thread.join()
     assert done["status"] == "succeeded" and len(done["history"]["loss"]) == 30
     assert progress.getvalue().splitlines()[-1].startswith("epoch 30/30 [")
+
+
+def test_api_keys_and_rate_limits(keyed_url):
+    with Client(keyed_url) as anonymous:
+        with pytest.raises(Unauthorized) as raised:
+            anonymous.list_models()
+    assert raised.value.status == 401 and raised.value.problem["title"] == "Unauthorized"
+    with Client(keyed_url, api_key="not-the-key-0123456789") as stranger:
+        with pytest.raises(Unauthorized):
+            stranger.list_datasets()
+
+    with Client(keyed_url, api_key=KEY) as nn:
+        job = nn.wait(nn.train("iris", IRIS_MODEL, {**IRIS_TRAINING, "epochs": 20})["id"], progress=io.StringIO(),
+                      timeout=WAIT)
+        assert [m["id"] for m in nn.list_models()] == [job["model_id"]]  # this key's tenant sees only its own
+        for _ in range(2):
+            nn.predict(job["model_id"], [[5.1, 3.5, 1.4, 0.2]])
+        with pytest.raises(RateLimited) as raised:
+            nn.predict(job["model_id"], [[5.1, 3.5, 1.4, 0.2]])
+    assert raised.value.status == 429 and 0 < raised.value.retry_after <= 60
 
 
 class Terminal(io.StringIO):
