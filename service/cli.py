@@ -263,7 +263,7 @@ def run_client_verb(args) -> int:
         for item in error.errors:
             print(f"  {item['loc'] or 'body'}: {item['msg']}", file=sys.stderr)
         return 1
-    except UsageError as error:
+    except (UsageError, ValueError) as error:  # ValueError: a malformed --url, or NaN in the input
         print(f"nnserve {args.verb}: {error}", file=sys.stderr)
         return 2
 

@@ -131,3 +131,5 @@ def test_errors_exit_non_zero_with_the_problem(url, tmp_path):
 
     nobody = nnserve("models", url=f"http://127.0.0.1:{free_port()}")
     assert nobody.returncode == 1 and "no answer" in nobody.stderr
+    malformed = nnserve("models", url="127.0.0.1:8000")
+    assert malformed.returncode == 2 and "url must be http" in malformed.stderr
