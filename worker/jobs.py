@@ -29,8 +29,10 @@ from service import store
 
 log = logging.getLogger(__name__)
 
-PREEMPT_SIGNAL = signal.SIGUSR1
-"""Sent by a worker to its work horse when the worker is told to stop."""
+PREEMPT_SIGNAL = signal.SIGTERM
+"""Sent by a worker to its work horse when the worker is told to stop. The horse takes it from anyone:
+a stop signal sent to every process of a service (systemd's default) reaches it directly, and must
+requeue the job, not kill it."""
 MAX_PREEMPTIONS = 10_000
 """RQ's Retry needs a bound; a job goes back on the queue once per worker shutdown that catches it."""
 
@@ -103,7 +105,8 @@ def train(job_id: str) -> dict[str, Any] | Retry:
         return {"status": "canceled", "epochs": len(history.epoch)}
     if stopped_for == "shutdown":
         note = {"type": "WorkerStopped", "detail": f"its worker was stopped; requeued from epoch {trainer.epoch}"}
-        store.requeue_job(r, job, note, lease=lease)
+        if not store.requeue_job(r, job, note, lease=lease):
+            return _walk_away(job_id)
         log.info("job %s: checkpointed at epoch %d and requeued (worker stopping)", job_id, trainer.epoch)
         return Retry(max=MAX_PREEMPTIONS, enqueue_at_front=True)
 

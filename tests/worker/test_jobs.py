@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -214,3 +215,36 @@ def test_warm_shutdown_does_not_wait_for_a_long_epoch(make_app, processes, redis
                                 "detail": f"its worker was stopped mid-epoch; requeued from epoch {epoch}"}
     assert redis.lrange("rq:queue:nnserve", 0, -1) == [submitted["id"].encode()]
     assert client.post(f"/v1/jobs/{submitted['id']}/cancel").json["status"] == "canceled"
+
+
+def test_an_attempt_that_lost_its_lease_stops_and_the_job_is_rescued(client, processes, redis):
+    """Another attempt takes the job over, as one would after a Redis outage outlived the heartbeats:
+    the old attempt stops at its next epoch without touching RQ's records, so the abandoned-job
+    sweep later finds the (here fictitious) new attempt silent and retries the job from its checkpoint."""
+    worker = started_worker(processes, redis)
+    submitted = long_job(client)
+    wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 20, timeout=30, what="some epochs")
+    assert store.start_job(redis, store.get_job(redis, submitted["id"]), lease="someone-else")[0]
+    epoch = store.get_job(redis, submitted["id"])["epoch"]
+    time.sleep(0.5)  # dozens of epochs, but less than the 3 s before the sweep can step in
+    stalled = store.get_job(redis, submitted["id"])
+    assert stalled["epoch"] == epoch and stalled["attempts"] == 2  # the old attempt recorded nothing more
+    wait_until(lambda: store.get_job(redis, submitted["id"])["attempts"] == 3, timeout=30, what="the rescue")
+    done = finished(client, submitted["id"])
+    assert done["status"] == "succeeded" and len(done["history"]["loss"]) == 400
+    assert worker.poll() is None
+
+
+def test_a_stop_signal_to_the_work_horse_too_requeues_the_job(make_app, processes, redis):
+    """systemd signals every process of a service, the work horse included: the job is requeued
+    from the epoch it reached all the same, not killed (no retries here, so a kill would fail it)."""
+    client = make_app(checkpoint_every=0, job_retries=0).test_client()
+    worker = started_worker(processes, redis)
+    submitted = long_job(client)
+    wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 10, timeout=30, what="some epochs")
+    os.kill(horse_of(worker.pid), signal.SIGTERM)
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.wait(30) == 0
+    stopped = job(client, submitted["id"])
+    assert stopped["status"] == "queued" and stopped["error"]["type"] == "WorkerStopped"
+    assert store.get_job(redis, submitted["id"])["checkpoint_epoch"] == stopped["progress"]["epoch"] >= 10
