@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, errors, limits, store
 from .cache import ModelCache
+from .fastpath import PredictFastPath
 from .monitoring import Monitoring
 from .queue import make_queue
 from .settings import Settings
@@ -57,7 +58,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
 
     # Keys first: the rate limits count per key.
-    auth.install(app, settings)
+    keys = auth.keys_of(settings)
+    auth.install(app, keys)
     limits.install(app, settings)
     errors.register(app)
+
+    # The WSGI stack, outermost first: request metrics; the predict fast path, which answers
+    # cache hits without entering Flask and leaves everything else to it (off while a predict
+    # rate limit must be counted); (ProxyFix); Flask.
+    services = app.extensions["nnserve"]
+    fast = PredictFastPath(app.wsgi_app, services.cache, keys, settings.max_body_bytes,
+                           enabled=settings.rate_limit_predict is None)
+    app.wsgi_app = services.monitoring.wrap(fast)
     return app

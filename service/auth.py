@@ -55,20 +55,31 @@ class Keys:
         return found
 
 
-def install(app: Flask, settings: Settings) -> None:
+def bearer(header: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, or None when there is none."""
+    scheme, _, presented = (header or "").strip().partition(" ")
+    presented = presented.strip()
+    return presented if scheme.lower() == "bearer" and presented else None
+
+
+def keys_of(settings: Settings) -> Keys | None:
+    """The configured keys, or None when the API is open."""
+    return Keys([key.get_secret_value() for key in settings.api_keys]) if settings.api_keys else None
+
+
+def install(app: Flask, keys: Keys | None) -> None:
     """Require a key on the versioned API when keys are configured (nothing to do otherwise)."""
-    if not settings.api_keys:
+    if keys is None:
         return
-    keys = Keys([key.get_secret_value() for key in settings.api_keys])
 
     @app.before_request
     def authenticate() -> None:
         if not protects(request.path):
             return
-        scheme, _, presented = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
+        presented = bearer(request.headers.get("Authorization"))
+        if presented is None:
             raise Unauthorized("this API needs an API key: send the header 'Authorization: Bearer <key>'")
-        tenant = keys.tenant(presented.strip())
+        tenant = keys.tenant(presented)
         if tenant is None:
             raise Unauthorized("the API key is not valid", error="invalid_token")
         g.tenant = tenant

@@ -33,6 +33,14 @@ class Entry:
     tenant: str
     classes: np.ndarray | None  # labels in output order, for classification
 
+    def prediction(self, x: np.ndarray) -> dict[str, Any]:
+        """The predict response for rows ``x``: labels and probabilities, or values.
+        Raises engine.SpecError for inputs the model cannot take."""
+        if self.classes is None:
+            return {"predictions": np.ascontiguousarray(self.model.predict(x))}
+        probabilities = self.model.predict_proba(x)
+        return {"predictions": self.classes[probabilities.argmax(axis=1)].tolist(), "probabilities": probabilities}
+
 
 class ModelCache:
     def __init__(self, connect: Callable[[], redis.Redis], size: int):
@@ -44,13 +52,19 @@ class ModelCache:
         self._listener_pid: int | None = None
         self._evictions = 0  # bumped by every eviction, so a load that raced one is not kept
 
-    def get(self, model_id: str, load: Callable[[], Entry]) -> Entry:
-        """The cached entry for ``model_id``, or ``load()``'s (kept only while deletions can be heard)."""
+    def peek(self, model_id: str) -> Entry | None:
+        """The cached entry for ``model_id``, or None; never loads."""
         with self._lock:
             entry = self._entries.get(model_id)
             if entry is not None:
                 self._entries.move_to_end(model_id)
-                return entry
+            return entry
+
+    def get(self, model_id: str, load: Callable[[], Entry]) -> Entry:
+        """The cached entry for ``model_id``, or ``load()``'s (kept only while deletions can be heard)."""
+        entry = self.peek(model_id)
+        if entry is not None:
+            return entry
         self._ensure_listener()
         evictions = self._evictions
         entry = load()

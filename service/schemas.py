@@ -331,10 +331,14 @@ def parse(model: type[Request], data: Any = None) -> Any:
 
 
 def parse_inputs() -> np.ndarray:
-    """The ``inputs`` rows of a predict body as a 2-D array of numbers, checked without pydantic for
-    speed: a non-empty list of equally long rows of numbers, else a 422 (400 for broken JSON).
-    The model checks the rest (width, finiteness, range) and raises SpecError."""
-    data = read_json()
+    """The ``inputs`` rows of the predict body; see ``inputs_array``. 415/400 for a body that is not JSON."""
+    return inputs_array(read_json())
+
+
+def inputs_array(data: Any) -> np.ndarray:
+    """The ``inputs`` rows of a parsed predict body as a 2-D array of numbers, checked without pydantic
+    for speed: a non-empty list of equally long rows of numbers, else Invalid (422). The model checks
+    the rest (width, finiteness, range) and raises SpecError."""
     if not isinstance(data, dict) or "inputs" not in data:
         raise Invalid("inputs", "field required: send {\"inputs\": [[number, ...], ...]}", "missing")
     extra = set(data) - {"inputs"}

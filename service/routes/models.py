@@ -65,12 +65,9 @@ def predict(model_id: str):
     entry = trained(model_id)
     x = parse_inputs()
     try:
-        if entry.classes is None:
-            return respond({"predictions": np.ascontiguousarray(entry.model.predict(x))})
-        probabilities = entry.model.predict_proba(x)
+        return respond(entry.prediction(x))
     except engine.SpecError as error:
         raise Invalid("inputs", error.message) from None
-    return respond({"predictions": entry.classes[probabilities.argmax(axis=1)].tolist(), "probabilities": probabilities})
 
 
 @bp.post("/v1/models/<model_id>/evaluate")

@@ -1,0 +1,82 @@
+"""A fast lane for the hottest request: a prediction from a model already in this process's cache.
+
+For a one-row prediction Flask's request context, routing and response objects cost more than
+the prediction itself. This WSGI layer, in front of the Flask app, answers only the plain
+success case, ``POST /v1/models/{id}/predict`` when
+
+- the body is JSON of a known length within the body limit,
+- the model is in this process's cache (so no Redis call) and the caller's tenant owns it,
+- no predict rate limit is set (counting needs Redis and the route's hook),
+
+and it answers it with the functions the Flask route uses: ``auth.bearer`` and ``Keys.tenant``,
+``schemas.inputs_array``, ``Entry.prediction``. Everything else — another route, a cache miss,
+a missing or wrong key, any error in the body — goes to the Flask app unchanged (with the body
+put back), so each error has exactly one rendering: the route's.
+"""
+from __future__ import annotations
+
+import io
+import re
+
+import engine
+import orjson
+
+from . import store
+from .auth import Keys, bearer
+from .cache import ModelCache
+from .errors import Invalid
+from .schemas import inputs_array
+
+PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
+ROUTE = "/v1/models/<model_id>/predict"
+"""The Flask rule this lane stands in for, as the request metrics label it."""
+ROUTE_KEY = "nnserve.route"
+"""Where the lane leaves that label in the WSGI environ for the metrics."""
+
+
+class PredictFastPath:
+    def __init__(self, app, cache: ModelCache, keys: Keys | None, max_body_bytes: int, enabled: bool = True):
+        self.app = app
+        self.cache = cache
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self.enabled = enabled
+
+    def __call__(self, environ, start_response):
+        if self.enabled and environ["REQUEST_METHOD"] == "POST":
+            match = PREDICT.fullmatch(environ.get("PATH_INFO", ""))
+            if match is not None:
+                body = self._answer(environ, match.group(1))
+                if body is not None:
+                    environ[ROUTE_KEY] = ROUTE
+                    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+                    return [body]
+        return self.app(environ, start_response)
+
+    def _answer(self, environ, model_id: str) -> bytes | None:
+        """The response body, or None to leave the request to Flask."""
+        entry = self.cache.peek(model_id)
+        if entry is None or entry.tenant != self._tenant(environ):
+            return None
+        mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+        if mimetype != "application/json" and not mimetype.endswith("+json"):
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return None
+        if not 0 < length <= self.max_body_bytes:
+            return None
+        raw = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(raw)  # for Flask, should the request go there after all
+        try:
+            response = entry.prediction(inputs_array(orjson.loads(raw)))
+        except (orjson.JSONDecodeError, Invalid, engine.SpecError):
+            return None
+        return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _tenant(self, environ) -> str | None:
+        if self.keys is None:
+            return store.PUBLIC
+        presented = bearer(environ.get("HTTP_AUTHORIZATION"))
+        return self.keys.tenant(presented) if presented is not None else None
