@@ -351,14 +351,20 @@
     if (job.status === "failed" && job.error) notice(`Job ${job.id} failed: ${job.error.type}: ${job.error.detail}`);
   }
 
+  // The job's history is the whole truth: it replaces whatever the stream delivered so far.
   function setHistory(history) {
     if (!history || !history.loss) return;
-    history.loss.forEach((_, i) => addPoint(i + 1, Object.fromEntries(
-      Object.entries(history).map(([name, values]) => [name, values[i]]))));
+    state.points = new Map(history.loss.map((_, i) => [i + 1, Object.fromEntries(
+      Object.entries(history).map(([name, values]) => [name, values[i]]))]));
+    redraw();
   }
 
   function addPoint(epoch, values) {
     state.points.set(epoch, values);
+    redraw();
+  }
+
+  function redraw() {
     const epochs = [...state.points.keys()].sort((a, b) => a - b);
     const series = (name) => epochs.map((e) => state.points.get(e)[name] ?? null);
     drawChart([epochs, series("loss"), series("val_loss")]);
