@@ -16,7 +16,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 
 # Explicit types: the system's mimetypes table varies (application/javascript, or no entry for .svg).
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json",
-                 ".svg": "image/svg+xml", ".png": "image/png"}
+                 ".svg": "image/svg+xml", ".png": "image/png", ".md": "text/plain", "": "text/plain"}  # "": LICENSE
 
 VENDOR_MAX_AGE = 365 * 24 * 3600
 """Seconds a browser keeps a vendored file: their directories carry the version, so they never change."""

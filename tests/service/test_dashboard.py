@@ -50,7 +50,7 @@ def test_vendored_uplot_is_immutable(client):
         assert set(response.headers["Cache-Control"].split(", ")) == {"public", "max-age=31536000", "immutable"}
         assert response.data.startswith(b"/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
     with client.get("/static/vendor/uplot-1.6.32/LICENSE") as response:
-        assert b"MIT License" in response.data
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8" and b"MIT License" in response.data
 
 
 @pytest.mark.parametrize("path", ["/static/nothing.js", "/static/../app.py", "/static/%2e%2e/app.py",
