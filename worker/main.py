@@ -63,6 +63,8 @@ class _Tuned:
 
 
 class Worker(_Tuned, rq.Worker):
+    """RQ's forking worker whose warm shutdown requeues the running job (see the module docstring)."""
+
     shutdown_timeout = 8.0
     told_to_stop = False
     _preempting = False
