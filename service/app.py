@@ -52,9 +52,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         monitoring=Monitoring(app, settings),
     )
 
-    from .routes import dashboard, datasets, jobs, models, ops
+    from .routes import dashboard, datasets, jobs, models, ops, v2
 
-    for blueprint in (datasets.bp, jobs.bp, models.bp, ops.bp, dashboard.bp):
+    for blueprint in (datasets.bp, jobs.bp, models.bp, v2.bp, ops.bp, dashboard.bp):
         app.register_blueprint(blueprint)
 
     # Keys first: the rate limits count per key.

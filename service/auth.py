@@ -1,7 +1,8 @@
-"""API keys: with ``NNSERVE_API_KEYS`` set, every versioned route (``/v1/…``, later ``/v2/…``)
+"""API keys: with ``NNSERVE_API_KEYS`` set, every versioned route (``/v1/…``, ``/v2/…``)
 needs ``Authorization: Bearer <key>``, and the key decides the tenant whose records the
-request may see. Health, readiness, metrics, the OpenAPI document, its docs page and the
-dashboard's own files stay open: they hold no tenant's data.
+request may see. Health and readiness (``/healthz``, ``/readyz`` and the protocol's
+``/v2/health/…``), metrics, the OpenAPI document, its docs page and the dashboard's own files
+stay open: they hold no tenant's data, and probes rarely carry keys.
 
 A tenant id is a short hash of its key, so Redis never holds a key, and a key is never
 logged: it is read from the header, hashed, and dropped.
@@ -17,8 +18,8 @@ from flask import Flask, g, request
 from .errors import Unauthorized
 from .settings import Settings
 
-PROTECTED = re.compile(r"/v\d+(/|$)")
-"""Paths that need a key: the versioned API."""
+PROTECTED = re.compile(r"(?!/v2/health/)/v\d+(/|$)")
+"""Paths that need a key: the versioned API, but for the Open Inference Protocol's health probes."""
 
 
 def protects(path: str) -> bool:

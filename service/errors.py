@@ -4,15 +4,20 @@
 :class:`ApiError`; pydantic's ValidationError, the engine's SpecError, werkzeug's HTTP
 errors and Redis being unreachable are translated here, in one place, so bad input can
 never surface as HTML, a traceback or a 5xx.
+
+On ``/v2`` (the Open Inference Protocol) the same errors keep their status and headers (a 401's
+``WWW-Authenticate``, a 429's ``Retry-After``) but take the protocol's body, ``{"error": detail}``,
+since that is what its clients read.
 """
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
 import redis
-from flask import Flask, Response
+from flask import Flask, Response, has_request_context, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -21,6 +26,8 @@ from engine import SpecError
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+OIP_PATH = re.compile(r"/v2(/|$)")
+"""Paths of the Open Inference Protocol, whose errors are ``{"error": "..."}``."""
 
 
 class ApiError(Exception):
@@ -84,6 +91,8 @@ class Unavailable(ApiError):
 
 
 def problem(status: int, title: str, detail: str, slug: str, errors: list | None = None) -> Response:
+    if has_request_context() and OIP_PATH.match(request.path):
+        return Response(orjson.dumps({"error": detail}), status=status, mimetype="application/json")
     body = {"type": f"urn:nnserve:problem:{slug}", "title": title, "status": status, "detail": detail}
     if errors is not None:
         body["errors"] = errors

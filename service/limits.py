@@ -24,6 +24,7 @@ from .settings import PERIODS, Settings
 LIMITED = {
     "jobs.create": ("jobs", "rate_limit_jobs", "job submissions"),
     "models.predict": ("predict", "rate_limit_predict", "predict calls"),
+    "v2.infer": ("predict", "rate_limit_predict", "predict calls"),  # the same predictions, over the Open Inference Protocol
 }
 """endpoint: (scope in the Redis key, the setting, what the message calls the requests)."""
 

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import auth
-from .errors import PROBLEM_JSON
+from .errors import OIP_PATH, PROBLEM_JSON
+from .oip import InferenceError
 from .schemas import Problem
 
 STANDARD_ERRORS = {400: "Malformed body", 401: "No valid API key (when the server has keys)", 404: "Unknown id",
@@ -42,7 +43,7 @@ def doc(*, body: type[BaseModel] | None = None, responses: dict[int, Any], error
 
 def document(app: Flask, title: str, version: str) -> dict[str, Any]:
     routes = []
-    keyed = {(Problem, "serialization")}
+    keyed = {(Problem, "serialization"), (InferenceError, "serialization")}
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
         meta = getattr(view, "openapi", None)
@@ -54,10 +55,17 @@ def document(app: Flask, title: str, version: str) -> dict[str, Any]:
         keyed.update((m, "serialization") for m in meta["responses"].values() if isinstance(m, type))
     refs, top = models_json_schema(sorted(keyed, key=lambda k: k[0].__name__), ref_template="#/components/schemas/{model}")
     paths: dict[str, dict[str, Any]] = {}
+    # A view may serve several rules (/v2's with and without a model version); operation ids must
+    # stay unique, so a rule with more path arguments than the view's shortest one is named by them.
+    shortest: dict[str, set[str]] = {}
+    for rule, _, _ in routes:
+        shortest[rule.endpoint] = min(shortest.get(rule.endpoint, rule.arguments), rule.arguments, key=len)
     for rule, view, meta in sorted(routes, key=lambda item: item[0].rule):
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {})[method.lower()] = _operation(rule, view, meta, refs)
+            extra = sorted(rule.arguments - shortest[rule.endpoint])
+            operation_id = rule.endpoint.replace(".", "_") + (f"_by_{'_'.join(extra)}" if extra else "")
+            paths.setdefault(path, {})[method.lower()] = _operation(rule, view, meta, refs, operation_id)
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version},
@@ -66,9 +74,9 @@ def document(app: Flask, title: str, version: str) -> dict[str, Any]:
     }
 
 
-def _operation(rule, view, meta, refs) -> dict[str, Any]:
+def _operation(rule, view, meta, refs, operation_id: str) -> dict[str, Any]:
     summary = (view.__doc__ or rule.endpoint).strip().splitlines()[0]
-    operation: dict[str, Any] = {"summary": summary, "operationId": rule.endpoint.replace(".", "_"),
+    operation: dict[str, Any] = {"summary": summary, "operationId": operation_id,
                                  "tags": [rule.endpoint.split(".")[0]]}
     parameters = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}} for arg in rule.arguments]
     parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": "integer"}, "description": text}
@@ -96,6 +104,8 @@ def _operation(rule, view, meta, refs) -> dict[str, Any]:
             responses[str(status)] = {"description": model.__name__,
                                       "content": {"application/json": {"schema": refs[(model, "serialization")]}}}
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    if OIP_PATH.match(rule.rule):  # the Open Inference Protocol's own error form
+        problem = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceError"}}}}
     protected = auth.protects(rule.rule)
     for status in sorted({*meta["errors"], 503} | ({401} if protected else set())):
         responses[str(status)] = {"description": STANDARD_ERRORS[status], **problem}
