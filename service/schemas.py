@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 import numpy as np
 import orjson
 from flask import request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, WithJsonSchema
 
 from engine.activations import ACTIVATIONS
 from engine.initializers import INITIALIZERS
@@ -108,6 +108,39 @@ class ModelSpec(Request):
     dtype: Literal["float32", "float64"] = "float32"
 
 
+# The object's schema asks for what only a Keras document has, so that ``model`` matches exactly one form.
+KerasObject = Annotated[dict[str, Any], WithJsonSchema({
+    "type": "object", "required": ["class_name", "config"],
+    "properties": {"class_name": {"type": "string", "enum": ["Sequential"]}, "config": {"type": "object"}}})]
+KerasDocument = Annotated[
+    KerasObject | str,
+    Field(description="A Keras 3 `Sequential` `model.to_json()` document: the parsed object or the JSON text. "
+                      "Checked and converted by `engine.from_keras`; see docs/spec.md, \"Keras documents\"."),
+]
+
+
+class KerasModel(Request):
+    """A Keras document with nnserve's options: ``input_scaling`` (``"none"`` by default, as in Keras)."""
+
+    keras: KerasDocument
+    input_scaling: Literal["standard", "none"] = "none"
+
+
+def _model_form(value: Any) -> str:
+    """Which form a job's ``model`` takes: a Keras document is a string or has ``class_name``."""
+    if isinstance(value, str) or (isinstance(value, dict) and "class_name" in value):
+        return "keras-document"
+    return "keras-options" if isinstance(value, dict) and "keras" in value else "nnserve-spec"
+
+
+# The tags are never keys of the input, so ``errors.validation_errors`` leaves them out of locs.
+ModelField = Annotated[
+    Union[Annotated[ModelSpec, Tag("nnserve-spec")], Annotated[KerasModel, Tag("keras-options")],
+          Annotated[KerasDocument, Tag("keras-document")]],
+    Discriminator(_model_form),
+]
+
+
 class EarlyStopping(Request):
     monitor: str = "val_loss"
     patience: Annotated[int, Field(ge=0)] = 0
@@ -191,7 +224,8 @@ class JobStatus(str, Enum):
 class JobCreate(Request):
     dataset: str = Field(description="Id of the dataset to train on (`iris`, `blobs`, `linear` or an uploaded one).")
     name: Name | None = None
-    model: ModelSpec
+    model: ModelField = Field(description="An nnserve model spec, or a Keras `Sequential` document (object or JSON "
+                                          "text), or `{\"keras\": <document>, \"input_scaling\": ...}`.")
     training: TrainingSpec = TrainingSpec()
 
 

@@ -4,23 +4,31 @@ The engine owns the defaults (Keras's) and the semantic checks; we pass it only 
 client wrote, add the service's own defaults (metrics) and limits, and keep the engine's
 normalized specs (seed included) so that the worker, and anyone reading the job later,
 sees exactly what will be trained.
+
+A Keras document is converted by ``engine.from_keras`` first; its ``compile_config`` fills what
+``training`` leaves out. Only the converted spec is stored: it states exactly what is trained, and
+everything else in the document is either ignored on purpose (names, seeds) or refused. Errors
+name places in the document as the client wrote it (``model.config.layers.1.config.units``).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import engine
+import orjson
 
 from . import store
 from .errors import Invalid, spec_error
-from .schemas import JobCreate
+from .schemas import JobCreate, KerasModel, ModelSpec
 from .settings import Settings
 
 DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mae"]}
 
 
-def check(model_spec: dict[str, Any], training: dict[str, Any], dataset: dict[str, Any], settings: Settings):
-    """The engine's unbuilt model for these specs and data, within the service's limits. Raises Invalid."""
+def check(model_spec: dict[str, Any], training: dict[str, Any], dataset: dict[str, Any], settings: Settings,
+          invalid: Callable[[engine.SpecError], Invalid] = spec_error):
+    """The engine's unbuilt model for these specs and data, within the service's limits. Raises Invalid
+    (an engine error through ``invalid``, which says where it is in the request)."""
     task, width = store.task_of(dataset)
     for field, limit in (("epochs", settings.max_epochs), ("batch_size", settings.max_batch_size)):
         if training.get(field, 1) > limit:
@@ -28,7 +36,7 @@ def check(model_spec: dict[str, Any], training: dict[str, Any], dataset: dict[st
     try:
         model = engine.validate(model_spec, training, n_features=dataset["n_features"], task=task, width=width)
     except engine.SpecError as error:
-        raise spec_error(error) from None
+        raise invalid(error) from None
     n_parameters = model.parameter_count(dataset["n_features"])
     if n_parameters > settings.max_parameters:
         raise Invalid("model.layers", f"the model has {n_parameters} parameters; the server's limit is {settings.max_parameters}")
@@ -45,10 +53,13 @@ def check(model_spec: dict[str, Any], training: dict[str, Any], dataset: dict[st
 def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: str) -> tuple[dict, dict]:
     """The job and model records for a validated request. Raises Invalid."""
     task, width = store.task_of(dataset)
-    model_spec = body.model.model_dump(exclude_unset=True, exclude_none=True)
     training = body.training.model_dump(exclude_unset=True, exclude_none=True)
+    if isinstance(body.model, ModelSpec):
+        model_spec, invalid = body.model.model_dump(exclude_unset=True, exclude_none=True), spec_error
+    else:
+        model_spec, training, invalid = from_keras(body.model, training, dataset["n_features"])
     training.setdefault("metrics", DEFAULT_METRICS[task])
-    model = check(model_spec, training, dataset, settings)
+    model = check(model_spec, training, dataset, settings, invalid)
     job_id, model_id, created_at = store.new_id("job"), store.new_id("mdl"), store.now()
     config = model.training.config()
     job = {
@@ -65,3 +76,41 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
         "n_parameters": model.parameter_count(dataset["n_features"]), "created_at": created_at, "trained_at": None,
     }
     return job, record
+
+
+def from_keras(model: KerasModel | dict[str, Any] | str, training: dict[str, Any], n_features: int):
+    """``(model spec, training, invalid)`` from a Keras document, bare or in ``{"keras": ...}``, and the
+    job's ``training``, whose fields win over the document's ``compile_config``; ``invalid`` turns an
+    engine error into an Invalid naming the place in the document (or in ``training``) it comes from.
+    Raises Invalid for a document that cannot be converted or does not fit the data's width."""
+    root = "model.keras" if isinstance(model, KerasModel) else "model"
+    document = model.keras if isinstance(model, KerasModel) else model
+    if isinstance(document, str):
+        try:
+            document = orjson.loads(document)
+        except orjson.JSONDecodeError as error:
+            raise Invalid(root, f"is not valid JSON: {error}", "json_invalid") from None
+    try:
+        imported = engine.from_keras(document)
+    except engine.SpecError as error:
+        raise spec_error(error, root) from None
+    spec = imported.spec
+    if isinstance(model, KerasModel):
+        spec["input_scaling"] = model.input_scaling
+    layers = document["config"]["layers"]
+    inputs = [i for i, layer in enumerate(layers) if layer.get("class_name") == "InputLayer"]
+    if imported.input_dim is not None and imported.input_dim != n_features:
+        raise Invalid(f"{root}.config.layers.{inputs[0]}.config.batch_shape",
+                      f"the model takes {imported.input_dim} features; the dataset has {n_features}")
+    # The converted spec's layer i is the document's i-th layer that is not an InputLayer.
+    converted = [i for i, layer in enumerate(layers) if layer.get("class_name") != "InputLayer"]
+
+    def invalid(error: engine.SpecError) -> Invalid:
+        loc = error.loc
+        if len(loc) >= 2 and loc[0] == "layers" and isinstance(loc[1], int) and loc[1] < len(converted):
+            loc = ("config", "layers", converted[loc[1]], "config", *loc[2:])
+        elif len(loc) >= 2 and loc[0] == "training" and loc[1] in imported.training and loc[1] not in training:
+            loc = ("compile_config", *loc[1:])
+        return spec_error(engine.SpecError(loc, error.message), root)
+
+    return spec, {**imported.training, **training}, invalid
