@@ -26,6 +26,7 @@ import time
 import numpy  # noqa: F401  (preloaded before the fork, see above)
 import redis
 import rq
+from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 from threadpoolctl import threadpool_limits
 
@@ -73,6 +74,13 @@ class Worker(_Tuned, rq.Worker):
     def request_stop(self, signum, frame) -> None:
         self.told_to_stop = True
         super().request_stop(signum, frame)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        # The top of the work loop. A stop signal that came while RQ was still registering the
+        # worker, before it installed its own handlers, was only noted (see run): honour it here.
+        if self.told_to_stop:
+            raise StopRequested()
+        super().check_for_suspension(burst)
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()
@@ -163,6 +171,7 @@ def run(settings: Settings, burst: bool = False) -> bool:
         worker = None
         try:
             worker = make_worker(settings)
+            _note_stop_signals(worker)
             log.info("worker %s listening on %s", worker.name, settings.redis_url)
             worked = worker.work(burst=burst, logging_level=settings.log_level.upper(), with_scheduler=False)
             if burst or worker.told_to_stop or _answers(worker.connection):
@@ -176,6 +185,14 @@ def run(settings: Settings, burst: bool = False) -> bool:
                 worker.stop_horse_now()
         if not _wait_for_redis(settings):
             return False
+
+
+def _note_stop_signals(worker: Worker) -> None:
+    """Until RQ installs its handlers, a stop signal only marks the worker as told to stop."""
+    def note(signum, frame) -> None:
+        worker.told_to_stop = True
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, note)
 
 
 def _answers(connection: redis.Redis) -> bool:

@@ -153,6 +153,15 @@ def test_sigterm_stops_an_idle_worker_cleanly(processes, redis):
     wait_until(lambda: redis.scard("rq:workers") == 0, timeout=5, what="the worker to deregister")
 
 
+def test_sigterm_while_the_worker_registers_stops_it_cleanly(processes, redis):
+    """The signal lands just after the worker registered, before RQ installed its signal handlers."""
+    worker = processes.worker(**FAST)
+    wait_until(lambda: redis.scard("rq:workers") > 0, timeout=20, what="the worker to register", interval=0.001)
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(15) == 0
+    wait_until(lambda: redis.scard("rq:workers") == 0, timeout=5, what="the worker to deregister")
+
+
 def test_a_job_that_keeps_killing_its_worker_fails_after_its_retries(make_app, processes, redis):
     client = make_app(job_retries=1).test_client()
     worker = started_worker(processes, redis)
