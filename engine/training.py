@@ -345,6 +345,9 @@ class Trainer:
                 op.rng = self.rng
         self.history = History()
         self.epoch = 0
+        # Set when a callback (early stopping) ends training; kept in checkpoints, so a run resumed
+        # from one taken at that epoch ends there too.
+        self.finished = False
         first_dense = next(i for i, op in enumerate(self.ops) if isinstance(op, Dense))
         self.backward_ops = self.ops[first_dense:][::-1]  # nothing below the first dense layer has weights
         self.penalized = [op for op in self.ops if isinstance(op, Dense) and op.regularizer]
@@ -391,8 +394,7 @@ class Trainer:
 
     def _run(self, on_epoch, checkpoint_every, on_checkpoint) -> History:
         config = self.config
-        stop = False
-        while self.epoch < config.epochs and not stop:
+        while self.epoch < config.epochs and not self.finished:
             epoch = self.epoch
             self.optimizer.start_epoch(epoch)
             rows = self.rng.permutation(self.train_rows) if config.shuffle else self.train_rows
@@ -408,10 +410,10 @@ class Trainer:
             self.history.append(epoch, logs)
             self.epoch += 1
             for callback in self.callbacks:
-                stop = callback.on_epoch_end(self, epoch, logs) or stop
+                self.finished = callback.on_epoch_end(self, epoch, logs) or self.finished
             if on_epoch is not None and on_epoch(epoch, logs) is True:
-                stop = True
-            if on_checkpoint is not None and checkpoint_every and self.epoch % checkpoint_every == 0 and not stop:
+                break  # the caller's stop: training may go on later from a checkpoint
+            if on_checkpoint is not None and checkpoint_every and self.epoch % checkpoint_every == 0 and not self.finished:
                 on_checkpoint(self.checkpoint())
         for callback in self.callbacks:
             callback.end(self)
@@ -499,6 +501,7 @@ class Trainer:
             arrays.update({f"callback.{i}.{k}": v for k, v in extra.items()})
         meta = {
             "epoch": self.epoch,
+            "finished": self.finished,
             "seed": self.config.seed,
             "rng": self.rng.bit_generator.state,
             "optimizer": opt_scalars,
@@ -522,6 +525,7 @@ class Trainer:
         self.rng.bit_generator.state = meta["rng"]
         self.history.load_state(meta["history"])
         self.epoch = int(meta["epoch"])
+        self.finished = bool(meta.get("finished", False))
 
 
 def check_training(model, task: str, width: int, has_validation: bool) -> losses.Loss:

@@ -488,3 +488,38 @@ def test_a_diverging_network_raises_non_finite_error_and_no_numpy_warning():
         warnings.simplefilter("error")
         with pytest.raises(NonFiniteError, match=DIVERGED):
             model.fit(x, y)
+
+
+def test_a_checkpoint_taken_where_early_stopping_ends_training_resumes_to_the_same_end():
+    """A caller (a worker told to stop) may checkpoint at the very epoch where early stopping decided
+    to end: resuming from it must end there too, with the same restored weights."""
+    from engine.training import Trainer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    y = (x[:, 0] > 0).astype(int)
+    spec = {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
+                       {"type": "dense", "units": 2, "activation": "softmax"}]}
+    training = {"optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 200, "seed": 0,
+                "validation_split": 0.3, "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best": True}}
+    uninterrupted = build(spec, training)
+    last_epoch = uninterrupted.fit(x, y).epoch[-1]
+    assert last_epoch < 199  # early stopping did end it
+
+    paused = Trainer(build(spec, training), x, y)
+    saved = {}
+
+    def stop_at_the_last_epoch(epoch, logs):
+        if epoch == last_epoch:
+            saved["checkpoint"] = paused.checkpoint()
+            return True
+        return None
+
+    paused.run(on_epoch=stop_at_the_last_epoch)
+    resumed_model = build(spec, training)
+    resumed = Trainer(resumed_model, x, y)
+    resumed.restore(saved["checkpoint"])
+    history = resumed.run()
+
+    assert history.epoch[-1] == last_epoch
+    assert np.array_equal(resumed_model.params, uninterrupted.params)
