@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, errors, limits, store
 from .cache import ModelCache
+from .events import Streams
 from .fastpath import PredictFastPath
 from .monitoring import Monitoring
 from .queue import make_queue
@@ -32,6 +33,7 @@ class Services:
     queue: Queue
     cache: ModelCache
     monitoring: Monitoring
+    streams: Streams
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         queue=make_queue(connection),
         cache=ModelCache(lambda: store.connect(settings.redis_url, settings.redis_timeout), settings.model_cache_size),
         monitoring=Monitoring(app, settings),
+        streams=Streams(settings.stream_limit, settings.stream_lifetime, settings.stream_heartbeat),
     )
 
     from .routes import dashboard, datasets, jobs, models, ops, v2

@@ -86,8 +86,9 @@ def cmd_up(settings: Settings, args) -> int:
 
 
 def gunicorn_command(settings: Settings) -> list[str]:
-    # gthread: a thread per request, so a slow client or (later) a long-lived event stream holds
-    # one thread, not a whole process, and NumPy releases the GIL for the heavy part of predict.
+    # gthread: a thread per request, so a slow client or a long-lived event stream holds one
+    # thread, not a whole process, and NumPy releases the GIL for the heavy part of predict. Event
+    # streams may take at most Settings.stream_limit of the threads (service/events.py).
     return [
         sys.executable, "-m", "gunicorn",
         "--bind", f"{settings.host}:{settings.port}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, NamedTuple
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -127,6 +127,18 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(32, ge=0, description="Trained models kept in memory per API process.")
     api_workers: int = Field(2, gt=0, description="gunicorn worker processes.")
     api_threads: int = Field(8, gt=0, description="Threads per gunicorn worker.")
+    api_streams: int | None = Field(
+        None, gt=0, description="Event streams (GET /v1/jobs/{id}/events) one gunicorn worker serves at once, each "
+        "holding one of its threads; more get 503 with Retry-After. Below api_threads; default: half of them "
+        "(rounded down).",
+    )
+    stream_lifetime: float = Field(
+        300.0, gt=0, description="Seconds an event stream stays open; then it ends and the client reconnects "
+        "with Last-Event-ID, so a stream's thread is never held for good.",
+    )
+    stream_heartbeat: float = Field(
+        15.0, gt=0, description="Seconds between comment lines on an idle event stream, so proxies keep it open.",
+    )
     workers: int = Field(2, ge=0, description="RQ workers started by `nnserve up`.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -137,3 +149,15 @@ class Settings(BaseSettings):
         None, description="Directory shared by gunicorn's processes for Prometheus counters (set by the CLI)."
     )
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _streams_leave_threads(self) -> Settings:
+        if self.api_streams is not None and self.api_streams >= self.api_threads:
+            raise ValueError(f"api_streams ({self.api_streams}) must be below api_threads ({self.api_threads}): "
+                             "every stream holds a thread, and other requests need some")
+        return self
+
+    @property
+    def stream_limit(self) -> int:
+        """Event streams one gunicorn worker serves at once."""
+        return self.api_streams or self.api_threads // 2

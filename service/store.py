@@ -404,6 +404,18 @@ def history(r: redis.Redis, job_id: str) -> dict[str, list[float]]:
     return columns
 
 
+def history_since(r: redis.Redis, job_id: str, start: int) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """The epochs logged after the first ``start`` (one dict of values each) and the job's ``status``,
+    ``error`` and ``model_id``, read in one transaction: a job seen finished has its whole history."""
+    with r.pipeline() as pipe:
+        pipe.lrange(history_key(job_id), start, -1)
+        pipe.hmget(job_key(job_id), "status", "error", "model_id")
+        lines, fields = pipe.execute()
+    state = {name: orjson.loads(value) if value is not None else None
+             for name, value in zip(("status", "error", "model_id"), fields)}
+    return [orjson.loads(line) for line in lines], state
+
+
 def start_job(r: redis.Redis, job: dict[str, Any], lease: str) -> tuple[bool, str | None]:
     """Claim ``job`` for one attempt: ``running``, one more attempt, and ``lease`` as its holder, so that
     an older attempt still alive somewhere (its worker was taken for dead) stops at its next write.

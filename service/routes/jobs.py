@@ -1,7 +1,7 @@
 """/v1/jobs: submit a training job, follow it, cancel it."""
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response, request
 
 from .. import queue, specs, store
 from ..errors import Conflict, Invalid, NotFound, TooManyRequests
@@ -76,3 +76,25 @@ def cancel(job_id: str):
     if not applied and status != "canceled":
         raise Conflict(f"job {job_id!r} has already {status}")
     return respond(public(get_job(job_id)), 202)
+
+
+@bp.get("/v1/jobs/<job_id>/events")
+@doc(responses={200: "text/event-stream; an `epoch` event per epoch (id: the epoch number), then a `status` event"},
+     errors=(404, 422), query={"last_event_id": "Resume after this epoch (as the Last-Event-ID header)"},
+     headers={"Last-Event-ID": "Resume after this epoch: the id of the last event received"})
+def events(job_id: str):
+    """Follow a job live (Server-Sent Events): each epoch's loss and metrics, then its final status."""
+    ctx = services()
+    get_job(job_id)
+    stream = ctx.streams.open(ctx.redis, job_id, last_event_id())
+    return Response(stream, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # nginx: pass events on at once
+
+
+def last_event_id() -> int:
+    """The epoch to resume after: ``Last-Event-ID`` (sent by EventSource when it reconnects), else
+    ``?last_event_id=``, else 0. Raises Invalid for anything but a whole number."""
+    raw = request.headers.get("Last-Event-ID", request.args.get("last_event_id", "")).strip() or "0"
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise Invalid("last_event_id", f"must be the id of an epoch event, a whole number; received {raw!r}")
+    return int(raw)
