@@ -103,9 +103,16 @@ def _layer(layer: Any) -> dict[str, Any] | None:
         raise SpecError(
             "class_name", f"unsupported Keras layer {kind!r}; nnserve supports {', '.join(SUPPORTED_LAYERS)}"
         )
-    config = _object(layer.get("config"), "config")
     if kind == "InputLayer":
         return None
+    try:
+        return _layer_config(kind, _object(layer.get("config"), ()))
+    except SpecError as error:
+        raise error.within("config") from None
+
+
+def _layer_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Our layer spec from a Keras layer's ``config`` (errors located within it)."""
     if kind == "Dropout":
         _unsupported(config, "noise_shape")
         return {"type": "dropout", "rate": config.get("rate")}

@@ -97,8 +97,10 @@ def sequential(*layers, input_shape=(4,), **compile_args) -> str:
 @pytest.mark.parametrize("model, loc, fragment", [
     (lambda: sequential(keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(3), input_shape=(8, 8, 1)),
      "model.config.layers.1.class_name", "unsupported Keras layer 'Conv2D'"),
-    (lambda: sequential(keras.layers.Dense(3, bias_regularizer="l2")), "model.config.layers.1", "bias_regularizer="),
-    (lambda: sequential(keras.layers.Dense(3, kernel_constraint="non_neg")), "model.config.layers.1", "kernel_constraint="),
+    (lambda: sequential(keras.layers.Dense(3, bias_regularizer="l2")), "model.config.layers.1.config.bias_regularizer",
+     "bias_regularizer="),
+    (lambda: sequential(keras.layers.Dense(3, kernel_constraint="non_neg")), "model.config.layers.1.config.kernel_constraint",
+     "kernel_constraint="),
     (lambda: sequential(keras.layers.Dense(8), keras.layers.Dense(2, activation="softmax")),
      "model.config.layers.2.config.units", "needs one per class: 3"),
     (lambda: sequential(keras.layers.Dense(3, activation="softmax"), input_shape=(5,)),
@@ -123,7 +125,7 @@ def test_what_nnserve_cannot_honour_is_a_422_naming_it(client, model, loc, fragm
     response = post(client, model())
     assert response.status_code == 422, response.json
     error = response.json["errors"][0]
-    assert error["loc"].startswith(loc) and fragment in error["msg"], error
+    assert error["loc"] == loc and fragment in error["msg"], error
 
 
 def test_openapi_shows_both_forms_of_model(client):
