@@ -36,37 +36,48 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """A throwaway redis-server (no persistence) that tests may stop and start again."""
+    """A redis-server of the tests' own on a free port, which a test may stop, pause and start again
+    on the same port and data, as an operator restarting Redis would. ``durable`` keeps an
+    append-only file fsynced every second, as ``nnserve up`` does; otherwise nothing is persisted."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, data: Path, durable: bool = False):
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tmp
+        self.data = data
+        self.durable = durable
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.durable else ["--appendonly", "no"]
         self.process = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)],
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data), "--save", "",
+             *persistence],
             stdout=subprocess.DEVNULL,
         )
         client = redis_lib.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis_lib.exceptions.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+        wait_until(lambda: _pings(client), timeout=20, what="redis-server to answer")
         client.close()
 
     def stop(self) -> None:
+        """SIGTERM: Redis flushes its append-only file, if any, and exits, as on a clean restart."""
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(10)
+            self.process.wait(20)
             self.process = None
+
+    def pause(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)  # connections open, nothing answered: a hung server
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+
+def _pings(client) -> bool:
+    try:
+        return client.ping()
+    except redis_lib.exceptions.ConnectionError:
+        return False
 
 
 @pytest.fixture(scope="session")

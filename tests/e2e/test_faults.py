@@ -13,54 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-import redis as redis_lib
 import requests
 
-from tests.conftest import ROOT, Processes, free_port, redis_binary, wait_until
+from tests.conftest import ROOT, Processes, RedisServer, free_port, wait_until
 
 SMALL = {"layers": [{"type": "dense", "units": 16, "activation": "relu"},
                     {"type": "dense", "units": 3, "activation": "softmax"}]}
 TERMINAL = ("succeeded", "failed", "canceled")
-
-
-class DurableRedis:
-    """A redis-server with an append-only file, which a test can pause, stop and start again on the
-    same port and data, as an operator restarting Redis would."""
-
-    def __init__(self, data: Path):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.data = data
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis_lib.Redis(port=self.port)
-        wait_until(lambda: _pings(client), timeout=20, what="redis-server to answer")
-        client.close()
-
-    def stop(self) -> None:
-        """SIGTERM: Redis flushes its AOF and exits, as on a clean restart."""
-        self.process.terminate()
-        self.process.wait(20)
-
-    def pause(self) -> None:
-        os.kill(self.process.pid, signal.SIGSTOP)  # connections open, nothing answered: a hung server
-
-    def resume(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)
-
-
-def _pings(client) -> bool:
-    try:
-        return client.ping()
-    except redis_lib.exceptions.ConnectionError:
-        return False
 
 
 def submit(api: str, epochs: int, dataset: str = "blobs") -> dict:
@@ -93,7 +52,7 @@ def assert_unavailable(response: requests.Response) -> None:
 
 
 def test_redis_outage_answers_503_then_everything_carries_on(tmp_path):
-    server = DurableRedis(tmp_path / "redis")
+    server = RedisServer(tmp_path / "redis", durable=True)
     server.start()
     processes = Processes(server.url, tmp_path)
     try:
@@ -141,7 +100,7 @@ def test_redis_outage_answers_503_then_everything_carries_on(tmp_path):
 def test_a_worker_outlives_an_outage_longer_than_its_retry_window(tmp_path):
     """Past ``redis_retry_window`` the worker drops its job and waits for Redis in the same process;
     then its abandoned-job sweep retries the job, which resumes from its checkpoint."""
-    server = DurableRedis(tmp_path / "redis")
+    server = RedisServer(tmp_path / "redis", durable=True)
     server.start()
     processes = Processes(server.url, tmp_path)
     try:
