@@ -115,6 +115,8 @@ class CosineDecay(Schedule):
 class Optimizer:
     name: ClassVar[str]
     slot_names: ClassVar[tuple[str, ...]] = ()
+    needs_scratch: ClassVar[bool] = False
+    """Whether ``update`` needs a scratch array besides the gradient, which it may overwrite."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -169,7 +171,7 @@ class Optimizer:
         """Take the arrays to update, and (for ``clipnorm``) the per-variable views of the gradients."""
         self.params, self.grads, self.clip_views = list(params), list(grads), list(clip_views)
         self.slots = [self.new_slots(p) for p in self.params]
-        self._scratch = [np.empty_like(p) for p in self.params]
+        self._scratch = [np.empty_like(p) if self.needs_scratch else None for p in self.params]
 
     def new_slots(self, param: np.ndarray) -> dict[str, np.ndarray]:
         return {name: np.zeros_like(param) for name in self.slot_names}
@@ -178,7 +180,10 @@ class Optimizer:
         self.learning_rate = self.schedule.rate(self.initial_learning_rate, epoch) * self.lr_scale
 
     def step(self) -> None:
-        """Clip the gradients, then apply one update to every parameter array."""
+        """Clip the gradients, then apply one update to every parameter array.
+
+        The gradients are used up: an update may overwrite them (the next backward pass writes
+        them anew), which spares the optimizer an array as large as the model."""
         self._clip()
         self.iterations += 1
         for param, grad, slots, scratch in zip(self.params, self.grads, self.slots, self._scratch):
@@ -230,20 +235,17 @@ class SGD(Optimizer):
         return {"momentum": self.momentum, "nesterov": self.nesterov}
 
     def update(self, param, grad, slots, scratch):
-        lr = self.learning_rate
+        grad *= self.learning_rate  # lr * g, in the gradient's own buffer
         if not self.momentum:
-            np.multiply(grad, lr, out=scratch)
-            param -= scratch
+            param -= grad
             return
         velocity = slots["velocity"]
         velocity *= self.momentum
-        np.multiply(grad, lr, out=scratch)
-        velocity -= scratch
+        velocity -= grad
         if self.nesterov:
-            np.multiply(velocity, self.momentum, out=scratch)
-            param += scratch
-            np.multiply(grad, lr, out=scratch)
-            param -= scratch
+            param -= grad
+            np.multiply(velocity, self.momentum, out=grad)
+            param += grad
         else:
             param += velocity
 
@@ -286,16 +288,16 @@ class Adam(Optimizer):
         m *= b1
         m += grad
         v *= b2
-        np.multiply(grad, grad, out=scratch)
-        v += scratch
+        np.multiply(grad, grad, out=grad)  # the gradient is not needed after this: its buffer is the scratch
+        v += grad
         if self.amsgrad:
             np.maximum(slots["v_hat"], v, out=slots["v_hat"])
             v = slots["v_hat"]
-        np.sqrt(v, out=scratch)
-        scratch += self.epsilon / root
-        np.divide(m, scratch, out=scratch)
-        scratch *= lr_t * (1.0 - b1) / root
-        param -= scratch
+        np.sqrt(v, out=grad)
+        grad += self.epsilon / root
+        np.divide(m, grad, out=grad)
+        grad *= lr_t * (1.0 - b1) / root
+        param -= grad
 
 
 class RMSprop(Optimizer):
@@ -306,6 +308,7 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
+    needs_scratch = True  # the gradient is needed whole after its square
 
     def __init__(
         self,
@@ -362,6 +365,7 @@ class Adagrad(Optimizer):
 
     name = "adagrad"
     slot_names = ("accumulator",)
+    needs_scratch = True
 
     def __init__(
         self, learning_rate: float = 0.001, initial_accumulator_value: float = 0.1, epsilon: float = 1e-7, **common

@@ -304,7 +304,7 @@ class Trainer:
         classification = self.task == "classification"
         self.y_index = encoded if classification else None
         if validation_data is not None:
-            self.train_rows = np.arange(len(self.x))
+            self.train_rows = row_indices(len(self.x))
             x_val = model.check_inputs(validation_data[0], name="validation_data")
             if x_val.shape[1] != self.x.shape[1]:
                 raise SpecError("validation_data", f"has {x_val.shape[1]} features but X has {self.x.shape[1]}")
@@ -316,7 +316,7 @@ class Trainer:
             )
             x_val, y_val = self.x[val_rows], encoded[val_rows]
         else:
-            self.train_rows, x_val, y_val = np.arange(len(self.x)), None, None
+            self.train_rows, x_val, y_val = row_indices(len(self.x)), None, None
         if not resuming:
             model.fit_scaler(self.x, self.train_rows)
 
@@ -642,12 +642,18 @@ def finite_difference(loss: Callable[[], float], params: np.ndarray, grads: np.n
             op.freeze_mask = False
 
 
+def row_indices(n: int) -> np.ndarray:
+    """0..n-1 as int32 when it fits: the training rows and each epoch's shuffle of them are the
+    largest arrays training keeps besides the data, and half the size costs nothing."""
+    return np.arange(n, dtype=np.int32 if n < 2**31 else np.intp)
+
+
 def split(n: int, fraction: float, rng: np.random.Generator, labels: np.ndarray | None):
     """Training and validation row indices: a random ``fraction`` held out, stratified by ``labels``."""
     if labels is None:
         order = rng.permutation(n)
         n_val = max(1, int(round(n * fraction)))
-        return np.sort(order[n_val:]), np.sort(order[:n_val])
+        return np.sort(order[n_val:]).astype(row_indices(n).dtype), np.sort(order[:n_val])
     val = []
     for c in range(labels.max() + 1):
         members = rng.permutation(np.flatnonzero(labels == c))
@@ -656,4 +662,4 @@ def split(n: int, fraction: float, rng: np.random.Generator, labels: np.ndarray 
     if len(val_rows) == 0:
         raise SpecError(("training", "validation_split"), f"{fraction} of {n} rows leaves no validation rows")
     train_rows = np.setdiff1d(np.arange(n), val_rows, assume_unique=True)
-    return train_rows, val_rows
+    return train_rows.astype(row_indices(n).dtype), val_rows
