@@ -6,10 +6,12 @@
 # docker-compose.yml runs Redis, the API and workers together (docs/deployment.md).
 
 # Build stage: the nnserve wheel and the wheels of its dependencies, so that the final stage
-# installs from local files only and carries no build tools or sources.
+# installs from local files only and carries no build tools or sources. nnserve/ is the package
+# root; its engine, service and worker are links to the top-level folders, followed by the build.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY nnserve ./nnserve
 COPY engine ./engine
 COPY service ./service
 COPY worker ./worker

@@ -202,7 +202,7 @@ def ours_spec(workload: Workload, data: Dataset) -> tuple[dict, dict]:
 
 def fit_ours(workload: Workload, data: Dataset, blas_threads: int | None) -> Fit:
     """Our engine, its BLAS limited to ``blas_threads`` (None: left as it is)."""
-    import engine
+    from nnserve import engine
 
     model = engine.build(*ours_spec(workload, data))
     with threadpool_limits(limits=blas_threads, user_api="blas"):
@@ -677,11 +677,11 @@ class _TimedNumpy:
 def profile_ours(blas_threads: int, data: Dataset, timing: Timing) -> dict[str, float]:
     """Seconds per part of one W1 fit of ours, after a warm-up fit; the profiled fit is taken
     again (at most 3 times in all) while other processes were busy. Patches live objects only."""
-    import engine
-    from engine import layers as engine_layers
-    from engine import losses as engine_losses
-    from engine import optimizers as engine_optimizers
-    from engine import training as engine_training
+    from nnserve import engine
+    from nnserve.engine import layers as engine_layers
+    from nnserve.engine import losses as engine_losses
+    from nnserve.engine import optimizers as engine_optimizers
+    from nnserve.engine import training as engine_training
 
     totals: dict[str, float] = defaultdict(float)
 
@@ -878,7 +878,7 @@ def main(argv: list[str] | None = None) -> None:
         child_memory(args.child_mem, traced=args.traced)
         return
     command = shlex.join(["python", os.path.relpath(__file__), *sys.argv[1:]])
-    import engine  # noqa: F401  (load every library before looking at their thread pools)
+    from nnserve import engine  # noqa: F401  (load every library before looking at their thread pools)
     import sklearn.neural_network  # noqa: F401
     import torch  # noqa: F401
 

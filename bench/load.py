@@ -246,7 +246,7 @@ class Stack:
         env.update(PYTHONPATH=str(ROOT), NNSERVE_LOG_LEVEL="WARNING")
         self.log = open(Path(self.dir.name) / "up.log", "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "up", "--port", str(port), "--workers", str(workers)],
+            [sys.executable, "-m", "nnserve.service.cli", "up", "--port", str(port), "--workers", str(workers)],
             cwd=self.dir.name, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log(f"started nnserve up --workers {workers} at {self.url} (in {self.dir.name})")

@@ -126,8 +126,8 @@ class Stack:
                     "NNSERVE_BENCH_WEIGHTS": str(self.dir / "weights.npz")}
         redis = shutil.which("redis-server") or sys.exit("bench: redis-server is not on PATH")
         self.start([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        self.start([sys.executable, "-m", "service.cli", "api", "--port", str(self.api_port)])
-        self.start([sys.executable, "-m", "service.cli", "worker"])
+        self.start([sys.executable, "-m", "nnserve.service.cli", "api", "--port", str(self.api_port)])
+        self.start([sys.executable, "-m", "nnserve.service.cli", "worker"])
         self.start(self.peer_command())
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.peer = f"http://127.0.0.1:{self.peer_port}"
@@ -136,8 +136,8 @@ class Stack:
 
     def peer_command(self) -> list[str]:
         """nnserve's own gunicorn command line, serving this module's app instead."""
-        from service.cli import gunicorn_command
-        from service.settings import Settings
+        from nnserve.service.cli import gunicorn_command
+        from nnserve.service.settings import Settings
 
         settings = Settings(_env_file=None, **{"port": self.peer_port})
         settings = settings.model_copy(update={"api_workers": int(self.env["NNSERVE_API_WORKERS"]),

@@ -1,6 +1,6 @@
 """nnserve's neural-network engine: feed-forward networks trained by backpropagation, in NumPy alone.
 
-    from engine import build
+    from nnserve.engine import build
     model = build({"layers": [{"type": "dense", "units": 8, "activation": "relu"},
                               {"type": "dense", "units": 3, "activation": "softmax"}]},
                   {"optimizer": "adam", "epochs": 100, "seed": 0})

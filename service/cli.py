@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_worker(settings: Settings, args) -> int:
-    from worker.main import run
+    from nnserve.worker.main import run
 
     run(settings, burst=args.burst)
     return 0
@@ -79,7 +79,7 @@ def cmd_up(settings: Settings, args) -> int:
             settings = settings.model_copy(update={"redis_url": env["REDIS_URL"]})
         supervisor.start("api", gunicorn_command(settings), api_env(settings, supervisor, env))
         for i in range(settings.workers):
-            supervisor.start(f"worker-{i + 1}", [sys.executable, "-m", "service.cli", "worker"], env, restart=True)
+            supervisor.start(f"worker-{i + 1}", [sys.executable, "-m", "nnserve.service.cli", "worker"], env, restart=True)
         url = f"http://{settings.host}:{settings.port}"
         print(f"nnserve is up at {url}  (API docs: {url}/docs; Redis: {settings.redis_url}; Ctrl-C stops)", flush=True)
         return supervisor.wait()
@@ -95,11 +95,11 @@ def gunicorn_command(settings: Settings) -> list[str]:
         "--workers", str(settings.api_workers),
         "--worker-class", "gthread",
         "--threads", str(settings.api_threads),
-        "--config", "python:service.gunicorn_conf",
+        "--config", "python:nnserve.service.gunicorn_conf",
         "--graceful-timeout", "10",
         "--keep-alive", "5",
         "--log-level", settings.log_level.lower(),
-        "service.app:create_app()",
+        "nnserve.service.app:create_app()",
     ]
 
 

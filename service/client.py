@@ -1,6 +1,6 @@
 """A small Python client for the nnserve HTTP API, on the standard library alone.
 
-    from service.client import Client
+    from nnserve.service.client import Client
     nn = Client("http://127.0.0.1:8000")              # api_key="..." when the server wants one
     job = nn.train("iris", model, training)
     job = nn.wait(job["id"])                           # progress bar; raises JobFailed if it did not succeed
@@ -256,7 +256,7 @@ class Client:
 
     def load_model(self, model_id: str):
         """The trained model as an ``engine`` model, to predict without the server."""
-        import engine
+        from nnserve import engine
 
         return engine.loads(self.weights(model_id))
 

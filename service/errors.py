@@ -21,7 +21,7 @@ from flask import Flask, Response, has_request_context, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from engine import SpecError
+from nnserve.engine import SpecError
 
 log = logging.getLogger(__name__)
 

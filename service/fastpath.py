@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import re
 
-import engine
+from nnserve import engine
 import orjson
 
 from . import store

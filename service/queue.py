@@ -16,8 +16,8 @@ from rq.serializers import JSONSerializer
 from .settings import Settings
 
 QUEUE_NAME = "nnserve"
-TRAIN = "worker.jobs.train"
-ON_FAILURE = "worker.jobs.on_failure"
+TRAIN = "nnserve.worker.jobs.train"
+ON_FAILURE = "nnserve.worker.jobs.on_failure"
 
 
 def make_queue(connection: redis.Redis) -> Queue:

@@ -17,12 +17,12 @@ import orjson
 from flask import request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, WithJsonSchema
 
-from engine.activations import ACTIVATIONS
-from engine.initializers import INITIALIZERS
-from engine.layers import LAYERS
-from engine.losses import LOSSES
-from engine.metrics import METRICS
-from engine.optimizers import OPTIMIZERS
+from nnserve.engine.activations import ACTIVATIONS
+from nnserve.engine.initializers import INITIALIZERS
+from nnserve.engine.layers import LAYERS
+from nnserve.engine.losses import LOSSES
+from nnserve.engine.metrics import METRICS
+from nnserve.engine.optimizers import OPTIMIZERS
 
 from .errors import BadRequest, Invalid, RequestValidationError, UnsupportedMediaType
 

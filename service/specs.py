@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import engine
+from nnserve import engine
 import orjson
 
 from . import store

@@ -101,7 +101,7 @@ def redis(redis_server):
 
 @pytest.fixture
 def settings(redis, redis_server):
-    from service.settings import Settings
+    from nnserve.service.settings import Settings
 
     return Settings(redis_url=redis_server.url, checkpoint_every=2, worker_heartbeat=1, abandoned_after=2,
                     maintenance_interval=1, redis_timeout=1.0)
@@ -110,7 +110,7 @@ def settings(redis, redis_server):
 @pytest.fixture
 def make_app(settings):
     """``make_app(**overrides)``: another app on the same Redis, with some settings changed."""
-    from service.app import create_app
+    from nnserve.service.app import create_app
 
     def make(**overrides):
         app = create_app(settings.model_copy(update=overrides))
@@ -133,7 +133,7 @@ def client(app):
 @pytest.fixture
 def run_jobs(settings):
     """Run every queued job in this process (RQ's SimpleWorker, burst mode)."""
-    from worker.main import make_worker
+    from nnserve.worker.main import make_worker
 
     def run() -> None:
         make_worker(settings, simple=True).work(burst=True, with_scheduler=False)
@@ -154,13 +154,13 @@ class Processes:
 
     def env(self, **settings) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NNSERVE_")}
-        env.update(REDIS_URL=self.redis_url, PYTHONPATH=str(ROOT), NNSERVE_LOG_LEVEL="WARNING")
+        env.update(REDIS_URL=self.redis_url, NNSERVE_LOG_LEVEL="WARNING")
         env.update({f"NNSERVE_{k.upper()}": str(v) for k, v in settings.items()})
         return env
 
     def start(self, *args: str, **settings) -> subprocess.Popen:
         with open(self.tmp / f"{args[0]}-{len(self.started)}.log", "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=self.env(**settings),
+            process = subprocess.Popen([sys.executable, "-m", "nnserve.service.cli", *args], env=self.env(**settings),
                                        stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, start_new_session=True)
         self.started.append(process)
         return process

@@ -15,8 +15,8 @@ import tomllib
 import pytest
 import yaml
 
-from service import cli
-from service.settings import Settings
+from nnserve.service import cli
+from nnserve.service.settings import Settings
 from tests.conftest import ROOT, free_port
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -121,11 +121,11 @@ def test_the_build_context_has_what_the_build_copies():
     for word, args in DOCKERFILE:
         if word == "COPY" and "--from" not in args:
             sources += args.split()[:-1]
-    assert {"pyproject.toml", "README.md", "engine", "service", "worker"} <= set(sources)
+    assert {"pyproject.toml", "README.md", "nnserve", "engine", "service", "worker"} <= set(sources)
     for source in sources:
         assert (ROOT / source).exists(), source
         assert not ignored(source), f"{source} is excluded by .dockerignore"
-    for inside in ("service/builtin/iris.csv", "engine/model.py", "worker/jobs.py"):
+    for inside in ("nnserve/__init__.py", "service/builtin/iris.csv", "engine/model.py", "worker/jobs.py"):
         assert not ignored(inside)
     for kept_out in (".venv", ".git", "tests", "bench", ".nnserve", "service/__pycache__"):
         assert ignored(kept_out), kept_out
@@ -142,7 +142,7 @@ def test_the_image_runs_as_a_non_root_user():
 def test_the_entrypoint_is_the_nnserve_script_in_exec_form():
     assert exec_form(one("ENTRYPOINT")) == ["nnserve"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["nnserve"] == "service.cli:main"
+    assert scripts["nnserve"] == "nnserve.service.cli:main"
 
 
 def test_the_default_command_starts_the_api_on_the_exposed_port(monkeypatch):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from service.client import Client
+from nnserve.service.client import Client
 from tests.conftest import ROOT
 from tests.stack import stack
 

@@ -23,9 +23,9 @@ from rq import Retry, get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
-import engine
-from engine.training import Trainer
-from service import store
+from nnserve import engine
+from nnserve.engine.training import Trainer
+from nnserve.service import store
 
 log = logging.getLogger(__name__)
 

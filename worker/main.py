@@ -30,10 +30,10 @@ from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 from threadpoolctl import threadpool_limits
 
-import engine  # noqa: F401
-from service import store
-from service.queue import make_queue
-from service.settings import Settings
+from nnserve import engine  # noqa: F401
+from nnserve.service import store
+from nnserve.service.queue import make_queue
+from nnserve.service.settings import Settings
 
 from . import jobs
 

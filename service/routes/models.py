@@ -1,7 +1,7 @@
 """/v1/models: trained models, their predictions, evaluation and weights."""
 from __future__ import annotations
 
-import engine
+from nnserve import engine
 import numpy as np
 from flask import Blueprint, Response
 

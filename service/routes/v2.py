@@ -3,7 +3,7 @@ clients work unchanged. The wire format is ``service.oip``; models, tenants and 
 ``/v1``'s own (``routes.models``). Errors are ``{"error": "..."}`` (``errors.py``)."""
 from __future__ import annotations
 
-import engine
+from nnserve import engine
 from flask import Blueprint, Response, request
 
 from .. import oip

@@ -14,8 +14,8 @@ from tests.conftest import ROOT, free_port, wait_until
 def test_up_serves_trains_and_stops_every_child(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("NNSERVE_")}
-    env.update(PYTHONPATH=str(ROOT), NNSERVE_LOG_LEVEL="WARNING")
-    up = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--port", str(port), "--workers", "1"],
+    env.update(NNSERVE_LOG_LEVEL="WARNING")
+    up = subprocess.Popen([sys.executable, "-m", "nnserve.service.cli", "up", "--port", str(port), "--workers", "1"],
                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True)
     api = f"http://127.0.0.1:{port}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service.client import Client
+from nnserve.service.client import Client
 from tests.conftest import ROOT
 from tests.stack import stack
 

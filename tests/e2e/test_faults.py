@@ -158,9 +158,9 @@ def test_models_survive_a_kill_9_of_the_embedded_redis(tmp_path):
 
 def start_up(cwd: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("NNSERVE_")}
-    env.update(PYTHONPATH=str(ROOT), NNSERVE_LOG_LEVEL="WARNING")
+    env.update(NNSERVE_LOG_LEVEL="WARNING")
     with open(cwd / "up.log", "ab") as log:
-        up = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--port", str(port), "--workers", "1"],
+        up = subprocess.Popen([sys.executable, "-m", "nnserve.service.cli", "up", "--port", str(port), "--workers", "1"],
                               cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_until(lambda: _ready(f"http://127.0.0.1:{port}"), timeout=60, what="nnserve up")
     return up

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import requests
 
-from service.builtin import load
+from nnserve.service.builtin import load
 from tests.conftest import wait_until
 
 

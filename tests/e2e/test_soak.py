@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from service import store
+from nnserve.service import store
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.soak

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from engine import SpecError
-from engine.activations import ACTIVATIONS, get
+from nnserve.engine import SpecError
+from nnserve.engine.activations import ACTIVATIONS, get
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946

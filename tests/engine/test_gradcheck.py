@@ -8,8 +8,8 @@ activation serves as a regression output, and each layer option (no bias, L1/L2,
 import numpy as np
 import pytest
 
-from engine import build, gradcheck
-from engine.activations import ACTIVATIONS, Tanh
+from nnserve.engine import build, gradcheck
+from nnserve.engine.activations import ACTIVATIONS, Tanh
 
 TOLERANCE = 1e-6
 # An odd number of rows: with an even one, mae's output-bias gradient (a sum of +-1/n) can be exactly

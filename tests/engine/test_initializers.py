@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from engine import SpecError, build
-from engine.initializers import INITIALIZERS, get
+from nnserve.engine import SpecError, build
+from nnserve.engine.initializers import INITIALIZERS, get
 
 FAN_IN, FAN_OUT = 400, 600  # 240,000 draws: sample statistics within a fraction of a percent
 

@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from sklearn.datasets import load_iris  # noqa: E402
 
-import engine  # noqa: E402
-from engine.keras import from_keras  # noqa: E402
+from nnserve import engine  # noqa: E402
+from nnserve.engine.keras import from_keras  # noqa: E402
 
 # Keras's NumPy backend still implements __array__ without the copy keyword NumPy 2 asks for.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")

@@ -7,9 +7,9 @@ they receive their parameter views.
 import numpy as np
 import pytest
 
-from engine import SpecError, build
-from engine.activations import get as activation
-from engine.layers import LAYERS, get
+from nnserve.engine import SpecError, build
+from nnserve.engine.activations import get as activation
+from nnserve.engine.layers import LAYERS, get
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(5, 3))

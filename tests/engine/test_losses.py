@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.losses import LOSSES, get
+from nnserve.engine.losses import LOSSES, get
 
 OUT = np.array([[1.0, 2.0], [3.0, 4.0]])
 TARGET = np.array([[1.0, 0.0], [1.0, 1.0]])  # errors 0, 2, 2, 3

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import r2_score
 
-from engine import SpecError, build
-from engine.metrics import METRICS, decide, get
+from nnserve.engine import SpecError, build
+from nnserve.engine.metrics import METRICS, decide, get
 
 
 def test_the_issue_metrics_are_registered():

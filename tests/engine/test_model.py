@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from engine import SpecError, build
+from nnserve.engine import SpecError, build
 
 SOFTMAX_NET = {
     "layers": [

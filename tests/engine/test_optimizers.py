@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from engine import SpecError, build
-from engine.optimizers import OPTIMIZERS, SCHEDULES, get
+from nnserve.engine import SpecError, build
+from nnserve.engine.optimizers import OPTIMIZERS, SCHEDULES, get
 
 # Two "variables" (a 2x2 kernel and a bias of 3) in one flat buffer, as the model hands them over.
 VARIABLES = [slice(0, 4), slice(4, 7)]

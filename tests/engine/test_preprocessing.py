@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine import SpecError, build
-from engine.preprocessing import LabelEncoder, StandardScaler
+from nnserve.engine import SpecError, build
+from nnserve.engine.preprocessing import LabelEncoder, StandardScaler
 
 CLASSIFIER = {
     "layers": [

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from engine import SpecError, build, dumps, loads
+from nnserve.engine import SpecError, build, dumps, loads
 
 
 def dense(units, activation="linear", **options):

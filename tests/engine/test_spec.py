@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from engine import SpecError, build, validate
-from engine.activations import ACTIVATIONS
-from engine.initializers import INITIALIZERS
-from engine.layers import LAYERS
-from engine.losses import LOSSES
-from engine.metrics import METRICS
-from engine.optimizers import OPTIMIZERS, SCHEDULES
+from nnserve.engine import SpecError, build, validate
+from nnserve.engine.activations import ACTIVATIONS
+from nnserve.engine.initializers import INITIALIZERS
+from nnserve.engine.layers import LAYERS
+from nnserve.engine.losses import LOSSES
+from nnserve.engine.metrics import METRICS
+from nnserve.engine.optimizers import OPTIMIZERS, SCHEDULES
 
 
 def dense(units, activation="linear", **options):

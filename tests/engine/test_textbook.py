@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from engine import build
+from nnserve.engine import build
 
 SEED = 0
 

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from engine import History, NonFiniteError, SpecError, build
-from engine.training import split
+from nnserve.engine import History, NonFiniteError, SpecError, build
+from nnserve.engine.training import split
 
 
 def dense(units, activation="linear", **options):
@@ -493,7 +493,7 @@ def test_a_diverging_network_raises_non_finite_error_and_no_numpy_warning():
 def test_a_checkpoint_taken_where_early_stopping_ends_training_resumes_to_the_same_end():
     """A caller (a worker told to stop) may checkpoint at the very epoch where early stopping decided
     to end: resuming from it must end there too, with the same restored weights."""
-    from engine.training import Trainer
+    from nnserve.engine.training import Trainer
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4))

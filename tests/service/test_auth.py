@@ -8,8 +8,8 @@ import pytest
 import requests
 from pydantic import SecretStr, ValidationError
 
-from service import auth, store
-from service.settings import Settings
+from nnserve.service import auth, store
+from nnserve.service.settings import Settings
 from tests.service.helpers import submit, train
 
 ALICE = "alice-key-0123456789abcdef"

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from service.builtin import load
+from nnserve.service.builtin import load
 from tests.conftest import ROOT, free_port
 from tests.stack import stack
 
@@ -26,8 +26,8 @@ def url(redis_server, tmp_path_factory):
 
 def nnserve(*args: str, url: str | None = None, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("NNSERVE_")}
-    environ.update(PYTHONPATH=str(ROOT), **env)
-    command = [sys.executable, "-m", "service.cli", *args, *(["--url", url] if url else [])]
+    environ.update(**env)
+    command = [sys.executable, "-m", "nnserve.service.cli", *args, *(["--url", url] if url else [])]
     return subprocess.run(command, input=stdin, capture_output=True, text=True, env=environ, timeout=300)
 
 

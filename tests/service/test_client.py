@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
-import engine
-from service.builtin import load
-from service.client import (ApiError, BadRequest, Client, Conflict, Invalid, JobFailed, NotFound, Prediction,
+from nnserve import engine
+from nnserve.service.builtin import load
+from nnserve.service.client import (ApiError, BadRequest, Client, Conflict, Invalid, JobFailed, NotFound, Prediction,
                             ProgressBar, RateLimited, Unauthorized, Unavailable)
 from tests.conftest import free_port
 from tests.service.helpers import IRIS_MODEL, IRIS_TRAINING
@@ -168,8 +168,8 @@ def test_wait_gives_up_after_its_timeout(nn):
 
 def test_wait_polls_behind_a_proxy_that_drops_event_streams(url, redis_server):
     """The same service behind a server that answers 404 for event streams: ``wait`` polls instead."""
-    from service.app import create_app
-    from service.settings import Settings
+    from nnserve.service.app import create_app
+    from nnserve.service.settings import Settings
 
     app = create_app(Settings(redis_url=redis_server.url, log_level="WARNING"))
 

@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pytest
 
-from service import store
+from nnserve.service import store
 
 
 def upload(client, **body):

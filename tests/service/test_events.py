@@ -132,7 +132,7 @@ def test_an_idle_stream_sends_heartbeats_and_ends_after_its_lifetime(make_app):
 
 
 def test_stream_settings():
-    from service.settings import Settings
+    from nnserve.service.settings import Settings
 
     assert Settings().stream_limit == 4 and Settings(api_threads=5).stream_limit == 2
     assert Settings(api_threads=4, api_streams=3).stream_limit == 3

@@ -6,7 +6,7 @@ import pytest
 from flask import request_started
 from pydantic import SecretStr
 
-from service.settings import Rate
+from nnserve.service.settings import Rate
 
 from tests.conftest import wait_until
 from tests.service.helpers import train

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from service import idempotency, store
+from nnserve.service import idempotency, store
 from tests.conftest import wait_until
 from tests.service.helpers import IRIS_MODEL, IRIS_TRAINING
 from tests.service.test_auth import ALICE, BOB, keyed

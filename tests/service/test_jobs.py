@@ -7,7 +7,7 @@ import pytest
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service import store
+from nnserve.service import store
 from tests.service.helpers import IRIS_MODEL, submit, train
 
 
@@ -20,7 +20,7 @@ def test_submit_and_train(client, run_jobs, redis):
     assert job["progress"] == {"epoch": 0, "epochs": 60}
     # Enqueued by dotted path with the id only, JSON-serialized.
     rq_job = Job.fetch(job["id"], connection=redis, serializer=JSONSerializer)
-    assert rq_job.func_name == "worker.jobs.train" and rq_job.args == [job["id"]] or rq_job.args == (job["id"],)
+    assert rq_job.func_name == "nnserve.worker.jobs.train" and rq_job.args == [job["id"]] or rq_job.args == (job["id"],)
     assert b"pickle" not in redis.hget(f"rq:job:{job['id']}", "data")
     # The normalized specs: every default, the resolved loss, the default metric, the seed.
     assert job["training"]["loss"] == "sparse_categorical_crossentropy"

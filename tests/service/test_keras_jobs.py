@@ -14,7 +14,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from service.builtin import load  # noqa: E402
+from nnserve.service.builtin import load  # noqa: E402
 
 # Keras's NumPy backend still implements __array__ without the copy keyword NumPy 2 asks for.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")

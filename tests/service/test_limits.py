@@ -7,8 +7,8 @@ import threading
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from service import store
-from service.settings import Rate, Settings
+from nnserve.service import store
+from nnserve.service.settings import Rate, Settings
 from tests.conftest import wait_until
 from tests.service.helpers import IRIS_MODEL, submit, train
 from tests.service.test_auth import ALICE, BOB, keyed

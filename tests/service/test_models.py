@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from service import store
+from nnserve.service import store
 from tests.service.helpers import submit, train
 
 LINEAR_MODEL = {"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service import store
+from nnserve.service import store
 from tests.service.helpers import submit
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from service.builtin import load
+from nnserve.service.builtin import load
 from tests.service.helpers import submit, train
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
@@ -241,7 +241,7 @@ ALICE, BOB = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef-long"
 
 
 def test_keys_tenants_and_rate_limits_answer_in_the_protocol_form(make_app, run_jobs):
-    from service.settings import Rate
+    from nnserve.service.settings import Rate
 
     app = make_app(api_keys=(SecretStr(ALICE), SecretStr(BOB)), rate_limit_predict=Rate(2, 60))
     alice, bob, anonymous = app.test_client(), app.test_client(), app.test_client()

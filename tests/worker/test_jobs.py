@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-import engine
-from service import store
+from nnserve import engine
+from nnserve.service import store
 from tests.conftest import wait_until
 from tests.service.helpers import submit
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from service import store
+from nnserve.service import store
 from tests.service.helpers import IRIS_MODEL, submit
 from tests.service.test_auth import ALICE, BOB, keyed
 
@@ -64,7 +64,7 @@ def test_the_worker_never_unpickles_the_queue_payload(client, run_jobs, redis, t
             return (open, (str(marker), "w"))
 
     job = submit(client, training=TINY).json
-    redis.hset(f"rq:job:{job['id']}", "data", zlib.compress(pickle.dumps(("worker.jobs.train", None, [Exploit()], {}))))
+    redis.hset(f"rq:job:{job['id']}", "data", zlib.compress(pickle.dumps(("nnserve.worker.jobs.train", None, [Exploit()], {}))))
     after = submit(client, training=TINY).json
     run_jobs()
     assert not marker.exists()
