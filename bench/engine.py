@@ -64,9 +64,11 @@ called from ``engine.layers``, each op's forward/backward, the loss, the optimiz
 the epoch loop, the rest of ``fit``), per BLAS thread count, to show where the time goes.
 The timers patch objects in memory only; nothing under ``engine/`` is modified.
 """
+
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -80,9 +82,10 @@ import time
 import tracemalloc
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -129,8 +132,15 @@ class Dataset:
         return self.x_train.shape[1]
 
 
-W1 = Workload("w1", "W1, MNIST-shaped: 60,000 x 784 float32, 784-256-128-10, Adam lr 0.001, batch 128, 1 epoch",
-              (256, 128), 128, 1, 1e-3, standardize=False)
+W1 = Workload(
+    "w1",
+    "W1, MNIST-shaped: 60,000 x 784 float32, 784-256-128-10, Adam lr 0.001, batch 128, 1 epoch",
+    (256, 128),
+    128,
+    1,
+    1e-3,
+    standardize=False,
+)
 W1_ROWS, W1_TEST_ROWS, W1_FEATURES, W1_CLASSES = 60_000, 10_000, 784, 10
 W1_MEAN_SCALE = 0.15  # std of the class means; the noise has std 1
 
@@ -173,8 +183,9 @@ def w2_data(workload: Workload) -> Dataset:
         x.astype(np.float32), y, test_size=0.3, stratify=y, random_state=SEED
     )
     scaler = StandardScaler().fit(x_train)
-    return Dataset(x_train, y_train, x_test, y_test, len(np.unique(y)),
-                   scaler.transform(x_train), scaler.transform(x_test))
+    return Dataset(
+        x_train, y_train, x_test, y_test, len(np.unique(y)), scaler.transform(x_train), scaler.transform(x_test)
+    )
 
 
 # The peers: one fit each ------------------------------------------------------------------
@@ -293,7 +304,9 @@ def gemm_bound(workload: Workload, data: Dataset, blas_threads: int) -> Fit:
     rng = np.random.default_rng(SEED)
     sizes = [data.n_features, *workload.hidden, data.n_classes]
     size, n = workload.batch_size, len(data.x_train)
-    kernels = [rng.standard_normal((a, b), dtype=np.float32) * np.float32(a**-0.5) for a, b in zip(sizes, sizes[1:])]
+    kernels = [
+        rng.standard_normal((a, b), dtype=np.float32) * np.float32(a**-0.5) for a, b in itertools.pairwise(sizes)
+    ]
     kernel_grads = [np.empty_like(k) for k in kernels]
     acts = [rng.standard_normal((size, units), dtype=np.float32) for units in sizes]  # layer inputs/outputs
     deltas = [np.empty((size, units), dtype=np.float32) for units in sizes]  # gradients w.r.t. them
@@ -397,22 +410,36 @@ class Candidate:
         return f"{self.clean}/{len(self.runs)}"
 
 
-def candidates_for(workload: Workload, data: Dataset, thread_counts: list[int], default_threads: int) -> list[Candidate]:
+def candidates_for(
+    workload: Workload, data: Dataset, thread_counts: list[int], default_threads: int
+) -> list[Candidate]:
     def label(n: int) -> str:
         return f"{n} (default)" if n == default_threads else str(n)
 
-    ours = [Candidate("ours (nnserve engine)", "ours", label(n), lambda n=n: fit_ours(workload, data, n))
-            for n in thread_counts]
-    peers = [
-        Candidate("scikit-learn MLPClassifier", "peer", f"{default_threads} (default)", lambda: fit_sklearn(workload, data)),
-        Candidate("PyTorch, DataLoader loop", "peer", f"{CORES} (torch)",
-                  lambda: fit_torch(workload, data, dataloader=True)),
-        Candidate("PyTorch, hand-tuned loop", "peer", f"{CORES} (torch)", lambda: fit_torch(workload, data)),
-        Candidate("PyTorch, hand-tuned, fused Adam", "peer", f"{CORES} (torch)",
-                  lambda: fit_torch(workload, data, fused=True), reference=False),
+    ours = [
+        Candidate("ours (nnserve engine)", "ours", label(n), lambda n=n: fit_ours(workload, data, n))
+        for n in thread_counts
     ]
-    bounds = [Candidate("GEMM bound (NumPy matmuls only)", "bound", label(n), lambda n=n: gemm_bound(workload, data, n))
-              for n in thread_counts]
+    peers = [
+        Candidate(
+            "scikit-learn MLPClassifier", "peer", f"{default_threads} (default)", lambda: fit_sklearn(workload, data)
+        ),
+        Candidate(
+            "PyTorch, DataLoader loop", "peer", f"{CORES} (torch)", lambda: fit_torch(workload, data, dataloader=True)
+        ),
+        Candidate("PyTorch, hand-tuned loop", "peer", f"{CORES} (torch)", lambda: fit_torch(workload, data)),
+        Candidate(
+            "PyTorch, hand-tuned, fused Adam",
+            "peer",
+            f"{CORES} (torch)",
+            lambda: fit_torch(workload, data, fused=True),
+            reference=False,
+        ),
+    ]
+    bounds = [
+        Candidate("GEMM bound (NumPy matmuls only)", "bound", label(n), lambda n=n: gemm_bound(workload, data, n))
+        for n in thread_counts
+    ]
     return ours + peers + bounds
 
 
@@ -483,16 +510,40 @@ def run_w1(timing: Timing, thread_counts: list[int], default_threads: int) -> di
     table = []
     for c in candidates:
         rate = rows_per_epoch / c.median
-        table.append([c.label, c.threads, f"{c.median:.3f}", f"{c.best:.3f}", f"{rate:,.0f}",
-                      fmt_accuracy(c.accuracy), vs_ours(c, ours), c.runs_label])
+        table.append(
+            [
+                c.label,
+                c.threads,
+                f"{c.median:.3f}",
+                f"{c.best:.3f}",
+                f"{rate:,.0f}",
+                fmt_accuracy(c.accuracy),
+                vs_ours(c, ours),
+                c.runs_label,
+            ]
+        )
     print_title(W1.title)
-    print_table(["run", "threads", "s/epoch (median)", "s/epoch (best)", "samples/s", "test acc", "ours faster by",
-                 "clean runs"], table)
+    print_table(
+        [
+            "run",
+            "threads",
+            "s/epoch (median)",
+            "s/epoch (best)",
+            "samples/s",
+            "test acc",
+            "ours faster by",
+            "clean runs",
+        ],
+        table,
+    )
     print()
     ours_all = [c for c in candidates if c.kind == "ours"]
-    print("BLAS threads for ours: " + ", ".join(f"{c.threads.split()[0]}: {c.median:.3f} s" for c in ours_all)
-          + f" -> {ours.threads.split()[0]} is better"
-          + (f" ({max(c.median for c in ours_all) / ours.median:.2f}x)" if len(ours_all) > 1 else ""))
+    print(
+        "BLAS threads for ours: "
+        + ", ".join(f"{c.threads.split()[0]}: {c.median:.3f} s" for c in ours_all)
+        + f" -> {ours.threads.split()[0]} is better"
+        + (f" ({max(c.median for c in ours_all) / ours.median:.2f}x)" if len(ours_all) > 1 else "")
+    )
     verdicts = []
     for c in candidates:
         if c.kind != "peer":
@@ -503,14 +554,24 @@ def run_w1(timing: Timing, thread_counts: list[int], default_threads: int) -> di
         print(f"ours ({blas_phrase(ours)}) vs {c.label}: {ratio:.2f}x the samples/s (target >= 1.4x: {verdict})")
     bounds = {c.threads: c.median for c in candidates if c.kind == "bound"}
     best_bound = min(bounds.values())
-    print(f"GEMM share: the matmuls alone take {best_bound:.3f} s = {best_bound / ours.median:.0%} of our epoch; "
-          f"everything else costs ours {ours.median - best_bound:.3f} s")
+    print(
+        f"GEMM share: the matmuls alone take {best_bound:.3f} s = {best_bound / ours.median:.0%} of our epoch; "
+        f"everything else costs ours {ours.median - best_bound:.3f} s"
+    )
     print()
-    return {"workload": W1.key, "title": W1.title, "rows": rows_per_epoch, "candidates": [as_json(c) for c in candidates],
-            "ours_best_threads": ours.threads, "verdicts": verdicts}
+    return {
+        "workload": W1.key,
+        "title": W1.title,
+        "rows": rows_per_epoch,
+        "candidates": [as_json(c) for c in candidates],
+        "ours_best_threads": ours.threads,
+        "verdicts": verdicts,
+    }
 
 
-def run_w2(workloads: list[Workload], timing: Timing, thread_counts: list[int], default_threads: int) -> list[dict[str, Any]]:
+def run_w2(
+    workloads: list[Workload], timing: Timing, thread_counts: list[int], default_threads: int
+) -> list[dict[str, Any]]:
     results = []
     for workload in workloads:
         progress(f"W2: {workload.key}")
@@ -520,24 +581,45 @@ def run_w2(workloads: list[Workload], timing: Timing, thread_counts: list[int], 
         ours = best_ours(candidates)
         table = []
         for c in candidates:
-            table.append([c.label, c.threads, fmt_ms(ms(c.median, workload)), fmt_ms(ms(c.best, workload)),
-                          fmt_accuracy(c.accuracy), vs_ours(c, ours), c.runs_label])
+            table.append(
+                [
+                    c.label,
+                    c.threads,
+                    fmt_ms(ms(c.median, workload)),
+                    fmt_ms(ms(c.best, workload)),
+                    fmt_accuracy(c.accuracy),
+                    vs_ours(c, ours),
+                    c.runs_label,
+                ]
+            )
         print_title(f"{workload.title} (train {len(data.x_train)}, test {len(data.x_test)} rows)")
-        print_table(["run", "threads", "ms/epoch (median)", "ms/epoch (best)", "test acc", "ours faster by",
-                     "clean runs"], table)
+        print_table(
+            ["run", "threads", "ms/epoch (median)", "ms/epoch (best)", "test acc", "ours faster by", "clean runs"],
+            table,
+        )
         print()
         peers = [c for c in candidates if c.kind == "peer" and c.reference]
         fastest = min(peers, key=lambda c: c.median)
         speedup = fastest.median / ours.median
         best_peer_accuracy = max(c.accuracy for c in peers)
-        print(f"ours ({blas_phrase(ours)}) vs the faster peer ({fastest.label}): {speedup:.2f}x faster "
-              f"per epoch (target >= 3x: {'meets' if speedup >= 3 else 'MISSES'}); test accuracy {ours.accuracy:.4f} vs "
-              f"peers' best {best_peer_accuracy:.4f} ({'not lower' if ours.accuracy >= best_peer_accuracy else 'LOWER'})")
+        print(
+            f"ours ({blas_phrase(ours)}) vs the faster peer ({fastest.label}): {speedup:.2f}x faster "
+            f"per epoch (target >= 3x: {'meets' if speedup >= 3 else 'MISSES'}); test accuracy {ours.accuracy:.4f} vs "
+            f"peers' best {best_peer_accuracy:.4f} ({'not lower' if ours.accuracy >= best_peer_accuracy else 'LOWER'})"
+        )
         print()
-        results.append({"workload": workload.key, "title": workload.title, "epochs": workload.epochs,
-                        "candidates": [as_json(c) for c in candidates], "ours_best_threads": ours.threads,
-                        "faster_peer": fastest.label, "speedup": speedup,
-                        "accuracy_not_lower": ours.accuracy >= best_peer_accuracy})
+        results.append(
+            {
+                "workload": workload.key,
+                "title": workload.title,
+                "epochs": workload.epochs,
+                "candidates": [as_json(c) for c in candidates],
+                "ours_best_threads": ours.threads,
+                "faster_peer": fastest.label,
+                "speedup": speedup,
+                "accuracy_not_lower": ours.accuracy >= best_peer_accuracy,
+            }
+        )
     return results
 
 
@@ -628,23 +710,44 @@ def run_memory() -> list[dict[str, Any]]:
         results.append(_child(peer))
         if peer != "torch":
             results[-1].update(_child(peer, "--traced"))
-    table = [[MEMORY_PEERS[r["peer"]][0], f"{r['peak_mb']:,.1f}", f"{r['after_data_mb']:,.1f}",
-              f"{r['peak_mb'] - r['after_data_mb']:,.1f}",
-              f"{r['traced_peak_mb']:,.1f}" if "traced_peak_mb" in r else "n/a", f"{r['seconds']:.2f}"] for r in results]
+    table = [
+        [
+            MEMORY_PEERS[r["peer"]][0],
+            f"{r['peak_mb']:,.1f}",
+            f"{r['after_data_mb']:,.1f}",
+            f"{r['peak_mb'] - r['after_data_mb']:,.1f}",
+            f"{r['traced_peak_mb']:,.1f}" if "traced_peak_mb" in r else "n/a",
+            f"{r['seconds']:.2f}",
+        ]
+        for r in results
+    ]
     print_title("Peak memory of the W1 fit (each in a fresh process; inputs are 188 MB)")
-    print_table(["run", "peak RSS MB", "RSS after imports+data MB", "peak above that MB",
-                 "allocated by the fit MB (tracemalloc)", "fit s (cold, once)"], table)
+    print_table(
+        [
+            "run",
+            "peak RSS MB",
+            "RSS after imports+data MB",
+            "peak above that MB",
+            "allocated by the fit MB (tracemalloc)",
+            "fit s (cold, once)",
+        ],
+        table,
+    )
     print()
     ours, sk = (next(r for r in results if r["peer"] == p) for p in ("ours", "sklearn"))
     for what, key in [("peak RSS of the run", "peak_mb"), ("bytes the fit allocates at its peak", "traced_peak_mb")]:
         a, b = ours[key], sk[key]
-        print(f"{what}: ours {a:,.1f} MB vs scikit-learn {b:,.1f} MB (target: no more: {'meets' if a <= b else 'MISSES'})")
+        print(
+            f"{what}: ours {a:,.1f} MB vs scikit-learn {b:,.1f} MB (target: no more: {'meets' if a <= b else 'MISSES'})"
+        )
     print()
     return results
 
 
 def _child(peer: str, *flags: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child-mem", peer, *flags], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child-mem", peer, *flags], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -692,6 +795,7 @@ def profile_ours(blas_threads: int, data: Dataset, timing: Timing) -> dict[str, 
                 return fn(*args, **kwargs)
             finally:
                 totals[key] += time.perf_counter() - start
+
         return wrapper
 
     patches = [  # (owner, attribute, timer key)
@@ -708,7 +812,7 @@ def profile_ours(blas_threads: int, data: Dataset, timing: Timing) -> dict[str, 
     engine_layers.np = _TimedNumpy(totals)
     try:
         fit_ours(W1, data, blas_threads)  # warm-up
-        for attempt in range(3):
+        for _attempt in range(3):
             totals.clear()
             model = engine.build(*ours_spec(W1, data))
             for op in model.ops:
@@ -722,7 +826,10 @@ def profile_ours(blas_threads: int, data: Dataset, timing: Timing) -> dict[str, 
                 totals["fit"] = time.perf_counter() - start
             busy = contended(*watch.foreign())
             totals["contended"] = float(busy)
-            progress(f"  {blas_threads} BLAS threads: {totals['fit']:.3f} s" + (" (other processes were busy)" if busy else ""))
+            progress(
+                f"  {blas_threads} BLAS threads: {totals['fit']:.3f} s"
+                + (" (other processes were busy)" if busy else "")
+            )
             if not busy:
                 break
     finally:
@@ -739,7 +846,7 @@ def run_profile(thread_counts: list[int], timing: Timing) -> dict[str, Any]:
     data = w1_data(with_test=False)
     profiles = {n: profile_ours(n, data, timing) for n in thread_counts}
     parts = []
-    for n, p in profiles.items():
+    for p in profiles.values():
         ops = {k: v for k, v in p.items() if k.startswith("op:")}
         dense = ops.pop("op:Dense", 0.0)
         rows = {
@@ -797,7 +904,9 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells):
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     print(line(header))
     print("  ".join("-" * w for w in widths))
@@ -806,22 +915,40 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 
 
 def as_json(c: Candidate) -> dict[str, Any]:
-    return {"label": c.label, "kind": c.kind, "threads": c.threads, "reference": c.reference,
-            "times": c.times, "median": c.median, "best": c.best, "accuracy": c.accuracy}
+    return {
+        "label": c.label,
+        "kind": c.kind,
+        "threads": c.threads,
+        "reference": c.reference,
+        "times": c.times,
+        "median": c.median,
+        "best": c.best,
+        "accuracy": c.accuracy,
+    }
 
 
 def machine_info() -> dict[str, Any]:
     import sklearn
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    with open("/proc/cpuinfo") as cpuinfo:
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor()
+        )
     blas = [
-        {k: lib.get(k) for k in ("internal_api", "prefix", "version", "architecture", "threading_layer", "num_threads", "filepath")}
+        {
+            k: lib.get(k)
+            for k in ("internal_api", "prefix", "version", "architecture", "threading_layer", "num_threads", "filepath")
+        }
         for lib in threadpool_info()
     ]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "engine"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "engine"], check=False, cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         commit, dirty = "?", ""
     return {
@@ -841,8 +968,10 @@ def machine_info() -> dict[str, Any]:
 def print_machine(info: dict[str, Any], command: str) -> None:
     print(f"command: {command}")
     print(f"machine: {info['cpu']}, {info['cores']} cores; {info['platform']}")
-    print(f"versions: Python {info['python']}, NumPy {info['numpy']}, scikit-learn {info['scikit-learn']}, "
-          f"PyTorch {info['torch']} (set_num_threads({info['torch_threads']})); nnserve at {info['git']}")
+    print(
+        f"versions: Python {info['python']}, NumPy {info['numpy']}, scikit-learn {info['scikit-learn']}, "
+        f"PyTorch {info['torch']} (set_num_threads({info['torch_threads']})); nnserve at {info['git']}"
+    )
     for lib in info["threadpools"]:
         parts = Path(lib.get("filepath") or "?").parts
         owner = parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else parts[-1]
@@ -855,18 +984,36 @@ def print_machine(info: dict[str, Any], command: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run (default: all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repeats (W1: 1, W2: 2)")
     parser.add_argument("--repeats", type=int, help="timed runs per candidate after the warm-up (default: W1 3, W2 5)")
     parser.add_argument("--w2-lr", type=float, default=1e-3, help="Adam learning rate for every W2 run (default 0.001)")
-    parser.add_argument("--blas-threads", type=lambda s: sorted({int(n) for n in s.split(",")}),
-                        default=sorted({1, CORES}), help=f"comma-separated BLAS thread counts for ours and the GEMM bound (default 1,{CORES})")
-    parser.add_argument("--max-wait", type=float, default=10.0,
-                        help="seconds to wait before each run for other processes to leave the CPU alone (default 10)")
-    parser.add_argument("--wait-budget", type=float, default=90.0,
-                        help="seconds of such waiting in the whole run, after which runs start at once (default 90)")
-    parser.add_argument("--json", type=Path, help="where to write the results (default: bench/results/engine-<time>.json)")
+    parser.add_argument(
+        "--blas-threads",
+        type=lambda s: sorted({int(n) for n in s.split(",")}),
+        default=sorted({1, CORES}),
+        help=f"comma-separated BLAS thread counts for ours and the GEMM bound (default 1,{CORES})",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait before each run for other processes to leave the CPU alone (default 10)",
+    )
+    parser.add_argument(
+        "--wait-budget",
+        type=float,
+        default=90.0,
+        help="seconds of such waiting in the whole run, after which runs start at once (default 90)",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="where to write the results (default: bench/results/engine-<time>.json)"
+    )
     parser.add_argument("--child-mem", choices=list(MEMORY_PEERS), help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -878,23 +1025,33 @@ def main(argv: list[str] | None = None) -> None:
         child_memory(args.child_mem, traced=args.traced)
         return
     command = shlex.join(["python", os.path.relpath(__file__), *sys.argv[1:]])
-    from nnserve import engine  # noqa: F401  (load every library before looking at their thread pools)
     import sklearn.neural_network  # noqa: F401
     import torch  # noqa: F401
 
+    from nnserve import engine  # noqa: F401  (load every library before looking at their thread pools)
+
     info = machine_info()
-    default_threads = next((lib["num_threads"] for lib in info["threadpools"] if lib["internal_api"] == "openblas"), CORES)
+    default_threads = next(
+        (lib["num_threads"] for lib in info["threadpools"] if lib["internal_api"] == "openblas"), CORES
+    )
     print_machine(info, command)
     quiet = Quiet(args.max_wait, args.wait_budget)
     w1 = Timing(args.repeats or (1 if args.quick else 3), quiet)
     w2 = Timing(args.repeats or (2 if args.quick else 5), quiet)
-    timing = (f"every candidate runs once as a warm-up, then W1 x{w1.repeats} / W2 x{w2.repeats} round-robin; "
-              f"before each run, up to {quiet.max_wait:g} s of waiting ({quiet.budget:g} s in all) for other processes "
-              "to go quiet; a run during which they kept more than 10% of a core busy is not counted and is "
-              "run again (at most twice the repeats); tables give the median and best of the counted runs, "
-              "and rates and ratios use the median")
-    results: dict[str, Any] = {"command": command, "machine": info, "w1_repeats": w1.repeats,
-                               "w2_repeats": w2.repeats, "timing": timing}
+    timing = (
+        f"every candidate runs once as a warm-up, then W1 x{w1.repeats} / W2 x{w2.repeats} round-robin; "
+        f"before each run, up to {quiet.max_wait:g} s of waiting ({quiet.budget:g} s in all) for other processes "
+        "to go quiet; a run during which they kept more than 10% of a core busy is not counted and is "
+        "run again (at most twice the repeats); tables give the median and best of the counted runs, "
+        "and rates and ratios use the median"
+    )
+    results: dict[str, Any] = {
+        "command": command,
+        "machine": info,
+        "w1_repeats": w1.repeats,
+        "w2_repeats": w2.repeats,
+        "timing": timing,
+    }
     print(textwrap.fill("timing: " + timing, 110) + "\n")
     started = time.perf_counter()
     if "w1" in args.only:
@@ -911,8 +1068,10 @@ def main(argv: list[str] | None = None) -> None:
     path = args.json or RESULTS / time.strftime("engine-%Y%m%d-%H%M%S.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"total {elapsed:.0f} s, of which {quiet.waited:.0f} s waiting for other processes to go quiet; "
-          f"results written to {os.path.relpath(path)}")
+    print(
+        f"total {elapsed:.0f} s, of which {quiet.waited:.0f} s waiting for other processes to go quiet; "
+        f"results written to {os.path.relpath(path)}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ failed or lost job.
 A stack started here runs from a temporary directory (its embedded Redis with it) and is
 stopped at the end; against a given URL the bench leaves its datasets, jobs and models behind.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,12 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
-                    {"type": "dense", "units": 3, "activation": "softmax"}]}
+MODEL = {
+    "layers": [
+        {"type": "dense", "units": 8, "activation": "relu"},
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ]
+}
 DEFAULT_MIX = "predict-1=50,predict-100=20,job-status=10,job=10,dataset=10"
 TERMINAL = ("succeeded", "failed", "canceled")
 
@@ -84,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"load: {args.clients} clients for {args.duration:.0f} s against {url} (model {model_id})")
         tally = Tally()
         deadline = time.monotonic() + args.duration
-        threads = [threading.Thread(target=client, args=(url, headers, model_id, mix, deadline, tally, seed))
-                   for seed in range(args.clients)]
+        threads = [
+            threading.Thread(target=client, args=(url, headers, model_id, mix, deadline, tally, seed))
+            for seed in range(args.clients)
+        ]
         started = time.monotonic()
         for thread in threads:
             thread.start()
@@ -105,19 +112,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def iris_rows(rng: random.Random, n: int) -> list[list[float]]:
-    return [[round(rng.uniform(4.3, 7.9), 1), round(rng.uniform(2.0, 4.4), 1),
-             round(rng.uniform(1.0, 6.9), 1), round(rng.uniform(0.1, 2.5), 1)] for _ in range(n)]
+    return [
+        [
+            round(rng.uniform(4.3, 7.9), 1),
+            round(rng.uniform(2.0, 4.4), 1),
+            round(rng.uniform(1.0, 6.9), 1),
+            round(rng.uniform(0.1, 2.5), 1),
+        ]
+        for _ in range(n)
+    ]
 
 
 def predict(n: int):
     def call(session, url, model_id, rng, mine):
         return session.post(f"{url}/v1/models/{model_id}/predict", json={"inputs": iris_rows(rng, n)}, timeout=30)
+
     return call
 
 
 def submit_job(session, url, model_id, rng, mine):
-    body = {"dataset": "iris", "model": MODEL,
-            "training": {"optimizer": "adam", "epochs": 10, "batch_size": 16, "seed": rng.randrange(2**31)}}
+    body = {
+        "dataset": "iris",
+        "model": MODEL,
+        "training": {"optimizer": "adam", "epochs": 10, "batch_size": 16, "seed": rng.randrange(2**31)},
+    }
     response = session.post(f"{url}/v1/jobs", json=body, timeout=30)
     if response.status_code == 202:
         mine.append(response.json()["id"])
@@ -133,11 +151,18 @@ def job_status(session, url, model_id, rng, mine):
 def upload_dataset(session, url, model_id, rng, mine):
     labels = [rng.choice(["a", "b", "c"]) for _ in range(40)]
     features = [[rng.gauss("abc".index(label), 1.0) for _ in range(4)] for label in labels]
-    return session.post(f"{url}/v1/datasets", json={"name": "load", "features": features, "targets": labels}, timeout=30)
+    return session.post(
+        f"{url}/v1/datasets", json={"name": "load", "features": features, "targets": labels}, timeout=30
+    )
 
 
-REQUESTS = {"predict-1": predict(1), "predict-100": predict(100), "job": submit_job, "job-status": job_status,
-            "dataset": upload_dataset}
+REQUESTS = {
+    "predict-1": predict(1),
+    "predict-100": predict(100),
+    "job": submit_job,
+    "job-status": job_status,
+    "dataset": upload_dataset,
+}
 
 
 def client(url, headers, model_id, mix, deadline, tally: Tally, seed: int) -> None:
@@ -192,9 +217,13 @@ def print_table(tally: Tally, elapsed: float, clients: int) -> None:
         values = sorted(tally.latencies.get(route, []))
         if not values:
             continue
-        statuses = ", ".join(f"{status}: {n}" for (r, status), n in sorted(tally.statuses.items(), key=str) if r == route)
-        print(f"{route:<13}{len(values):>9}{len(values) / elapsed:>8.1f}{percentile(values, 0.5) * 1000:>9.1f}"
-              f"{percentile(values, 0.99) * 1000:>9.1f}  {statuses}")
+        statuses = ", ".join(
+            f"{status}: {n}" for (r, status), n in sorted(tally.statuses.items(), key=str) if r == route
+        )
+        print(
+            f"{route:<13}{len(values):>9}{len(values) / elapsed:>8.1f}{percentile(values, 0.5) * 1000:>9.1f}"
+            f"{percentile(values, 0.99) * 1000:>9.1f}  {statuses}"
+        )
     errors = collections.Counter()
     for (_, status), n in tally.statuses.items():
         if isinstance(status, str) or status >= 400:
@@ -228,8 +257,11 @@ def drain(url: str, headers: dict, job_ids: list[str], seconds: float) -> dict[s
             time.sleep(1)
     ended["lost"] += len(pending)
     outcome = {status: ended[status] for status in ("succeeded", "failed", "canceled", "lost", "retried")}
-    print(f"\njobs: {len(job_ids)} submitted, " + ", ".join(f"{n} {status}" for status, n in outcome.items())
-          + f" (all ended {time.monotonic() - started:.0f} s after the load)" * (not pending))
+    print(
+        f"\njobs: {len(job_ids)} submitted, "
+        + ", ".join(f"{n} {status}" for status, n in outcome.items())
+        + f" (all ended {time.monotonic() - started:.0f} s after the load)" * (not pending)
+    )
     return outcome
 
 
@@ -244,10 +276,14 @@ class Stack:
         self.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("NNSERVE_")}
         env.update(PYTHONPATH=str(ROOT), NNSERVE_LOG_LEVEL="WARNING")
-        self.log = open(Path(self.dir.name) / "up.log", "wb")
+        self.log = open(Path(self.dir.name) / "up.log", "wb")  # noqa: SIM115 (a child's log, open for the child's life)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nnserve.service.cli", "up", "--port", str(port), "--workers", str(workers)],
-            cwd=self.dir.name, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=self.dir.name,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log(f"started nnserve up --workers {workers} at {self.url} (in {self.dir.name})")
         deadline = time.monotonic() + 60

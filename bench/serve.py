@@ -25,6 +25,7 @@ What it does, in one run:
 Targets (issue 3): predict at least 85% of the trivial endpoint's requests/s; at least 400,000
 rows/s with 1000-row requests; submit -> running under 20 ms median.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,12 @@ REPO = Path(__file__).resolve().parent.parent
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 IRIS_JOB = {
     "dataset": "iris",
-    "model": {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
-                         {"type": "dense", "units": 3, "activation": "softmax"}]},
+    "model": {
+        "layers": [
+            {"type": "dense", "units": 8, "activation": "relu"},
+            {"type": "dense", "units": 3, "activation": "softmax"},
+        ]
+    },
     "training": {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 100, "batch_size": 16, "seed": 0},
 }
 
@@ -102,7 +107,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise SystemExit(f"bench: {url} did not answer within {timeout:.0f} s")
+                raise SystemExit(f"bench: {url} did not answer within {timeout:.0f} s") from None
             time.sleep(0.2)
 
 
@@ -121,9 +126,14 @@ class Stack:
         self.processes: list[subprocess.Popen] = []
         redis_port, self.api_port, self.peer_port = free_port(), free_port(), free_port()
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        self.env = {**os.environ, "REDIS_URL": self.redis_url, "NNSERVE_API_WORKERS": str(api_workers),
-                    "NNSERVE_API_THREADS": str(api_threads), "NNSERVE_LOG_LEVEL": "WARNING",
-                    "NNSERVE_BENCH_WEIGHTS": str(self.dir / "weights.npz")}
+        self.env = {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "NNSERVE_API_WORKERS": str(api_workers),
+            "NNSERVE_API_THREADS": str(api_threads),
+            "NNSERVE_LOG_LEVEL": "WARNING",
+            "NNSERVE_BENCH_WEIGHTS": str(self.dir / "weights.npz"),
+        }
         redis = shutil.which("redis-server") or sys.exit("bench: redis-server is not on PATH")
         self.start([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         self.start([sys.executable, "-m", "nnserve.service.cli", "api", "--port", str(self.api_port)])
@@ -139,17 +149,22 @@ class Stack:
         from nnserve.service.cli import gunicorn_command
         from nnserve.service.settings import Settings
 
-        settings = Settings(_env_file=None, **{"port": self.peer_port})
-        settings = settings.model_copy(update={"api_workers": int(self.env["NNSERVE_API_WORKERS"]),
-                                               "api_threads": int(self.env["NNSERVE_API_THREADS"]),
-                                               "log_level": "WARNING"})
+        settings = Settings(_env_file=None, port=self.peer_port)
+        settings = settings.model_copy(
+            update={
+                "api_workers": int(self.env["NNSERVE_API_WORKERS"]),
+                "api_threads": int(self.env["NNSERVE_API_THREADS"]),
+                "log_level": "WARNING",
+            }
+        )
         command = gunicorn_command(settings)
-        return command[:-1] + ["--chdir", str(REPO / "bench"), "serve:app"]
+        return [*command[:-1], "--chdir", str(REPO / "bench"), "serve:app"]
 
     def start(self, command: list[str]) -> None:
-        log = open(self.dir / f"{len(self.processes)}.log", "wb")
-        self.processes.append(subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=log,
-                                               start_new_session=True))
+        log = open(self.dir / f"{len(self.processes)}.log", "wb")  # noqa: SIM115 (a child's log, open for the child's life)
+        self.processes.append(
+            subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+        )
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -166,7 +181,11 @@ class Stack:
 def train_iris(stack: Stack) -> str:
     job = http("POST", stack.api + "/v1/jobs", IRIS_JOB)
     deadline = time.monotonic() + 120
-    while (state := http("GET", f"{stack.api}/v1/jobs/{job['id']}"))["status"] not in ("succeeded", "failed", "canceled"):
+    while (state := http("GET", f"{stack.api}/v1/jobs/{job['id']}"))["status"] not in (
+        "succeeded",
+        "failed",
+        "canceled",
+    ):
         if time.monotonic() > deadline:
             raise SystemExit("bench: training the iris model took over two minutes")
         time.sleep(0.2)
@@ -181,9 +200,16 @@ def train_iris(stack: Stack) -> str:
     metadata = json.loads(str(archive["metadata"]))
     w1, b1, w2, b2 = (archive[name] for name in metadata["weights"])
     scaler = metadata["scaler"]
-    np.savez(stack.env["NNSERVE_BENCH_WEIGHTS"], w1=w1, b1=b1, w2=w2, b2=b2,
-             mean=np.array(scaler["mean"], np.float32), scale=np.array(scaler["scale"], np.float32),
-             classes=np.array(metadata["classes"]))
+    np.savez(
+        stack.env["NNSERVE_BENCH_WEIGHTS"],
+        w1=w1,
+        b1=b1,
+        w2=w2,
+        b2=b2,
+        mean=np.array(scaler["mean"], np.float32),
+        scale=np.array(scaler["scale"], np.float32),
+        classes=np.array(metadata["classes"]),
+    )
     return job["model_id"]
 
 
@@ -192,7 +218,7 @@ def train_iris(stack: Stack) -> str:
 
 def wrk(url: str, body: bytes, duration: int, connections: int, workdir: Path) -> dict[str, float]:
     """Requests/s and latency percentiles (ms) of ``wrk`` POSTing ``body`` to ``url``."""
-    body_file = workdir / f"body-{hash(body) & 0xffffffff}.json"
+    body_file = workdir / f"body-{hash(body) & 0xFFFFFFFF}.json"
     body_file.write_bytes(body)
     script = workdir / "post.lua"
     script.write_text(
@@ -204,8 +230,12 @@ def wrk(url: str, body: bytes, duration: int, connections: int, workdir: Path) -
         "    latency:percentile(50), latency:percentile(99), latency.mean))\n"
         "end\n"
     )
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     requests_, micros, errors, p50, p99, _ = map(int, re.search(r"RESULT (.*)", out).group(1).split())
     return {"rps": requests_ / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "errors": errors}
 
@@ -225,7 +255,9 @@ def submit_to_running(stack: Stack, jobs: int) -> tuple[list[float], list[float]
         observed.append(time.perf_counter() - started)
         while state["status"] not in ("succeeded", "failed", "canceled"):
             state = http("GET", f"{stack.api}/v1/jobs/{job['id']}")
-        recorded.append((datetime.fromisoformat(state["started_at"]) - datetime.fromisoformat(state["created_at"])).total_seconds())
+        recorded.append(
+            (datetime.fromisoformat(state["started_at"]) - datetime.fromisoformat(state["created_at"])).total_seconds()
+        )
     return observed, recorded
 
 
@@ -276,19 +308,32 @@ def main(argv: list[str] | None = None) -> None:
         return statistics.median(run[key] for run in runs[name])
 
     print(f"command: python bench/serve.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}; "
-          f"load average {load_before:.2f} before the load")
-    print(f"gunicorn for both servers: {args.api_workers} processes x {args.api_threads} threads "
-          f"(nnserve's own command line); wrk: 1 thread, {args.connections} keep-alive connections, "
-          f"{args.duration} s per run, median of {args.rounds} alternating rounds")
+    print(
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}; "
+        f"load average {load_before:.2f} before the load"
+    )
+    print(
+        f"gunicorn for both servers: {args.api_workers} processes x {args.api_threads} threads "
+        f"(nnserve's own command line); wrk: 1 thread, {args.connections} keep-alive connections, "
+        f"{args.duration} s per run, median of {args.rounds} alternating rounds"
+    )
     print()
     trivial_rps = median("trivial Flask endpoint", "rps")
     header = ["endpoint", "requests/s", "vs trivial", "p50 ms", "p99 ms", "rows/s", "errors"]
     table = []
     for name, _, _, n_rows in endpoints:
         rps = median(name, "rps")
-        table.append([name, f"{rps:,.0f}", f"{rps / trivial_rps:.0%}", f"{median(name, 'p50_ms'):.2f}",
-                      f"{median(name, 'p99_ms'):.2f}", f"{rps * n_rows:,.0f}", f"{int(sum(r['errors'] for r in runs[name]))}"])
+        table.append(
+            [
+                name,
+                f"{rps:,.0f}",
+                f"{rps / trivial_rps:.0%}",
+                f"{median(name, 'p50_ms'):.2f}",
+                f"{median(name, 'p99_ms'):.2f}",
+                f"{rps * n_rows:,.0f}",
+                f"{int(sum(r['errors'] for r in runs[name]))}",
+            ]
+        )
     widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *table]:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
@@ -296,11 +341,17 @@ def main(argv: list[str] | None = None) -> None:
     share = median("nnserve predict", "rps") / trivial_rps
     rows_per_s = median("nnserve predict, 1000 rows", "rps") * 1000
     submit = statistics.median(observed) * 1000
-    print(f"predict vs trivial: {share:.0%} of its requests/s (target >= 85%: {'meets' if share >= 0.85 else 'MISSES'})")
-    print(f"1000-row requests: {rows_per_s:,.0f} rows/s (target >= 400,000: {'meets' if rows_per_s >= 400_000 else 'MISSES'})")
-    print(f"submit -> running, warm worker, {len(observed)} jobs: median {submit:.1f} ms observed by the client "
-          f"(p90 {np.percentile(observed, 90) * 1000:.1f} ms), median {statistics.median(recorded) * 1000:.1f} ms "
-          f"from created_at to started_at (target < 20 ms: {'meets' if submit < 20 else 'MISSES'})")
+    print(
+        f"predict vs trivial: {share:.0%} of its requests/s (target >= 85%: {'meets' if share >= 0.85 else 'MISSES'})"
+    )
+    print(
+        f"1000-row requests: {rows_per_s:,.0f} rows/s (target >= 400,000: {'meets' if rows_per_s >= 400_000 else 'MISSES'})"
+    )
+    print(
+        f"submit -> running, warm worker, {len(observed)} jobs: median {submit:.1f} ms observed by the client "
+        f"(p90 {np.percentile(observed, 90) * 1000:.1f} ms), median {statistics.median(recorded) * 1000:.1f} ms "
+        f"from created_at to started_at (target < 20 ms: {'meets' if submit < 20 else 'MISSES'})"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 
 This package imports nothing from the rest of nnserve.
 """
+
 from .errors import EngineError, NonFiniteError, SpecError
 from .gradcheck import gradcheck
 from .keras import KerasImport, from_keras

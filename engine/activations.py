@@ -11,6 +11,7 @@ Every function has the same two halves:
 
 Shapes: ``z``, ``a`` and ``grad`` are ``(batch, units)``.
 """
+
 from __future__ import annotations
 
 import math

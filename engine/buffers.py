@@ -1,4 +1,5 @@
 """Arrays reused from batch to batch, so the training loop allocates nothing after its first batch."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ Each check returns the cleaned value or raises :class:`SpecError` naming the fie
 Registries map a class's ``name`` to the class, filled by ``__init_subclass__``, so
 adding an activation, loss or optimizer is one class and nothing else.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -15,7 +16,11 @@ from .errors import Loc, SpecError
 
 
 def check_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not value.is_integer())
+    ):
         raise SpecError(name, f"must be an integer; received {name}={value!r}")
     value = int(value)
     if value < minimum or (maximum is not None and value > maximum):

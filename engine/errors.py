@@ -4,6 +4,7 @@ Every bad spec raises :class:`SpecError`, whose ``loc`` names the offending fiel
 (``("layers", 2, "activation")``) so a caller can point at it; ``str(error)`` reads
 ``layers[2].activation: unknown 'relu6'; expected one of ...``.
 """
+
 from __future__ import annotations
 
 Loc = tuple[str | int, ...]

@@ -10,6 +10,7 @@ gradient's norm is measured against that thousandth instead: where the true grad
 would report a mismatch that is not there. Dropout masks are drawn once and held fixed,
 so both methods differentiate the same function.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -51,4 +52,3 @@ def gradcheck(model, x: Any, y: Any, task: str | None = None) -> float:
             if scale > 0:
                 worst = max(worst, float(np.linalg.norm(a - b) / scale))
     return worst
-

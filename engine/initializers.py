@@ -5,6 +5,7 @@ for a kernel and ``(units,)`` for a bias. The variance-scaling family draws from
 normal truncated at two standard deviations, rescaled to keep the intended variance,
 as Keras does.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar

@@ -16,6 +16,7 @@ optimizer, loss or setting that would change the computation and that nnserve ca
 (a bias regularizer, a constraint, label smoothing, a learning-rate schedule object...) raises
 SpecError naming it, rather than training something else silently.
 """
+
 from __future__ import annotations
 
 import json
@@ -120,7 +121,11 @@ def _layer_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
         return {"type": "activation", "activation": _activation(config.get("activation"))}
     for key in ("bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"):
         _unsupported(config, key)
-    dense = {"type": "dense", "units": config.get("units"), "activation": _activation(config.get("activation", "linear"))}
+    dense = {
+        "type": "dense",
+        "units": config.get("units"),
+        "activation": _activation(config.get("activation", "linear")),
+    }
     if "use_bias" in config:
         dense["use_bias"] = config["use_bias"]
     for key in ("kernel_initializer", "bias_initializer"):
@@ -153,7 +158,9 @@ def _regularizer(value: Any) -> dict[str, float]:
     value = _object(value, "kernel_regularizer")
     kind, config = value.get("class_name"), value.get("config") or {}
     if kind not in ("L1", "L2", "L1L2"):
-        raise SpecError(("kernel_regularizer", "class_name"), f"unsupported regularizer {kind!r}; expected L1, L2 or L1L2")
+        raise SpecError(
+            ("kernel_regularizer", "class_name"), f"unsupported regularizer {kind!r}; expected L1, L2 or L1L2"
+        )
     return {key: config[key] for key in ("l1", "l2") if config.get(key) is not None}
 
 
@@ -180,7 +187,9 @@ def _training(compile_config: dict[str, Any]) -> dict[str, Any]:
             if isinstance(metric, dict):
                 name = (metric.get("config") or {}).get("name")
             if name not in _METRIC_NAMES:
-                raise SpecError(("metrics", i), f"unsupported metric {name!r}; expected one of {', '.join(sorted(_METRIC_NAMES))}")
+                raise SpecError(
+                    ("metrics", i), f"unsupported metric {name!r}; expected one of {', '.join(sorted(_METRIC_NAMES))}"
+                )
             names.append(_METRIC_NAMES[name])
         training["metrics"] = list(dict.fromkeys(names))
     return training
@@ -192,10 +201,16 @@ def _optimizer(value: Any) -> dict[str, Any] | str:
     value = _object(value, "optimizer")
     name = str(value.get("class_name", "")).lower()
     if name not in _OPTIMIZER_PARAMETERS:
-        raise SpecError(("optimizer", "class_name"), f"unsupported optimizer {value.get('class_name')!r}; expected SGD, Adam, RMSprop or Adagrad")
+        raise SpecError(
+            ("optimizer", "class_name"),
+            f"unsupported optimizer {value.get('class_name')!r}; expected SGD, Adam, RMSprop or Adagrad",
+        )
     config = value.get("config") or {}
     if isinstance(config.get("learning_rate"), dict):
-        raise SpecError(("optimizer", "learning_rate"), "learning-rate schedule objects are not supported; use training.optimizer.schedule")
+        raise SpecError(
+            ("optimizer", "learning_rate"),
+            "learning-rate schedule objects are not supported; use training.optimizer.schedule",
+        )
     for key in ("weight_decay", "loss_scale_factor", "gradient_accumulation_steps"):
         _unsupported(config, key, ("optimizer", "config"))
     if config.get("use_ema"):
@@ -230,7 +245,7 @@ def _loss(value: Any) -> dict[str, Any] | str:
 
 def _unsupported(config: dict[str, Any], key: str, at: tuple = ()) -> None:
     if config.get(key) not in (None, False):
-        raise SpecError(at + (key,), f"{key}={config[key]!r} is not supported by nnserve")
+        raise SpecError((*at, key), f"{key}={config[key]!r} is not supported by nnserve")
 
 
 def _object(value: Any, field) -> dict[str, Any]:

@@ -15,6 +15,7 @@ A dense layer with an activation is, as in Keras, ``activation(x @ kernel + bias
 model runs it as a ``Dense`` followed by an ``Activation`` (``Dense.expand``), which lets
 a softmax or sigmoid output fuse with its cross-entropy loss (see ``losses.py``).
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -166,7 +167,9 @@ class Dense(Layer):
 
     def forward(self, x, training):
         kernel = self.params["kernel"]
-        out = np.matmul(x, kernel, out=self._buffers.get("out", x.shape[0], self.units, kernel.dtype) if training else None)
+        out = np.matmul(
+            x, kernel, out=self._buffers.get("out", x.shape[0], self.units, kernel.dtype) if training else None
+        )
         if self.use_bias:
             out += self.params["bias"]
         if training:

@@ -15,6 +15,7 @@ categorical (binary) cross-entropy, the model drops that last activation during
 training and uses the loss with ``from_logits=True``: log-sum-exp for the value and
 ``p - y`` for the gradient, finite for any logits.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar

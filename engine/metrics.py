@@ -4,6 +4,7 @@
 ``accuracy``, or predicted and true values ``(n, outputs)`` for the regression
 metrics; ``result()`` gives the value over everything seen since ``reset()``.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar

@@ -8,9 +8,11 @@ and a checkpoint is one array.
 Training itself (the mini-batch loop, validation, early stopping, checkpoints) is in
 ``training.py``; ``Model.fit`` hands the model to a ``Trainer``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +52,9 @@ class Model:
         self.input_scaling = input_scaling
         self.dtype = np.dtype(dtype)
         self.training = None  # a training.TrainingConfig, set by build() or the caller
-        self.ops: list[Layer] = [op for layer in layers for op in (layer.expand() if isinstance(layer, Dense) else [layer])]
+        self.ops: list[Layer] = [
+            op for layer in layers for op in (layer.expand() if isinstance(layer, Dense) else [layer])
+        ]
         self._mark_in_place()
         # Set by prepare() from the first data, or by serialize.loads().
         self.n_features: int | None = None
@@ -164,7 +168,9 @@ class Model:
             raise SpecError(name, f"each row must have {self.n_features} features; received {x.shape[1]}")
         if not _all_finite(x):
             if _all_finite(np.asarray(given, dtype=np.float64)):
-                raise SpecError(name, f"has values beyond the {self.dtype.name} range (±{np.finfo(self.dtype).max:.3g})")
+                raise SpecError(
+                    name, f"has values beyond the {self.dtype.name} range (±{np.finfo(self.dtype).max:.3g})"
+                )
             raise SpecError(name, "contains NaN or infinite values")
         return x
 
@@ -237,15 +243,22 @@ class Model:
         loss = self.training.loss if self.training is not None else None
         if task == "regression":
             if units != width:
-                raise SpecError(where, f"the output layer has {units} units but the data has {width} target column{'s' * (width != 1)}")
+                raise SpecError(
+                    where,
+                    f"the output layer has {units} units but the data has {width} target column{'s' * (width != 1)}",
+                )
             return
         if isinstance(loss, losses.CategoricalCrossentropy):
             if units != width:
-                raise SpecError(where, f"the output layer has {units} units but {loss.name} needs one per class: {width}")
+                raise SpecError(
+                    where, f"the output layer has {units} units but {loss.name} needs one per class: {width}"
+                )
             return
         if units != width and not (units == 1 and width == 2):
             hint = " (or 1 sigmoid unit for a binary task)" if width == 2 else ""
-            raise SpecError(where, f"the output layer has {units} units but the data has {width} classes: use {width}{hint}")
+            raise SpecError(
+                where, f"the output layer has {units} units but the data has {width} classes: use {width}{hint}"
+            )
 
     # Inference ----------------------------------------------------------------------
 

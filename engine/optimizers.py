@@ -10,6 +10,7 @@ parameter name.
 Schedules are evaluated once per epoch (``start_epoch``), and ``lr_scale`` lets
 reduce-on-plateau lower the rate on top of them.
 """
+
 from __future__ import annotations
 
 import math
@@ -132,7 +133,9 @@ class Optimizer:
         schedule: Any = "constant",
     ):
         self.initial_learning_rate = check_float("learning_rate", learning_rate, minimum=0.0, min_inclusive=False)
-        self.clipnorm = None if clipnorm is None else check_float("clipnorm", clipnorm, minimum=0.0, min_inclusive=False)
+        self.clipnorm = (
+            None if clipnorm is None else check_float("clipnorm", clipnorm, minimum=0.0, min_inclusive=False)
+        )
         self.clipvalue = (
             None if clipvalue is None else check_float("clipvalue", clipvalue, minimum=0.0, min_inclusive=False)
         )
@@ -324,8 +327,8 @@ class RMSprop(Optimizer):
         self.momentum = check_float("momentum", momentum, minimum=0.0, maximum=1.0)
         self.epsilon = check_float("epsilon", epsilon, minimum=0.0, min_inclusive=False)
         self.centered = check_bool("centered", centered)
-        self.slot_names = ("velocity",) + (("average_gradient",) if centered else ()) + (
-            ("momentum",) if self.momentum else ()
+        self.slot_names = (
+            ("velocity",) + (("average_gradient",) if centered else ()) + (("momentum",) if self.momentum else ())
         )
 
     def hyperparameters(self):

@@ -3,6 +3,7 @@
 Both are fitted on the training rows, stored with the model as JSON, and applied again
 at prediction time, so a client sends and receives data in its own units and labels.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -6,6 +6,7 @@ weights as ``layers.{i}.kernel`` / ``layers.{i}.bias`` in Keras ``get_weights()`
 and, under ``metadata``, the model spec, the training config, the task, the class
 labels and the input scaler: everything ``loads`` needs to predict bit-identically.
 """
+
 from __future__ import annotations
 
 import io

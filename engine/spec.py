@@ -7,6 +7,7 @@ message names the field: ``layers[2].activation: unknown 'relu6'; expected one o
 ``model.spec()`` and ``model.training.config()`` give the specs back with every default
 filled in, and building from them builds the same model.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,11 +10,13 @@ Randomness comes from the config's seed through three independent streams (weigh
 validation split, training order and dropout), so the same seed gives bit-identical
 weights, and a checkpoint holds the training stream's state to resume exactly.
 """
+
 from __future__ import annotations
 
 import math
 import secrets
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -209,11 +211,17 @@ class TrainingConfig:
             _within(("metrics", i), get_metric, name)
         self.metrics = list(dict.fromkeys(metrics))
         self.class_weight = _check_class_weight(class_weight)
-        self.early_stopping = None if early_stopping is None else _within(
-            "early_stopping", lambda c: construct(EarlyStopping, _object(c)), early_stopping
+        self.early_stopping = (
+            None
+            if early_stopping is None
+            else _within("early_stopping", lambda c: construct(EarlyStopping, _object(c)), early_stopping)
         )
-        self.reduce_lr_on_plateau = None if reduce_lr_on_plateau is None else _within(
-            "reduce_lr_on_plateau", lambda c: construct(ReduceLROnPlateau, _object(c)), reduce_lr_on_plateau
+        self.reduce_lr_on_plateau = (
+            None
+            if reduce_lr_on_plateau is None
+            else _within(
+                "reduce_lr_on_plateau", lambda c: construct(ReduceLROnPlateau, _object(c)), reduce_lr_on_plateau
+            )
         )
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
 
@@ -255,8 +263,13 @@ def _check_class_weight(class_weight: Any) -> dict[str, float] | str | None:
     if class_weight is None or class_weight == "balanced":
         return class_weight
     if not isinstance(class_weight, dict):
-        raise SpecError("class_weight", f"must be 'balanced' or an object of class -> weight; received {class_weight!r}")
-    return {str(k): _within("class_weight", lambda v, k=str(k): check_float(k, v, minimum=0.0), v) for k, v in class_weight.items()}
+        raise SpecError(
+            "class_weight", f"must be 'balanced' or an object of class -> weight; received {class_weight!r}"
+        )
+    return {
+        str(k): _within("class_weight", lambda v, k=str(k): check_float(k, v, minimum=0.0), v)
+        for k, v in class_weight.items()
+    }
 
 
 def _within(field, factory, value):
@@ -311,7 +324,9 @@ class Trainer:
             y_val = model.encode_targets(validation_data[1], len(x_val))
         elif config.validation_split > 0:
             self.train_rows, val_rows = split(
-                len(self.x), config.validation_split, np.random.Generator(np.random.PCG64(split_stream)),
+                len(self.x),
+                config.validation_split,
+                np.random.Generator(np.random.PCG64(split_stream)),
                 encoded if classification else None,
             )
             x_val, y_val = self.x[val_rows], encoded[val_rows]
@@ -380,13 +395,17 @@ class Trainer:
             given = self.config.class_weight
             unknown = set(given) - {str(c) for c in classes}
             if unknown:
-                raise SpecError(("training", "class_weight"), f"unknown class {sorted(unknown)[0]!r}; the classes are {classes}")
+                raise SpecError(
+                    ("training", "class_weight"), f"unknown class {sorted(unknown)[0]!r}; the classes are {classes}"
+                )
             weights = np.array([given.get(str(c), 1.0) for c in classes])
         return weights.astype(self.model.dtype)[y_index]
 
     # The loop ------------------------------------------------------------------------
 
-    def run(self, on_epoch=None, checkpoint_every: int = 0, on_checkpoint: Callable[[bytes], None] | None = None) -> History:
+    def run(
+        self, on_epoch=None, checkpoint_every: int = 0, on_checkpoint: Callable[[bytes], None] | None = None
+    ) -> History:
         # A diverging run overflows on its way to inf/NaN; the check after each epoch reports it
         # as a NonFiniteError, so NumPy's warnings would only be noise (or, under -W error, mask it).
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -413,7 +432,12 @@ class Trainer:
                 self.finished = callback.on_epoch_end(self, epoch, logs) or self.finished
             if on_epoch is not None and on_epoch(epoch, logs) is True:
                 break  # the caller's stop: training may go on later from a checkpoint
-            if on_checkpoint is not None and checkpoint_every and self.epoch % checkpoint_every == 0 and not self.finished:
+            if (
+                on_checkpoint is not None
+                and checkpoint_every
+                and self.epoch % checkpoint_every == 0
+                and not self.finished
+            ):
                 on_checkpoint(self.checkpoint())
         for callback in self.callbacks:
             callback.end(self)
@@ -517,7 +541,8 @@ class Trainer:
             raise SpecError("checkpoint", "was taken from a different model or training config")
         np.copyto(self.model.params, arrays["params"])
         self.optimizer.load_state(
-            meta["optimizer"], {k.removeprefix("optimizer."): v for k, v in arrays.items() if k.startswith("optimizer.")}
+            meta["optimizer"],
+            {k.removeprefix("optimizer."): v for k, v in arrays.items() if k.startswith("optimizer.")},
         )
         for i, (callback, scalars) in enumerate(zip(self.callbacks, meta["callbacks"])):
             prefix = f"callback.{i}."
@@ -552,7 +577,8 @@ def check_training(model, task: str, width: int, has_validation: bool) -> losses
         if monitor not in logged:
             hint = "" if has_validation else " (val_* values need validation_split > 0)"
             raise SpecError(
-                ("training", field, "monitor"), f"unknown {monitor!r}; training logs {', '.join(map(repr, logged))}{hint}"
+                ("training", field, "monitor"),
+                f"unknown {monitor!r}; training logs {', '.join(map(repr, logged))}{hint}",
             )
     return config.loss
 
@@ -580,14 +606,18 @@ def resolve_loss(model, task: str) -> losses.Loss:
         return losses.SparseCategoricalCrossentropy(from_logits=True)
     if isinstance(loss, losses.CategoricalCrossentropy) and not loss.from_logits and head != "softmax":
         wanted = "softmax"
-    elif isinstance(loss, losses.BinaryCrossentropy) and not loss.from_logits and head not in ("sigmoid", "hard_sigmoid", "softmax"):
+    elif (
+        isinstance(loss, losses.BinaryCrossentropy)
+        and not loss.from_logits
+        and head not in ("sigmoid", "hard_sigmoid", "softmax")
+    ):
         wanted = "sigmoid"
     else:
         return loss
     raise SpecError(
         ("training", "loss"),
         f"{loss.name} takes probabilities but the output layer's activation is {head!r}: "
-        f"end with {wanted!r}, or use {{\"name\": \"{loss.name}\", \"from_logits\": true}}",
+        f'end with {wanted!r}, or use {{"name": "{loss.name}", "from_logits": true}}',
     )
 
 

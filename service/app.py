@@ -3,6 +3,7 @@
 Nothing happens at import time: no settings read, no Redis connection, no file opened.
 gunicorn calls ``service.app:create_app()`` in each worker process.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,7 +71,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # cache hits without entering Flask and leaves everything else to it (off while a predict
     # rate limit must be counted); (ProxyFix); Flask.
     services = app.extensions["nnserve"]
-    fast = PredictFastPath(app.wsgi_app, services.cache, keys, settings.max_body_bytes,
-                           enabled=settings.rate_limit_predict is None)
+    fast = PredictFastPath(
+        app.wsgi_app, services.cache, keys, settings.max_body_bytes, enabled=settings.rate_limit_predict is None
+    )
     app.wsgi_app = services.monitoring.wrap(fast)
     return app

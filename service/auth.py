@@ -7,6 +7,7 @@ stay open: they hold no tenant's data, and probes rarely carry keys.
 A tenant id is a short hash of its key, so Redis never holds a key, and a key is never
 logged: it is read from the header, hashed, and dropped.
 """
+
 from __future__ import annotations
 
 import hashlib

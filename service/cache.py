@@ -7,15 +7,18 @@ cache is bypassed, and it is emptied whenever the subscription is made again, si
 deletions may have been missed meanwhile. So a deleted model stops being served as soon
 as its deletion message arrives (milliseconds), in every API process.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import redis
@@ -131,9 +134,7 @@ class ModelCache:
                 self.clear()
             finally:
                 if pubsub is not None:
-                    try:
+                    with contextlib.suppress(redis.exceptions.RedisError):
                         pubsub.close()
-                    except redis.exceptions.RedisError:
-                        pass
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

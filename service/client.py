@@ -11,8 +11,10 @@ error response raises an :class:`ApiError` subclass chosen by its status, carryi
 problem+json body. One client keeps one connection alive between calls, so give each
 thread its own client.
 """
+
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -20,8 +22,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 from urllib.parse import quote, urlencode, urlsplit
 
 import numpy as np
@@ -88,8 +91,18 @@ class JobFailed(ApiError):
         super().__init__(None, {"title": f"Job {job['status']}", "detail": detail})
 
 
-ERRORS = {400: BadRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict, 413: BadRequest,
-          415: BadRequest, 422: Invalid, 429: RateLimited, 503: Unavailable}
+ERRORS = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    413: BadRequest,
+    415: BadRequest,
+    422: Invalid,
+    429: RateLimited,
+    503: Unavailable,
+}
 
 
 class Prediction(NamedTuple):
@@ -126,20 +139,37 @@ class Client:
 
     # Datasets --------------------------------------------------------------------------
 
-    def upload_dataset(self, features, targets, name: str | None = None, feature_names: list[str] | None = None,
-                       target_kind: str | None = None) -> dict:
+    def upload_dataset(
+        self,
+        features,
+        targets,
+        name: str | None = None,
+        feature_names: list[str] | None = None,
+        target_kind: str | None = None,
+    ) -> dict:
         """Upload rows of ``features`` and their ``targets`` (arrays or lists); returns the dataset."""
-        body = {"name": name, "features": features, "targets": targets, "feature_names": feature_names,
-                "target_kind": target_kind}
+        body = {
+            "name": name,
+            "features": features,
+            "targets": targets,
+            "feature_names": feature_names,
+            "target_kind": target_kind,
+        }
         return self._json("POST", "/v1/datasets", {k: v for k, v in body.items() if v is not None})
 
-    def upload_csv(self, path: str | os.PathLike, target: str | None = None, name: str | None = None,
-                   target_kind: str | None = None) -> dict:
+    def upload_csv(
+        self,
+        path: str | os.PathLike,
+        target: str | None = None,
+        name: str | None = None,
+        target_kind: str | None = None,
+    ) -> dict:
         """Upload a CSV file with a header row; ``target`` names the target column (default: the last)."""
         path = Path(path)
         fields = {"target": target, "name": name, "target_kind": target_kind}
-        body, content_type = _multipart({k: v for k, v in fields.items() if v is not None},
-                                        "file", path.name, path.read_bytes())
+        body, content_type = _multipart(
+            {k: v for k, v in fields.items() if v is not None}, "file", path.name, path.read_bytes()
+        )
         return self._json("POST", "/v1/datasets", raw=body, content_type=content_type)
 
     def list_datasets(self, offset: int = 0, limit: int = 100) -> list[dict]:
@@ -170,8 +200,9 @@ class Client:
         """Cancel a job (a running one stops within an epoch); returns the job."""
         return self._json("POST", f"/v1/jobs/{_id(job_id)}/cancel")
 
-    def wait(self, job_id: str, progress: bool | TextIO = True, timeout: float | None = None,
-             interval: float = 0.5) -> dict:
+    def wait(
+        self, job_id: str, progress: bool | TextIO = True, timeout: float | None = None, interval: float = 0.5
+    ) -> dict:
         """Block until the job finishes and return it, history included; raises JobFailed unless it
         succeeded, TimeoutError after ``timeout`` seconds. ``progress`` draws a bar on stderr (or on
         the stream given). Follows the job's event stream, and polls when there is none."""
@@ -208,8 +239,11 @@ class Client:
         connection = self._connect(timeout)
         try:
             try:
-                connection.request("GET", self._path(f"/v1/jobs/{_id(job_id)}/events"),
-                                   headers=self._headers({"Accept": "text/event-stream"}))
+                connection.request(
+                    "GET",
+                    self._path(f"/v1/jobs/{_id(job_id)}/events"),
+                    headers=self._headers({"Accept": "text/event-stream"}),
+                )
                 response = connection.getresponse()
             except (OSError, http.client.HTTPException):
                 return
@@ -243,8 +277,10 @@ class Client:
         """Predict for ``inputs``, rows of features (a 2-D array or list of lists)."""
         body = self._json("POST", f"/v1/models/{_id(model_id)}/predict", {"inputs": inputs})
         probabilities = body.get("probabilities")
-        return Prediction(np.asarray(body["predictions"]),
-                          None if probabilities is None else np.asarray(probabilities, dtype=np.float64))
+        return Prediction(
+            np.asarray(body["predictions"]),
+            None if probabilities is None else np.asarray(probabilities, dtype=np.float64),
+        )
 
     def evaluate(self, model_id: str, dataset: str) -> dict:
         """The model's ``loss`` and ``metrics`` on a dataset (an id)."""
@@ -262,14 +298,23 @@ class Client:
 
     # HTTP ------------------------------------------------------------------------------
 
-    def _json(self, method: str, path: str, body: Any = None, query: dict | None = None, raw: bytes | None = None,
-              content_type: str = "application/json") -> Any:
+    def _json(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
         if body is not None:
             raw = json.dumps(body, default=_plain, allow_nan=False).encode()
         data = self._request(method, path + ("?" + urlencode(query) if query else ""), raw, content_type)
         return json.loads(data) if data else None
 
-    def _request(self, method: str, path: str, raw: bytes | None = None, content_type: str = "application/json") -> bytes:
+    def _request(
+        self, method: str, path: str, raw: bytes | None = None, content_type: str = "application/json"
+    ) -> bytes:
         """The body of a 2xx answer; raises the ApiError for any other."""
         headers = self._headers({"Accept": "application/json"})
         if raw is not None:
@@ -320,10 +365,8 @@ def _error(response: http.client.HTTPResponse, data: bytes) -> ApiError:
         problem = {"status": response.status, "title": response.reason, "detail": data.decode("utf-8", "replace")[:500]}
     error = ERRORS.get(response.status, ApiError)(response.status, problem)
     if isinstance(error, RateLimited):
-        try:
+        with contextlib.suppress(ValueError):
             error.retry_after = float(response.getheader("Retry-After", ""))
-        except ValueError:
-            pass
     return error
 
 
@@ -347,8 +390,10 @@ def _multipart(fields: dict[str, str], file_field: str, filename: str, content: 
     for key, value in fields.items():
         out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
     safe_name = "".join("_" if c in '"\r\n' else c for c in filename)
-    out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{safe_name}"\r\n'
-              f"Content-Type: text/csv\r\n\r\n".encode())
+    out.write(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{safe_name}"\r\n'
+        f"Content-Type: text/csv\r\n\r\n".encode()
+    )
     out.write(content)
     out.write(f"\r\n--{boundary}--\r\n".encode())
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"

@@ -6,6 +6,7 @@ response says how (``target_kind_inferred`` and ``note``): strings and booleans 
 categorical, fractional numbers continuous, and integers categorical only when there
 are few distinct values for the number of rows.
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,7 +41,9 @@ def from_json(body: DatasetCreate, settings: Settings) -> tuple[dict[str, Any], 
         targets, kind, note = np.array(body.targets, dtype=np.float32), "continuous", None
     else:
         targets, kind, note = infer(body.targets, body.target_kind, "targets")
-    return _finish(features, targets, kind, note, body.target_kind is None, body.feature_names, None, body.name, settings)
+    return _finish(
+        features, targets, kind, note, body.target_kind is None, body.feature_names, None, body.name, settings
+    )
 
 
 def from_csv(
@@ -74,8 +77,17 @@ def from_csv(
         raise
     labels = [cell.strip() for cell in cells[:, column]]
     targets, kind, note = infer([_number(label) for label in labels], target_kind, "target")
-    return _finish(features, targets, kind, note, target_kind is None, [header[i] for i in feature_columns],
-                   header[column], name, settings)
+    return _finish(
+        features,
+        targets,
+        kind,
+        note,
+        target_kind is None,
+        [header[i] for i in feature_columns],
+        header[column],
+        name,
+        settings,
+    )
 
 
 def _column(header: list[str], target: str) -> int:
@@ -109,18 +121,28 @@ def infer(labels: list[Any], kind: str | None, loc: str) -> tuple[np.ndarray, st
     if kind == "categorical":
         return np.array(labels), kind, None
     if not numeric:
-        return np.array(labels), "categorical", f"{'strings' if str in types else 'true/false values'}: taken as class labels"
+        return (
+            np.array(labels),
+            "categorical",
+            f"{'strings' if str in types else 'true/false values'}: taken as class labels",
+        )
     if float in types:
-        return _continuous(labels, loc), "continuous", (
-            "fractional numbers: taken as continuous values; send \"target_kind\": \"categorical\" if they are labels"
+        return (
+            _continuous(labels, loc),
+            "continuous",
+            ('fractional numbers: taken as continuous values; send "target_kind": "categorical" if they are labels'),
         )
     distinct = len(set(labels))
     if distinct <= MAX_CLASSES_INFERRED and 2 * distinct <= len(labels):
-        note = (f"integers with {distinct} distinct values in {len(labels)} rows: taken as class labels; "
-                "send \"target_kind\": \"continuous\" if they are quantities")
+        note = (
+            f"integers with {distinct} distinct values in {len(labels)} rows: taken as class labels; "
+            'send "target_kind": "continuous" if they are quantities'
+        )
         return np.array(labels, dtype=np.int64), "categorical", note
-    note = (f"integers with {distinct} distinct values in {len(labels)} rows: taken as continuous values; "
-            "send \"target_kind\": \"categorical\" if they are labels")
+    note = (
+        f"integers with {distinct} distinct values in {len(labels)} rows: taken as continuous values; "
+        'send "target_kind": "categorical" if they are labels'
+    )
     return _continuous(labels, loc), "continuous", note
 
 

@@ -9,6 +9,7 @@ On ``/v2`` (the Open Inference Protocol) the same errors keep their status and h
 ``WWW-Authenticate``, a 429's ``Retry-After``) but take the protocol's body, ``{"error": detail}``,
 since that is what its clients read.
 """
+
 from __future__ import annotations
 
 import logging
@@ -120,9 +121,9 @@ def validation_errors(error: ValidationError, data: Any) -> list[dict[str, Any]]
         node, parts = data, []
         loc = item["loc"]
         for i, part in enumerate(loc):
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            if (isinstance(node, dict) and part in node) or (
+                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+            ):
                 node = node[part]
             elif isinstance(node, dict) and i == len(loc) - 1:
                 pass  # the name of a missing field
@@ -168,9 +169,12 @@ def register(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge):
         limit = app.config["MAX_CONTENT_LENGTH"]
-        return problem(413, "Content Too Large",
-                       f"the request body is over the server's limit of {limit} bytes (NNSERVE_MAX_BODY_BYTES)",
-                       "content-too-large")
+        return problem(
+            413,
+            "Content Too Large",
+            f"the request body is over the server's limit of {limit} bytes (NNSERVE_MAX_BODY_BYTES)",
+            "content-too-large",
+        )
 
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)

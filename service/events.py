@@ -21,6 +21,7 @@ ends after ``stream_lifetime`` seconds (EventSource reconnects with ``Last-Event
 comment every ``stream_heartbeat`` seconds while idle, so proxies keep it open and a client that
 went away is noticed at the next write.
 """
+
 from __future__ import annotations
 
 import threading
@@ -56,8 +57,11 @@ class Streams:
         """A stream of the job's events after epoch ``after``; raises Unavailable (503) when this
         process already serves ``limit`` streams."""
         if self._slots is None or not self._slots.acquire(blocking=False):
-            raise Unavailable(f"this server process already streams {self.limit} jobs' events (NNSERVE_API_STREAMS); "
-                              f"try again shortly, or poll GET /v1/jobs/{job_id}", headers={"Retry-After": "5"})
+            raise Unavailable(
+                f"this server process already streams {self.limit} jobs' events (NNSERVE_API_STREAMS); "
+                f"try again shortly, or poll GET /v1/jobs/{job_id}",
+                headers={"Retry-After": "5"},
+            )
         return Stream(self, r, job_id, after)
 
     def _release(self) -> None:

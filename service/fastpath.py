@@ -13,13 +13,15 @@ and it answers it with the functions the Flask route uses: ``auth.bearer`` and `
 a missing or wrong key, any error in the body — goes to the Flask app unchanged (with the body
 put back), so each error has exactly one rendering: the route's.
 """
+
 from __future__ import annotations
 
 import io
 import re
 
-from nnserve import engine
 import orjson
+
+from nnserve import engine
 
 from . import store
 from .auth import Keys, bearer

@@ -14,13 +14,15 @@ A retry with the key gets the stored status and body again, with ``Idempotent-Re
 the key sent with another body or to another route is a 422. Records live
 ``NNSERVE_IDEMPOTENCY_TTL`` seconds.
 """
+
 from __future__ import annotations
 
 import functools
 import hashlib
 import re
 import secrets
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from flask import Response, g, request
@@ -31,8 +33,10 @@ from .routes import services, tenant
 
 HEADER = "Idempotency-Key"
 VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-IDEMPOTENCY_HEADER = {HEADER: "Any unique string (a UUID): a retry with the same key returns the first "
-                               "response instead of creating another resource"}
+IDEMPOTENCY_HEADER = {
+    HEADER: "Any unique string (a UUID): a retry with the same key returns the first "
+    "response instead of creating another resource"
+}
 """The header as the OpenAPI document describes it."""
 PENDING_TTL = 300
 """Seconds a reservation outlives a request that died before it finished: long enough for any
@@ -76,19 +80,30 @@ def remember(response: Response) -> Callable[[Any], None] | None:
     if held is None:
         return None
     redis_key, fingerprint = held
-    record = orjson.dumps({"fingerprint": fingerprint, "status": response.status_code,
-                           "body": response.get_data(as_text=True), "location": response.headers.get("Location")})
-    return functools.partial(store.keep_idempotent_response, key=redis_key, record=record,
-                             seconds=services().settings.idempotency_ttl)
+    record = orjson.dumps(
+        {
+            "fingerprint": fingerprint,
+            "status": response.status_code,
+            "body": response.get_data(as_text=True),
+            "location": response.headers.get("Location"),
+        }
+    )
+    return functools.partial(
+        store.keep_idempotent_response, key=redis_key, record=record, seconds=services().settings.idempotency_ttl
+    )
 
 
 def _replay(record: dict[str, Any], fingerprint: str) -> Response:
     if record["fingerprint"] != fingerprint:
-        raise Invalid(HEADER, "was already used for a different request (another body or route); "
-                              "send a new key with a new request", "idempotency_key_reused")
+        raise Invalid(
+            HEADER,
+            "was already used for a different request (another body or route); send a new key with a new request",
+            "idempotency_key_reused",
+        )
     if "status" not in record:
-        raise Conflict(f"a request with this {HEADER} is still being processed; retry shortly",
-                       headers={"Retry-After": "1"})
+        raise Conflict(
+            f"a request with this {HEADER} is still being processed; retry shortly", headers={"Retry-After": "1"}
+        )
     headers = {"Idempotent-Replayed": "true"}
     if record["location"]:
         headers["Location"] = record["location"]
@@ -105,7 +120,7 @@ def _fingerprint() -> str:
         for name, upload in sorted(request.files.items(multi=True), key=lambda item: item[0]):
             digest.update(orjson.dumps(["file", name, upload.filename]))
             content = hashlib.sha256()
-            for chunk in iter(lambda: upload.read(1 << 20), b""):
+            for chunk in iter(functools.partial(upload.read, 1 << 20), b""):
                 content.update(chunk)
             digest.update(content.digest())
             upload.seek(0)

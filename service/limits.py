@@ -10,6 +10,7 @@ The other limits are checked where their data is: body size by Flask (413), data
 ``data``, model size and compute budget in ``specs``, jobs in flight per tenant in
 ``store.create_job``, the time a job may run by RQ in the worker.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,11 @@ from .settings import PERIODS, Settings
 LIMITED = {
     "jobs.create": ("jobs", "rate_limit_jobs", "job submissions"),
     "models.predict": ("predict", "rate_limit_predict", "predict calls"),
-    "v2.infer": ("predict", "rate_limit_predict", "predict calls"),  # the same predictions, over the Open Inference Protocol
+    "v2.infer": (
+        "predict",
+        "rate_limit_predict",
+        "predict calls",
+    ),  # the same predictions, over the Open Inference Protocol
 }
 """endpoint: (scope in the Redis key, the setting, what the message calls the requests)."""
 
@@ -39,8 +44,11 @@ def client() -> str:
 
 def install(app: Flask, settings: Settings) -> None:
     """Check the configured rate limits before their routes run (nothing to do when none is set)."""
-    limits = {endpoint: (scope, getattr(settings, field), field, what)
-              for endpoint, (scope, field, what) in LIMITED.items() if getattr(settings, field) is not None}
+    limits = {
+        endpoint: (scope, getattr(settings, field), field, what)
+        for endpoint, (scope, field, what) in LIMITED.items()
+        if getattr(settings, field) is not None
+    }
     if not limits:
         return
 
@@ -55,5 +63,8 @@ def install(app: Flask, settings: Settings) -> None:
             period = PERIOD_NAMES.get(rate.seconds, f"{rate.seconds} s")
             per = "API key" if "tenant" in g else "client address"
             wait = max(1, math.ceil(window_left))
-            raise TooManyRequests(f"rate limit reached: at most {rate.count} {what} per {period} per {per} "
-                                  f"(NNSERVE_{field.upper()}); try again in {wait} s", retry_after=wait)
+            raise TooManyRequests(
+                f"rate limit reached: at most {rate.count} {what} per {period} per {per} "
+                f"(NNSERVE_{field.upper()}); try again in {wait} s",
+                retry_after=wait,
+            )

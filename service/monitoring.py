@@ -8,6 +8,7 @@ memory-mapped file in that directory and a scrape sums them. That costs microsec
 request and no network round trip, unlike counting in Redis. Job and queue figures are
 cluster-wide facts, so they are read from Redis at scrape time instead.
 """
+
 from __future__ import annotations
 
 import time
@@ -36,8 +37,11 @@ class Monitoring:
             "nnserve_http_requests", "HTTP requests served.", ["method", "route", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "nnserve_http_request_duration_seconds", "Time to answer a request.", ["route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "nnserve_http_request_duration_seconds",
+            "Time to answer a request.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         # labels() hashes and looks up its arguments on every call; a request needs the same few
         # children over and over, so they are kept here.

@@ -18,11 +18,13 @@ API) and Triton's ``docs/protocol/extension_binary_data.md`` (binary tensors).
 - Malformed requests raise ``BadRequest`` (400); ``errors.py`` renders every error on ``/v2`` as
   the protocol's ``{"error": "..."}``.
 """
+
 from __future__ import annotations
 
 import math
 import struct
-from typing import Annotated, Any, Mapping
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
@@ -39,9 +41,17 @@ EXTENSIONS = ["binary_tensor_data"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 NUMERIC = {
-    "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
-    "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
-    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
 }
 """The input datatypes we take, as little-endian NumPy dtypes (the binary extension's byte order)."""
 FLOAT_DATATYPES = {"float32": "FP32", "float64": "FP64"}
@@ -56,18 +66,20 @@ class RequestInput(Request):
     name: str
     shape: list[Annotated[int, Field(strict=True, ge=0)]]
     datatype: str
-    parameters: Parameters = {}
-    data: Any = Field(None, description="Row-major values, nested or flat; left out when the tensor is sent as binary data.")
+    parameters: Parameters = Field(default_factory=dict)
+    data: Any = Field(
+        None, description="Row-major values, nested or flat; left out when the tensor is sent as binary data."
+    )
 
 
 class RequestOutput(Request):
     name: str
-    parameters: Parameters = {}
+    parameters: Parameters = Field(default_factory=dict)
 
 
 class InferenceRequest(Request):
     id: str | None = None
-    parameters: Parameters = {}
+    parameters: Parameters = Field(default_factory=dict)
     inputs: Annotated[list[RequestInput], Field(min_length=1)]
     outputs: list[RequestOutput] | None = Field(None, description="The outputs to return; all of them when left out.")
 
@@ -77,7 +89,9 @@ class ResponseOutput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: Parameters | None = None
-    data: list[Any] | None = Field(None, description="Flat, row-major; absent when the tensor follows the JSON as binary data.")
+    data: list[Any] | None = Field(
+        None, description="Flat, row-major; absent when the tensor follows the JSON as binary data."
+    )
 
 
 class InferenceResponse(BaseModel):
@@ -121,14 +135,20 @@ def model_metadata(record: dict[str, Any]) -> ModelMetadata:
     datatype = FLOAT_DATATYPES[record["model"].get("dtype", "float32")]
     output = record["output"]
     if output["kind"] == "classification":
-        outputs = [MetadataTensor(name="probabilities", datatype=datatype, shape=[-1, len(output["classes"])]),
-                   MetadataTensor(name="predicted_labels", datatype="BYTES", shape=[-1])]
+        outputs = [
+            MetadataTensor(name="probabilities", datatype=datatype, shape=[-1, len(output["classes"])]),
+            MetadataTensor(name="predicted_labels", datatype="BYTES", shape=[-1]),
+        ]
     else:
         shape = [-1] if output["n_outputs"] == 1 else [-1, output["n_outputs"]]
         outputs = [MetadataTensor(name="predictions", datatype=datatype, shape=shape)]
-    return ModelMetadata(name=record["id"], versions=[VERSION], platform=PLATFORM,
-                         inputs=[MetadataTensor(name=INPUT, datatype=datatype, shape=[-1, record["input"]["n_features"]])],
-                         outputs=outputs)
+    return ModelMetadata(
+        name=record["id"],
+        versions=[VERSION],
+        platform=PLATFORM,
+        inputs=[MetadataTensor(name=INPUT, datatype=datatype, shape=[-1, record["input"]["n_features"]])],
+        outputs=outputs,
+    )
 
 
 # Requests ------------------------------------------------------------------------------------
@@ -144,9 +164,11 @@ def read_request(body: bytes, headers: Mapping[str, str]) -> tuple[InferenceRequ
     binary = b""
     if header_length is not None:
         if not header_length.strip().isdigit() or not 0 < int(header_length) <= len(body):
-            raise BadRequest(f"{HEADER_LENGTH} must be the length of the JSON at the start of the body, "
-                             f"1 to {len(body)}; received {header_length!r}")
-        body, binary = body[: int(header_length)], body[int(header_length):]
+            raise BadRequest(
+                f"{HEADER_LENGTH} must be the length of the JSON at the start of the body, "
+                f"1 to {len(body)}; received {header_length!r}"
+            )
+        body, binary = body[: int(header_length)], body[int(header_length) :]
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -167,7 +189,9 @@ def input_rows(request: InferenceRequest, binary: bytes) -> np.ndarray:
     tensor = request.inputs[0]
     dtype = NUMERIC.get(tensor.datatype)
     if dtype is None:
-        raise BadRequest(f"{INPUT}: datatype {tensor.datatype!r} is not numeric; send FP32 (or another of {', '.join(NUMERIC)})")
+        raise BadRequest(
+            f"{INPUT}: datatype {tensor.datatype!r} is not numeric; send FP32 (or another of {', '.join(NUMERIC)})"
+        )
     if len(tensor.shape) != 2 or tensor.shape[0] < 1:
         raise BadRequest(f"{INPUT}: shape must be [rows, features] with at least one row; received {tensor.shape}")
     count = math.prod(tensor.shape)
@@ -175,8 +199,10 @@ def input_rows(request: InferenceRequest, binary: bytes) -> np.ndarray:
     if size is not None:
         expected = count * np.dtype(dtype).itemsize
         if size != expected or len(binary) != size:
-            raise BadRequest(f"{INPUT}: shape {tensor.shape} of {tensor.datatype} is {expected} bytes; binary_data_size "
-                             f"says {size!r} and {len(binary)} bytes follow the JSON")
+            raise BadRequest(
+                f"{INPUT}: shape {tensor.shape} of {tensor.datatype} is {expected} bytes; binary_data_size "
+                f"says {size!r} and {len(binary)} bytes follow the JSON"
+            )
         return np.frombuffer(binary, dtype=dtype).reshape(tensor.shape)
     if binary:
         raise BadRequest(f"{len(binary)} bytes follow the JSON but no input has a binary_data_size parameter")
@@ -187,15 +213,19 @@ def input_rows(request: InferenceRequest, binary: bytes) -> np.ndarray:
     except ValueError:
         raise BadRequest(f"{INPUT}: data must be a list of numbers, flat or nested in rows of equal length") from None
     if values.dtype.kind not in "iuf" or values.size != count or values.shape not in ((count,), tuple(tensor.shape)):
-        raise BadRequest(f"{INPUT}: data must be {count} numbers for shape {tensor.shape}, flat or nested in rows; "
-                         f"received {values.size} {'numbers' if values.dtype.kind in 'iuf' else 'values that are not all numbers'}")
+        raise BadRequest(
+            f"{INPUT}: data must be {count} numbers for shape {tensor.shape}, flat or nested in rows; "
+            f"received {values.size} {'numbers' if values.dtype.kind in 'iuf' else 'values that are not all numbers'}"
+        )
     return values.astype(dtype).reshape(tensor.shape)
 
 
 # Responses -----------------------------------------------------------------------------------
 
 
-def encode_response(model_name: str, request: InferenceRequest, prediction: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+def encode_response(
+    model_name: str, request: InferenceRequest, prediction: dict[str, Any]
+) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers for ``prediction`` (``Entry.prediction``'s answer), with the
     outputs the request asks for. Raises BadRequest for an output the model does not have."""
     tensors = _tensors(prediction)
@@ -203,12 +233,16 @@ def encode_response(model_name: str, request: InferenceRequest, prediction: dict
     names = [output.name for output in requested]
     unknown = [name for name in names if name not in tensors]
     if unknown or len(set(names)) != len(names):
-        raise BadRequest(f"outputs: this model's outputs are {list(tensors)}, each asked for at most once; received {names}")
+        raise BadRequest(
+            f"outputs: this model's outputs are {list(tensors)}, each asked for at most once; received {names}"
+        )
     outputs, chunks = [], []
     for output in requested:
         if "classification" in output.parameters:
-            raise BadRequest(f"outputs: {output.name}: the classification extension is not supported; "
-                             "ask for 'predicted_labels' and 'probabilities'")
+            raise BadRequest(
+                f"outputs: {output.name}: the classification extension is not supported; "
+                "ask for 'predicted_labels' and 'probabilities'"
+            )
         binary = output.parameters.get("binary_data", request.parameters.get("binary_data_output", False))
         if not isinstance(binary, bool):
             raise BadRequest(f"outputs: {output.name}: binary_data must be true or false; received {binary!r}")

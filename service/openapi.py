@@ -5,10 +5,12 @@ docstring line is the summary. ``document(app)`` walks the URL map, so a route c
 left out. The document is OpenAPI 3.0 because the bundled Swagger UI (``/docs``) reads
 3.0: pydantic's JSON Schema is converted (nullable, const, exclusive bounds).
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 from pydantic import BaseModel
@@ -19,23 +21,48 @@ from .errors import OIP_PATH, PROBLEM_JSON
 from .oip import InferenceError
 from .schemas import Problem
 
-STANDARD_ERRORS = {400: "Malformed body", 401: "No valid API key (when the server has keys)", 404: "Unknown id",
-                   409: "Wrong state", 413: "Body too large", 415: "Wrong content type", 422: "Invalid input",
-                   429: "A limit was reached", 503: "Redis unreachable"}
-BEARER = {"bearer": {"type": "http", "scheme": "bearer",
-                     "description": "An API key, required on /v1 routes when the server has NNSERVE_API_KEYS"}}
+STANDARD_ERRORS = {
+    400: "Malformed body",
+    401: "No valid API key (when the server has keys)",
+    404: "Unknown id",
+    409: "Wrong state",
+    413: "Body too large",
+    415: "Wrong content type",
+    422: "Invalid input",
+    429: "A limit was reached",
+    503: "Redis unreachable",
+}
+BEARER = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key, required on /v1 routes when the server has NNSERVE_API_KEYS",
+    }
+}
 
 
-def doc(*, body: type[BaseModel] | None = None, responses: dict[int, Any], errors: tuple[int, ...] = (),
-        forms: dict[str, Any] | None = None, query: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None) -> Callable:
+def doc(
+    *,
+    body: type[BaseModel] | None = None,
+    responses: dict[int, Any],
+    errors: tuple[int, ...] = (),
+    forms: dict[str, Any] | None = None,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Callable:
     """Attach the route's OpenAPI description: ``responses`` maps a status to a model, None (no
     body) or a media type string; ``errors`` lists the problem statuses it can answer besides 503
     (and 401 on the versioned API); ``query`` and ``headers`` map optional parameters to their text."""
 
     def attach(view):
-        view.openapi = {"body": body, "responses": responses, "errors": errors, "forms": forms, "query": query,
-                        "headers": headers}
+        view.openapi = {
+            "body": body,
+            "responses": responses,
+            "errors": errors,
+            "forms": forms,
+            "query": query,
+            "headers": headers,
+        }
         return view
 
     return attach
@@ -53,7 +80,9 @@ def document(app: Flask, title: str, version: str) -> dict[str, Any]:
         if meta["body"] is not None:
             keyed.add((meta["body"], "validation"))
         keyed.update((m, "serialization") for m in meta["responses"].values() if isinstance(m, type))
-    refs, top = models_json_schema(sorted(keyed, key=lambda k: k[0].__name__), ref_template="#/components/schemas/{model}")
+    refs, top = models_json_schema(
+        sorted(keyed, key=lambda k: k[0].__name__), ref_template="#/components/schemas/{model}"
+    )
     paths: dict[str, dict[str, Any]] = {}
     # A view may serve several rules (/v2's with and without a model version); operation ids must
     # stay unique, so a rule with more path arguments than the view's shortest one is named by them.
@@ -76,20 +105,25 @@ def document(app: Flask, title: str, version: str) -> dict[str, Any]:
 
 def _operation(rule, view, meta, refs, operation_id: str) -> dict[str, Any]:
     summary = (view.__doc__ or rule.endpoint).strip().splitlines()[0]
-    operation: dict[str, Any] = {"summary": summary, "operationId": operation_id,
-                                 "tags": [rule.endpoint.split(".")[0]]}
+    operation: dict[str, Any] = {"summary": summary, "operationId": operation_id, "tags": [rule.endpoint.split(".")[0]]}
     parameters = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}} for arg in rule.arguments]
-    parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": "integer"}, "description": text}
-                   for name, text in (meta["query"] or {}).items()]
-    parameters += [{"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": text}
-                   for name, text in (meta["headers"] or {}).items()]
+    parameters += [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "integer"}, "description": text}
+        for name, text in (meta["query"] or {}).items()
+    ]
+    parameters += [
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": text}
+        for name, text in (meta["headers"] or {}).items()
+    ]
     if parameters:
         operation["parameters"] = parameters
     content = {}
     if meta["body"] is not None:
         content["application/json"] = {"schema": refs[(meta["body"], "validation")]}
     if meta["forms"]:
-        content["multipart/form-data"] = {"schema": {"type": "object", "properties": meta["forms"], "required": ["file"]}}
+        content["multipart/form-data"] = {
+            "schema": {"type": "object", "properties": meta["forms"], "required": ["file"]}
+        }
     if content:
         operation["requestBody"] = {"required": True, "content": content}
     responses: dict[str, Any] = {}
@@ -101,8 +135,10 @@ def _operation(rule, view, meta, refs, operation_id: str) -> dict[str, Any]:
             schema = {"type": "string", "format": "binary"} if "octet" in media else {"type": "string"}
             responses[str(status)] = {"description": description or media, "content": {media: {"schema": schema}}}
         else:
-            responses[str(status)] = {"description": model.__name__,
-                                      "content": {"application/json": {"schema": refs[(model, "serialization")]}}}
+            responses[str(status)] = {
+                "description": model.__name__,
+                "content": {"application/json": {"schema": refs[(model, "serialization")]}},
+            }
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     if OIP_PATH.match(rule.rule):  # the Open Inference Protocol's own error form
         problem = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceError"}}}}

@@ -4,7 +4,10 @@ Jobs are enqueued by dotted path with the job id as their only argument, so the 
 imports the worker, and with RQ's JSON serializer, so nothing is pickled. Our job hash
 (``service.store``) is what users see; RQ is only the transport.
 """
+
 from __future__ import annotations
+
+import contextlib
 
 import redis
 from rq import Queue, Retry
@@ -45,7 +48,5 @@ def enqueue_train(queue: Queue, job_id: str, settings: Settings, pipeline) -> No
 
 def discard(queue: Queue, job_id: str) -> None:
     """Take a queued job off the queue (the worker would skip it anyway: see ``worker.jobs.train``)."""
-    try:
+    with contextlib.suppress(NoSuchJobError, InvalidJobOperation):
         Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer).cancel()
-    except (NoSuchJobError, InvalidJobOperation):
-        pass

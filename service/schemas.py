@@ -7,10 +7,11 @@ the output width against the classes, the loss against the task) in ``engine.val
 Request parsing lives here too: ``parse`` for JSON bodies and ``parse_inputs`` for the
 predict route's rows, which skips pydantic because it is the hot path.
 """
+
 from __future__ import annotations
 
-from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
@@ -32,7 +33,12 @@ def _choice(names) -> Any:
 
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Label = Union[Annotated[bool, Field(strict=True)], Annotated[int, Field(strict=True)], FiniteFloat, Annotated[str, Field(strict=True)]]
+Label = (
+    Annotated[bool, Field(strict=True)]
+    | Annotated[int, Field(strict=True)]
+    | FiniteFloat
+    | Annotated[str, Field(strict=True)]
+)
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -52,7 +58,7 @@ def _named(value: Any) -> Any:
 
 def Named(model: type[BaseModel]) -> Any:
     """``model`` that may also be written as its bare name: ``"relu"`` means ``{"name": "relu"}``."""
-    return Annotated[model, BeforeValidator(_named, json_schema_input_type=Union[str, model])]
+    return Annotated[model, BeforeValidator(_named, json_schema_input_type=str | model)]
 
 
 class ActivationSpec(Open):
@@ -98,7 +104,7 @@ class ActivationLayer(Request):
     activation: Named(ActivationSpec)
 
 
-Layer = Annotated[Union[DenseLayer, DropoutLayer, ActivationLayer], Field(discriminator="type")]
+Layer = Annotated[DenseLayer | DropoutLayer | ActivationLayer, Field(discriminator="type")]
 assert {"dense", "dropout", "activation"} == set(LAYERS), "a layer type is missing from the API schema"
 
 
@@ -109,13 +115,22 @@ class ModelSpec(Request):
 
 
 # The object's schema asks for what only a Keras document has, so that ``model`` matches exactly one form.
-KerasObject = Annotated[dict[str, Any], WithJsonSchema({
-    "type": "object", "required": ["class_name", "config"],
-    "properties": {"class_name": {"type": "string", "enum": ["Sequential"]}, "config": {"type": "object"}}})]
+KerasObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "required": ["class_name", "config"],
+            "properties": {"class_name": {"type": "string", "enum": ["Sequential"]}, "config": {"type": "object"}},
+        }
+    ),
+]
 KerasDocument = Annotated[
     KerasObject | str,
-    Field(description="A Keras 3 `Sequential` `model.to_json()` document: the parsed object or the JSON text. "
-                      "Checked and converted by `engine.from_keras`; see docs/spec.md, \"Keras documents\"."),
+    Field(
+        description="A Keras 3 `Sequential` `model.to_json()` document: the parsed object or the JSON text. "
+        'Checked and converted by `engine.from_keras`; see docs/spec.md, "Keras documents".'
+    ),
 ]
 
 
@@ -135,8 +150,9 @@ def _model_form(value: Any) -> str:
 
 # The tags are never keys of the input, so ``errors.validation_errors`` leaves them out of locs.
 ModelField = Annotated[
-    Union[Annotated[ModelSpec, Tag("nnserve-spec")], Annotated[KerasModel, Tag("keras-options")],
-          Annotated[KerasDocument, Tag("keras-document")]],
+    Annotated[ModelSpec, Tag("nnserve-spec")]
+    | Annotated[KerasModel, Tag("keras-options")]
+    | Annotated[KerasDocument, Tag("keras-document")],
     Discriminator(_model_form),
 ]
 
@@ -213,7 +229,7 @@ class DatasetList(BaseModel):
 # Jobs ----------------------------------------------------------------------------------
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
@@ -224,8 +240,10 @@ class JobStatus(str, Enum):
 class JobCreate(Request):
     dataset: str = Field(description="Id of the dataset to train on (`iris`, `blobs`, `linear` or an uploaded one).")
     name: Name | None = None
-    model: ModelField = Field(description="An nnserve model spec, or a Keras `Sequential` document (object or JSON "
-                                          "text), or `{\"keras\": <document>, \"input_scaling\": ...}`.")
+    model: ModelField = Field(
+        description="An nnserve model spec, or a Keras `Sequential` document (object or JSON "
+        'text), or `{"keras": <document>, "input_scaling": ...}`.'
+    )
     training: TrainingSpec = TrainingSpec()
 
 
@@ -348,7 +366,9 @@ def is_json() -> bool:
 def read_json() -> Any:
     """The request body as JSON; 415 for another content type, 400 when it does not parse."""
     if not is_json():
-        raise UnsupportedMediaType(f"send the body as application/json; received {request.mimetype or 'no content type'!r}")
+        raise UnsupportedMediaType(
+            f"send the body as application/json; received {request.mimetype or 'no content type'!r}"
+        )
     try:
         return orjson.loads(request.get_data())
     except orjson.JSONDecodeError as error:
@@ -374,7 +394,7 @@ def inputs_array(data: Any) -> np.ndarray:
     for speed: a non-empty list of equally long rows of numbers, else Invalid (422). The model checks
     the rest (width, finiteness, range) and raises SpecError."""
     if not isinstance(data, dict) or "inputs" not in data:
-        raise Invalid("inputs", "field required: send {\"inputs\": [[number, ...], ...]}", "missing")
+        raise Invalid("inputs", 'field required: send {"inputs": [[number, ...], ...]}', "missing")
     extra = set(data) - {"inputs"}
     if extra:
         raise Invalid(sorted(extra)[0], "unknown field", "extra_forbidden")

@@ -4,6 +4,7 @@ Built from the environment by the entry points (``nnserve``, the gunicorn factor
 worker) and passed in; no other module reads ``os.environ``. ``REDIS_URL`` keeps its
 conventional name; everything else is ``NNSERVE_<FIELD>`` (``NNSERVE_MAX_EPOCHS=500``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,7 +35,9 @@ def _rate(value):
         return None
     count, _, period = (part.strip() for part in text.partition("/"))
     if not count.isdigit() or int(count) < 1 or period not in PERIODS:
-        raise ValueError(f"must be a positive count per second, minute, hour or day, like '30/minute'; received {value!r}")
+        raise ValueError(
+            f"must be a positive count per second, minute, hour or day, like '30/minute'; received {value!r}"
+        )
     return Rate(int(count), PERIODS[period])
 
 
@@ -43,8 +46,10 @@ def _keys(value):
     keys = tuple(key.strip() for key in value.split(",") if key.strip()) if isinstance(value, str) else tuple(value)
     for i, key in enumerate(keys):
         if len(key.get_secret_value() if isinstance(key, SecretStr) else key) < 16:
-            raise ValueError(f"API key {i + 1} is shorter than 16 characters; make keys with "
-                             "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+            raise ValueError(
+                f"API key {i + 1} is shorter than 16 characters; make keys with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
     return keys
 
 
@@ -63,15 +68,20 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("redis_url", "REDIS_URL", "NNSERVE_REDIS_URL"),
         description="Redis holding datasets, jobs, models and the RQ queue.",
     )
-    redis_timeout: float = Field(2.0, gt=0, description="Seconds to connect to or wait on Redis before a request gets 503.")
+    redis_timeout: float = Field(
+        2.0, gt=0, description="Seconds to connect to or wait on Redis before a request gets 503."
+    )
 
     # Access. SecretStr: the keys never show in a repr or a log line.
     api_keys: ApiKeys = Field(
-        (), description="Comma-separated API keys (16 characters or more). When set, every /v1 request needs "
+        (),
+        description="Comma-separated API keys (16 characters or more). When set, every /v1 request needs "
         "`Authorization: Bearer <key>`, and each key is a tenant that sees only its own datasets, jobs and models.",
     )
     forwarded_hops: int = Field(
-        0, ge=0, description="Reverse proxies in front of the API whose X-Forwarded-For names the client "
+        0,
+        ge=0,
+        description="Reverse proxies in front of the API whose X-Forwarded-For names the client "
         "(the address rate limits count by when there are no API keys); 0: the peer address.",
     )
 
@@ -83,20 +93,26 @@ class Settings(BaseSettings):
     max_epochs: int = Field(10_000, gt=0)
     max_batch_size: int = Field(65_536, gt=0)
     max_compute: int = Field(
-        10**12, gt=0, description="Largest job: epochs x training rows x parameters (about six floating-point "
+        10**12,
+        gt=0,
+        description="Largest job: epochs x training rows x parameters (about six floating-point "
         "operations each; 10^12 is some minutes of one core).",
     )
     max_active_jobs: int = Field(0, ge=0, description="Most jobs one tenant may have queued or running (0: no limit).")
     rate_limit_jobs: RateLimit = Field(
-        None, description="Job submissions allowed per API key (per client address without keys), like "
+        None,
+        description="Job submissions allowed per API key (per client address without keys), like "
         "'30/minute' (per second, minute, hour or day); unset: no limit. Counted in Redis, across API processes.",
     )
     rate_limit_predict: RateLimit = Field(
-        None, description="Predict calls allowed per API key (per client address without keys), like '6000/minute'; "
+        None,
+        description="Predict calls allowed per API key (per client address without keys), like '6000/minute'; "
         "unset: no limit.",
     )
     idempotency_ttl: int = Field(
-        24 * 3600, gt=0, description="Seconds a POST's Idempotency-Key is remembered, with the response it got.",
+        24 * 3600,
+        gt=0,
+        description="Seconds a POST's Idempotency-Key is remembered, with the response it got.",
     )
 
     # Jobs.
@@ -111,15 +127,21 @@ class Settings(BaseSettings):
         30, gt=0, description="Seconds between a worker's sweeps for jobs whose worker died."
     )
     shutdown_timeout: float = Field(
-        8.0, gt=0, description="Seconds a worker told to stop (SIGTERM) waits for its job to checkpoint at an epoch "
+        8.0,
+        gt=0,
+        description="Seconds a worker told to stop (SIGTERM) waits for its job to checkpoint at an epoch "
         "boundary before it stops the job anyway; either way the job is requeued (keep below the stop grace period).",
     )
     redis_retry_window: float = Field(
-        60.0, ge=0, description="Seconds a worker keeps retrying a Redis command through an outage (exponential "
+        60.0,
+        ge=0,
+        description="Seconds a worker keeps retrying a Redis command through an outage (exponential "
         "backoff, at most 2 s apart) before giving up on it.",
     )
     blas_threads: int = Field(
-        1, gt=0, description="BLAS threads per worker process (OpenBLAS threads spin while waiting, so workers "
+        1,
+        gt=0,
+        description="BLAS threads per worker process (OpenBLAS threads spin while waiting, so workers "
         "that share cores slow each other down when this is above 1).",
     )
 
@@ -128,22 +150,30 @@ class Settings(BaseSettings):
     api_workers: int = Field(2, gt=0, description="gunicorn worker processes.")
     api_threads: int = Field(8, gt=0, description="Threads per gunicorn worker.")
     api_streams: int | None = Field(
-        None, gt=0, description="Event streams (GET /v1/jobs/{id}/events) one gunicorn worker serves at once, each "
+        None,
+        gt=0,
+        description="Event streams (GET /v1/jobs/{id}/events) one gunicorn worker serves at once, each "
         "holding one of its threads; more get 503 with Retry-After. Below api_threads; default: half of them "
         "(rounded down).",
     )
     stream_lifetime: float = Field(
-        300.0, gt=0, description="Seconds an event stream stays open; then it ends and the client reconnects "
+        300.0,
+        gt=0,
+        description="Seconds an event stream stays open; then it ends and the client reconnects "
         "with Last-Event-ID, so a stream's thread is never held for good.",
     )
     stream_heartbeat: float = Field(
-        15.0, gt=0, description="Seconds between comment lines on an idle event stream, so proxies keep it open.",
+        15.0,
+        gt=0,
+        description="Seconds between comment lines on an idle event stream, so proxies keep it open.",
     )
     workers: int = Field(2, ge=0, description="RQ workers started by `nnserve up`.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
-    embedded_redis_port: int = Field(0, ge=0, le=65535, description="Port of the Redis `nnserve up` starts (0: any free one).")
+    embedded_redis_port: int = Field(
+        0, ge=0, le=65535, description="Port of the Redis `nnserve up` starts (0: any free one)."
+    )
     data_dir: Path = Field(Path(".nnserve"), description="Embedded Redis data and runtime files of `nnserve up`.")
     metrics_dir: Path | None = Field(
         None, description="Directory shared by gunicorn's processes for Prometheus counters (set by the CLI)."
@@ -153,8 +183,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _streams_leave_threads(self) -> Settings:
         if self.api_streams is not None and self.api_streams >= self.api_threads:
-            raise ValueError(f"api_streams ({self.api_streams}) must be below api_threads ({self.api_threads}): "
-                             "every stream holds a thread, and other requests need some")
+            raise ValueError(
+                f"api_streams ({self.api_streams}) must be below api_threads ({self.api_threads}): "
+                "every stream holds a thread, and other requests need some"
+            )
         return self
 
     @property

@@ -10,12 +10,15 @@ A Keras document is converted by ``engine.from_keras`` first; its ``compile_conf
 everything else in the document is either ignored on purpose (names, seeds) or refused. Errors
 name places in the document as the client wrote it (``model.config.layers.1.config.units``).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
+import orjson
 
 from nnserve import engine
-import orjson
 
 from . import store
 from .errors import Invalid, spec_error
@@ -25,34 +28,46 @@ from .settings import Settings
 DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mae"]}
 
 
-def check(model_spec: dict[str, Any], training: dict[str, Any], dataset: dict[str, Any], settings: Settings,
-          invalid: Callable[[engine.SpecError], Invalid] = spec_error):
+def check(
+    model_spec: dict[str, Any],
+    training: dict[str, Any],
+    dataset: dict[str, Any],
+    settings: Settings,
+    invalid: Callable[[engine.SpecError], Invalid] = spec_error,
+):
     """The engine's unbuilt model for these specs and data, within the service's limits. Raises Invalid
     (an engine error through ``invalid``, which says where it is in the request)."""
     task, width = store.task_of(dataset)
     for field, limit in (("epochs", settings.max_epochs), ("batch_size", settings.max_batch_size)):
         if training.get(field, 1) > limit:
-            raise Invalid(f"training.{field}", f"must be at most {limit} (the server's limit); received {training[field]}")
+            raise Invalid(
+                f"training.{field}", f"must be at most {limit} (the server's limit); received {training[field]}"
+            )
     try:
         model = engine.validate(model_spec, training, n_features=dataset["n_features"], task=task, width=width)
     except engine.SpecError as error:
         raise invalid(error) from None
     n_parameters = model.parameter_count(dataset["n_features"])
     if n_parameters > settings.max_parameters:
-        raise Invalid("model.layers", f"the model has {n_parameters} parameters; the server's limit is {settings.max_parameters}")
+        raise Invalid(
+            "model.layers", f"the model has {n_parameters} parameters; the server's limit is {settings.max_parameters}"
+        )
     config = model.training.config()
     rows = round(dataset["n_samples"] * (1 - config["validation_split"]))
     compute = config["epochs"] * rows * n_parameters
     if compute > settings.max_compute:
-        raise Invalid("training.epochs", f"{config['epochs']} epochs x {rows} training rows x {n_parameters} parameters "
-                      f"= {compute:.3g}, over the server's compute budget of {settings.max_compute:.3g} per job "
-                      "(NNSERVE_MAX_COMPUTE): train fewer epochs, on fewer rows, or a smaller model")
+        raise Invalid(
+            "training.epochs",
+            f"{config['epochs']} epochs x {rows} training rows x {n_parameters} parameters "
+            f"= {compute:.3g}, over the server's compute budget of {settings.max_compute:.3g} per job "
+            "(NNSERVE_MAX_COMPUTE): train fewer epochs, on fewer rows, or a smaller model",
+        )
     return model
 
 
 def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: str) -> tuple[dict, dict]:
     """The job and model records for a validated request. Raises Invalid."""
-    task, width = store.task_of(dataset)
+    task, _width = store.task_of(dataset)
     training = body.training.model_dump(exclude_unset=True, exclude_none=True)
     if isinstance(body.model, ModelSpec):
         model_spec, invalid = body.model.model_dump(exclude_unset=True, exclude_none=True), spec_error
@@ -63,17 +78,40 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
     job_id, model_id, created_at = store.new_id("job"), store.new_id("mdl"), store.now()
     config = model.training.config()
     job = {
-        "id": job_id, "tenant": tenant, "name": body.name, "dataset_id": dataset["id"], "model_id": model_id,
-        "status": "queued", "task": task, "model": model.spec(), "training": config,
-        "epoch": 0, "epochs": config["epochs"], "attempts": 0, "error": None, "cancel_requested": False,
-        "checkpoint_every": settings.checkpoint_every, "created_at": created_at, "started_at": None, "finished_at": None,
+        "id": job_id,
+        "tenant": tenant,
+        "name": body.name,
+        "dataset_id": dataset["id"],
+        "model_id": model_id,
+        "status": "queued",
+        "task": task,
+        "model": model.spec(),
+        "training": config,
+        "epoch": 0,
+        "epochs": config["epochs"],
+        "attempts": 0,
+        "error": None,
+        "cancel_requested": False,
+        "checkpoint_every": settings.checkpoint_every,
+        "created_at": created_at,
+        "started_at": None,
+        "finished_at": None,
     }
     record = {
-        "id": model_id, "tenant": tenant, "name": body.name, "job_id": job_id, "dataset_id": dataset["id"],
-        "status": "pending", "model": model.spec(), "training": config, "metrics": {},
+        "id": model_id,
+        "tenant": tenant,
+        "name": body.name,
+        "job_id": job_id,
+        "dataset_id": dataset["id"],
+        "status": "pending",
+        "model": model.spec(),
+        "training": config,
+        "metrics": {},
         "input": {"n_features": dataset["n_features"], "feature_names": dataset.get("feature_names")},
         "output": {"kind": task, "classes": dataset.get("classes"), "n_outputs": model.n_outputs},
-        "n_parameters": model.parameter_count(dataset["n_features"]), "created_at": created_at, "trained_at": None,
+        "n_parameters": model.parameter_count(dataset["n_features"]),
+        "created_at": created_at,
+        "trained_at": None,
     }
     return job, record
 
@@ -100,8 +138,10 @@ def from_keras(model: KerasModel | dict[str, Any] | str, training: dict[str, Any
     layers = document["config"]["layers"]
     inputs = [i for i, layer in enumerate(layers) if layer.get("class_name") == "InputLayer"]
     if imported.input_dim is not None and imported.input_dim != n_features:
-        raise Invalid(f"{root}.config.layers.{inputs[0]}.config.batch_shape",
-                      f"the model takes {imported.input_dim} features; the dataset has {n_features}")
+        raise Invalid(
+            f"{root}.config.layers.{inputs[0]}.config.batch_shape",
+            f"the model takes {imported.input_dim} features; the dataset has {n_features}",
+        )
     # The converted spec's layer i is the document's i-th layer that is not an InputLayer.
     converted = [i for i, layer in enumerate(layers) if layer.get("class_name") != "InputLayer"]
 

@@ -23,20 +23,21 @@ changes go through one Lua script, so they are atomic and the per-status counts 
 true. This module imports redis and NumPy only (never Flask): the API and the worker
 share it, each passing its own Redis client.
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
 import secrets
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import orjson
 import redis
-from redis.driver_info import DriverInfo
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
 from . import builtin
@@ -132,7 +133,7 @@ def new_id(kind: str) -> str:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 # Encoding ------------------------------------------------------------------------------
@@ -181,7 +182,11 @@ def _score(created_at: str) -> float:
 
 
 def save_dataset(
-    r: redis.Redis, meta: dict[str, Any], features: np.ndarray, targets: np.ndarray, also: Callable[[Any], None] | None = None
+    r: redis.Redis,
+    meta: dict[str, Any],
+    features: np.ndarray,
+    targets: np.ndarray,
+    also: Callable[[Any], None] | None = None,
 ) -> None:
     """Store a dataset in one transaction, with the commands ``also(pipeline)`` adds (an idempotency record)."""
     with r.pipeline() as pipe:
@@ -310,7 +315,11 @@ def transition(
 ) -> tuple[bool, str | None]:
     """Move ``job`` to status ``to`` if it is in one of ``allowed`` (and, given a ``lease``, still held
     by it); returns (applied, previous status)."""
-    args = [orjson.dumps(to), orjson.dumps(model_status) if model_status else b"", orjson.dumps(lease) if lease else b""]
+    args = [
+        orjson.dumps(to),
+        orjson.dumps(model_status) if model_status else b"",
+        orjson.dumps(lease) if lease else b"",
+    ]
     allowed = [orjson.dumps(s) for s in allowed]
     args += [len(allowed), *allowed]
     for name, value in _encode(fields or {}).items():
@@ -415,8 +424,10 @@ def history_since(r: redis.Redis, job_id: str, start: int) -> tuple[list[dict[st
         pipe.lrange(history_key(job_id), start, -1)
         pipe.hmget(job_key(job_id), "status", "error", "model_id")
         lines, fields = pipe.execute()
-    state = {name: orjson.loads(value) if value is not None else None
-             for name, value in zip(("status", "error", "model_id"), fields)}
+    state = {
+        name: orjson.loads(value) if value is not None else None
+        for name, value in zip(("status", "error", "model_id"), fields)
+    }
     return [orjson.loads(line) for line in lines], state
 
 
@@ -464,25 +475,38 @@ def load_checkpoint(r: redis.Redis, job_id: str) -> tuple[bytes, int] | None:
     return (blob, int(epoch)) if blob is not None and epoch is not None else None
 
 
-def requeue_job(r: redis.Redis, job: dict[str, Any], error: dict[str, str] | None = None, lease: str | None = None) -> bool:
+def requeue_job(
+    r: redis.Redis, job: dict[str, Any], error: dict[str, str] | None = None, lease: str | None = None
+) -> bool:
     """Back to ``queued`` from ``running`` (its checkpoint kept), noting why; True when it was still running."""
     applied, _ = transition(r, job, "queued", ["running"], {"error": error}, lease=lease)
     return applied
 
 
 def finish_job(
-    r: redis.Redis, job: dict[str, Any], status: str, error: dict[str, str] | None = None, allowed=("running",),
+    r: redis.Redis,
+    job: dict[str, Any],
+    status: str,
+    error: dict[str, str] | None = None,
+    allowed=("running",),
     lease: str | None = None,
 ) -> bool:
     """End a job as failed or canceled (the model gets the same status); True when it was ``allowed`` to."""
-    applied, _ = transition(r, job, status, allowed, {"finished_at": now(), "error": error}, model_status=status, lease=lease)
+    applied, _ = transition(
+        r, job, status, allowed, {"finished_at": now(), "error": error}, model_status=status, lease=lease
+    )
     if applied:
         r.delete(checkpoint_key(job["id"]))
     return applied
 
 
 def save_model(
-    r: redis.Redis, job: dict[str, Any], lease: str, weights: bytes, fields: dict[str, Any], epochs: list[dict[str, float]]
+    r: redis.Redis,
+    job: dict[str, Any],
+    lease: str,
+    weights: bytes,
+    fields: dict[str, Any],
+    epochs: list[dict[str, float]],
 ) -> bool:
     """Store the trained weights, metadata and the whole history (``epochs``: one dict of logs each, as
     training kept them, which heals any epoch record lost with a Redis restart), and mark job and
@@ -493,7 +517,9 @@ def save_model(
         pipe.hset(model_key(job["model_id"]), mapping=_encode(fields))
         pipe.delete(history_key(job["id"]))
         if epochs:
-            pipe.rpush(history_key(job["id"]), *(orjson.dumps(logs, option=orjson.OPT_SERIALIZE_NUMPY) for logs in epochs))
+            pipe.rpush(
+                history_key(job["id"]), *(orjson.dumps(logs, option=orjson.OPT_SERIALIZE_NUMPY) for logs in epochs)
+            )
         pipe.execute()
     done = {"finished_at": now(), "epoch": len(epochs), "error": None}  # a retry's reason no longer applies
     applied, _ = transition(r, job, "succeeded", ["running"], done, model_status="ready", lease=lease)

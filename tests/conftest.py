@@ -3,6 +3,7 @@ and helpers to start ``nnserve api`` / ``nnserve worker`` as real processes.
 
 Nothing here is autouse: the engine's tests never start Redis.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,18 @@ class RedisServer:
         self.data.mkdir(parents=True, exist_ok=True)
         persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.durable else ["--appendonly", "no"]
         self.process = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data), "--save", "",
-             *persistence],
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data),
+                "--save",
+                "",
+                *persistence,
+            ],
             stdout=subprocess.DEVNULL,
         )
         client = redis_lib.Redis(port=self.port)
@@ -103,8 +114,14 @@ def redis(redis_server):
 def settings(redis, redis_server):
     from nnserve.service.settings import Settings
 
-    return Settings(redis_url=redis_server.url, checkpoint_every=2, worker_heartbeat=1, abandoned_after=2,
-                    maintenance_interval=1, redis_timeout=1.0)
+    return Settings(
+        redis_url=redis_server.url,
+        checkpoint_every=2,
+        worker_heartbeat=1,
+        abandoned_after=2,
+        maintenance_interval=1,
+        redis_timeout=1.0,
+    )
 
 
 @pytest.fixture
@@ -160,8 +177,14 @@ class Processes:
 
     def start(self, *args: str, **settings) -> subprocess.Popen:
         with open(self.tmp / f"{args[0]}-{len(self.started)}.log", "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "nnserve.service.cli", *args], env=self.env(**settings),
-                                       stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, start_new_session=True)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "nnserve.service.cli", *args],
+                env=self.env(**settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp,
+                start_new_session=True,
+            )
         self.started.append(process)
         return process
 

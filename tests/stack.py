@@ -4,11 +4,12 @@
 Starting gunicorn and a worker costs a few seconds, so modules whose tests do not disturb each
 other (each works with its own ids) share one stack instead of starting one per test.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import redis as redis_lib
 

@@ -2,6 +2,7 @@
 the commands are real CLI verbs and flags, the environment names are settings, the ports agree,
 the health checks ask real routes, the image runs as a non-root user with an exec-form entry point,
 and every setting is documented."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -68,7 +69,9 @@ def run_cli(argv: list[str], monkeypatch) -> tuple[Settings, object]:
     verb recorded instead of started. Unknown verbs or flags exit, as they would in the container."""
     ran = []
     for verb in ("up", "api", "worker"):
-        monkeypatch.setattr(cli, f"cmd_{verb}", lambda settings, args, verb=verb: ran.append((verb, settings, args)) or 0)
+        monkeypatch.setattr(
+            cli, f"cmd_{verb}", lambda settings, args, verb=verb: ran.append((verb, settings, args)) or 0
+        )
     for name in [n for n in os.environ if n.startswith("NNSERVE_") or n == "REDIS_URL"]:
         monkeypatch.delenv(name)
     assert cli.main(argv) == 0
@@ -106,8 +109,11 @@ def test_the_image_is_multi_stage_from_slim_python_and_installs_the_built_wheel(
 
 def test_the_build_context_has_what_the_build_copies():
     """Each COPY source exists and .dockerignore (an allow-list) lets it in."""
-    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
     def ignored(path: str) -> bool:
         verdict = False
@@ -133,10 +139,14 @@ def test_the_build_context_has_what_the_build_copies():
 
 def test_the_image_runs_as_a_non_root_user():
     user = one("USER")
-    assert user.split(":")[0] not in ("root", "0") and user.split(":")[0].isdigit()  # numeric: checkable by runAsNonRoot
+    assert (
+        user.split(":")[0] not in ("root", "0") and user.split(":")[0].isdigit()
+    )  # numeric: checkable by runAsNonRoot
     words = [word for word, _ in final_stage()]
     assert words.index("USER") < words.index("ENTRYPOINT")
-    assert any(word == "RUN" and "useradd" in args and f"--uid {user.split(':')[0]}" in args for word, args in final_stage())
+    assert any(
+        word == "RUN" and "useradd" in args and f"--uid {user.split(':')[0]}" in args for word, args in final_stage()
+    )
 
 
 def test_the_entrypoint_is_the_nnserve_script_in_exec_form():
@@ -171,9 +181,9 @@ def test_the_health_check_passes_against_a_running_api_and_fails_without_one(pro
     api = processes.api()
     code = healthcheck_code()
     here = code.replace("http://127.0.0.1:8000", api)
-    assert subprocess.run([sys.executable, "-c", here], capture_output=True, timeout=30).returncode == 0
+    assert subprocess.run([sys.executable, "-c", here], check=False, capture_output=True, timeout=30).returncode == 0
     nowhere = code.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{free_port()}")
-    assert subprocess.run([sys.executable, "-c", nowhere], capture_output=True, timeout=30).returncode != 0
+    assert subprocess.run([sys.executable, "-c", nowhere], check=False, capture_output=True, timeout=30).returncode != 0
 
 
 # The compose file ---------------------------------------------------------------------------------
@@ -212,7 +222,9 @@ def test_the_worker_service_scales(monkeypatch):
 
 
 def seconds(duration: str) -> float:
-    return sum(float(n) * {"s": 1, "m": 60, "h": 3600}[unit] for n, unit in re.findall(r"(\d+(?:\.\d+)?)([smh])", duration))
+    return sum(
+        float(n) * {"s": 1, "m": 60, "h": 3600}[unit] for n, unit in re.findall(r"(\d+(?:\.\d+)?)([smh])", duration)
+    )
 
 
 def test_workers_get_time_to_checkpoint_when_stopped():
@@ -230,7 +242,9 @@ def test_every_environment_name_is_a_setting():
     for name in ("api", "worker"):
         for env_name in env_names(SERVICES[name]):
             setting_of(env_name)
-    assert dict(e.split("=", 1) for e in SERVICES["api"]["environment"] if "=" in e) == {"REDIS_URL": "redis://redis:6379/0"}
+    assert dict(e.split("=", 1) for e in SERVICES["api"]["environment"] if "=" in e) == {
+        "REDIS_URL": "redis://redis:6379/0"
+    }
 
 
 def test_every_setting_reaches_the_containers_or_is_known_not_to():

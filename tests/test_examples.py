@@ -1,6 +1,7 @@
 """The spec files in examples/: each is accepted by ``POST /v1/jobs`` on data of its shape, and
 iris, blobs and linear train to the quality examples/README.md promises, through the client
 against ``nnserve api`` and ``nnserve worker`` processes."""
+
 from __future__ import annotations
 
 import json
@@ -33,15 +34,17 @@ def test_builtin_examples_are_accepted(client, name):
     response = client.post("/v1/jobs", json={"dataset": name, **spec})
     assert response.status_code == 202, response.json
     assert response.json["training"]["epochs"] == spec["training"]["epochs"]
-    assert [layer.get("units") for layer in response.json["model"]["layers"]] == \
-           [layer.get("units") for layer in spec["model"]["layers"]]
+    assert [layer.get("units") for layer in response.json["model"]["layers"]] == [
+        layer.get("units") for layer in spec["model"]["layers"]
+    ]
 
 
 def test_mnist_example_trains_on_784_pixel_rows(client, run_jobs):
     """No MNIST here (no downloads): 40 random 28x28 "images" of ten classes check the shapes and a run."""
     rng = np.random.default_rng(0)
-    upload = client.post("/v1/datasets", json={"features": rng.random((40, 784)).tolist(),
-                                               "targets": [i % 10 for i in range(40)]})
+    upload = client.post(
+        "/v1/datasets", json={"features": rng.random((40, 784)).tolist(), "targets": [i % 10 for i in range(40)]}
+    )
     assert upload.status_code == 201 and upload.json["n_features"] == 784 and len(upload.json["classes"]) == 10
     spec = example("mnist_784_64_10")
     spec["training"]["epochs"] = 1

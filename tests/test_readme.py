@@ -1,5 +1,6 @@
 """The README's two quick-start commands are real: CI runs the test command word for word, the
 setup command installs what `nnserve up` needs, and every local link points at a file."""
+
 from __future__ import annotations
 
 import re

@@ -9,6 +9,7 @@ and a retry resumes from the last checkpoint. A worker told to stop (``PREEMPT_S
 reaches its work horse) has the job checkpoint at the next epoch boundary and requeue
 itself, without using up a retry.
 """
+
 from __future__ import annotations
 
 import logging
@@ -165,8 +166,11 @@ def on_preempted_horse_killed(rq_job, connection) -> None:
     rq_job.retries_left = (rq_job.retries_left or 0) + 1  # RQ's retry takes this one back
     if job is not None:
         epoch = job.get("checkpoint_epoch") or 0
-        store.requeue_job(connection, job, {"type": "WorkerStopped",
-                                            "detail": f"its worker was stopped mid-epoch; requeued from epoch {epoch}"})
+        store.requeue_job(
+            connection,
+            job,
+            {"type": "WorkerStopped", "detail": f"its worker was stopped mid-epoch; requeued from epoch {epoch}"},
+        )
 
 
 def on_worker_lost(rq_job, connection, reason: str) -> None:

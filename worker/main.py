@@ -14,8 +14,10 @@ Redis outages: the worker's client retries each command for ``redis_retry_window
 seconds, so a restart of Redis only pauses the worker; if Redis stays away longer,
 ``run`` starts the work loop again once it answers. The process never has to be restarted.
 """
+
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -101,10 +103,8 @@ class Worker(_Tuned, rq.Worker):
         if self._horse_pid != pid:
             return
         log.warning("worker %s: job still mid-epoch after %.0f s; stopping it", self.name, self.shutdown_timeout)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def monitor_work_horse(self, job, queue, execution) -> None:
         try:
@@ -125,10 +125,8 @@ class Worker(_Tuned, rq.Worker):
         signal.signal(jobs.PREEMPT_SIGNAL, jobs.request_preemption)
         # The horse must not outlive its worker: an orphan would keep training a job that
         # the abandoned-job sweep is about to hand to another worker.
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):  # not Linux
-            pass
         if os.getppid() == 1:
             os._exit(1)
 
@@ -189,8 +187,10 @@ def run(settings: Settings, burst: bool = False) -> bool:
 
 def _note_stop_signals(worker: Worker) -> None:
     """Until RQ installs its handlers, a stop signal only marks the worker as told to stop."""
+
     def note(signum, frame) -> None:
         worker.told_to_stop = True
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, note)
 

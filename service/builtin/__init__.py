@@ -4,6 +4,7 @@ They live in the package, not in Redis, so they are always present and read-only
 is built once per process on first use. ``iris.csv`` is the 150-row iris table with
 species names as labels.
 """
+
 from __future__ import annotations
 
 import csv

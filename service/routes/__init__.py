@@ -1,4 +1,5 @@
 """One blueprint per resource, and the few helpers every route uses."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,11 +35,17 @@ def page() -> tuple[int, int]:
     return values["offset"], values["limit"]
 
 
-def respond(body: BaseModel | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def respond(
+    body: BaseModel | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     """A JSON response (orjson; NumPy arrays allowed in dicts); None gives an empty body."""
     if body is None:
         return Response(status=status, headers=headers)
     if isinstance(body, BaseModel):
         body = body.model_dump(mode="json", exclude_none=True)
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
-                    headers=headers, mimetype="application/json")
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        headers=headers,
+        mimetype="application/json",
+    )

@@ -2,6 +2,7 @@
 
 Plain HTML, CSS and JavaScript calling the same ``/v1`` API as any client; no build step, no CDN.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,15 +16,25 @@ bp = Blueprint("dashboard", __name__)
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 # Explicit types: the system's mimetypes table varies (application/javascript, or no entry for .svg).
-CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json",
-                 ".svg": "image/svg+xml", ".png": "image/png", ".md": "text/plain", "": "text/plain"}  # "": LICENSE
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".md": "text/plain",
+    "": "text/plain",
+}  # "": LICENSE
 
 VENDOR_MAX_AGE = 365 * 24 * 3600
 """Seconds a browser keeps a vendored file: their directories carry the version, so they never change."""
 
 # Everything the page loads comes from this origin; the API is called with fetch and EventSource.
-PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 
 
 @bp.get("/")

@@ -1,4 +1,5 @@
 """/v1/datasets: upload (JSON or CSV), list, show, delete."""
+
 from __future__ import annotations
 
 from flask import Blueprint, request
@@ -29,20 +30,32 @@ def get_dataset(dataset_id: str) -> dict:
 
 
 @bp.post("/v1/datasets")
-@doc(body=DatasetCreate, forms=CSV_FORM, responses={201: DatasetPublic}, errors=(400, 409, 413, 415, 422),
-     headers=IDEMPOTENCY_HEADER)
+@doc(
+    body=DatasetCreate,
+    forms=CSV_FORM,
+    responses={201: DatasetPublic},
+    errors=(400, 409, 413, 415, 422),
+    headers=IDEMPOTENCY_HEADER,
+)
 @idempotent
 def create():
     """Upload a dataset: JSON rows, or a CSV file as multipart/form-data."""
     settings = services().settings
     if request.mimetype == "multipart/form-data":
-        meta, x, y = data.from_csv(_csv_text(), request.form.get("target") or None,
-                                   request.form.get("target_kind") or None, request.form.get("name") or None, settings)
+        meta, x, y = data.from_csv(
+            _csv_text(),
+            request.form.get("target") or None,
+            request.form.get("target_kind") or None,
+            request.form.get("name") or None,
+            settings,
+        )
         meta["name"] = meta["name"] or (request.files["file"].filename or "dataset").rsplit(".", 1)[0]
     elif is_json():
         meta, x, y = data.from_json(parse(DatasetCreate), settings)
     else:
-        raise UnsupportedMediaType(f"send application/json or multipart/form-data; received {request.mimetype or 'nothing'!r}")
+        raise UnsupportedMediaType(
+            f"send application/json or multipart/form-data; received {request.mimetype or 'nothing'!r}"
+        )
     meta.update(id=store.new_id("ds"), tenant=tenant(), created_at=store.now())
     meta["name"] = meta["name"] or meta["id"]
     response = respond(DatasetPublic.model_validate(meta), 201, {"Location": f"/v1/datasets/{meta['id']}"})
@@ -61,7 +74,11 @@ def _csv_text() -> str:
 
 
 @bp.get("/v1/datasets")
-@doc(responses={200: DatasetList}, errors=(422,), query={"offset": "Skip this many", "limit": "At most this many (1-1000)"})
+@doc(
+    responses={200: DatasetList},
+    errors=(422,),
+    query={"offset": "Skip this many", "limit": "At most this many (1-1000)"},
+)
 def index():
     """List datasets: the built-ins, then yours newest first."""
     return respond(DatasetList(items=store.list_datasets(services().redis, tenant(), *page())))

@@ -1,4 +1,5 @@
 """/v1/jobs: submit a training job, follow it, cancel it."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
@@ -23,7 +24,9 @@ def get_job(job_id: str) -> dict:
 
 def public(job: dict, with_history: bool = True) -> JobPublic:
     history = store.history(services().redis, job["id"]) if with_history else None
-    return JobPublic.model_validate({**job, "progress": {"epoch": job["epoch"], "epochs": job["epochs"]}, "history": history})
+    return JobPublic.model_validate(
+        {**job, "progress": {"epoch": job["epoch"], "epochs": job["epochs"]}, "history": history}
+    )
 
 
 @bp.post("/v1/jobs")
@@ -39,11 +42,19 @@ def create():
     job, model = specs.plan(body, dataset, ctx.settings, tenant())
     response = respond(public(job, with_history=False), 202, {"Location": f"/v1/jobs/{job['id']}"})
     try:
-        store.create_job(ctx.redis, job, model, lambda pipe: queue.enqueue_train(ctx.queue, job["id"], ctx.settings, pipe),
-                         also=remember(response), max_active=ctx.settings.max_active_jobs)
+        store.create_job(
+            ctx.redis,
+            job,
+            model,
+            lambda pipe: queue.enqueue_train(ctx.queue, job["id"], ctx.settings, pipe),
+            also=remember(response),
+            max_active=ctx.settings.max_active_jobs,
+        )
     except store.ActiveJobLimit as limit:
-        raise TooManyRequests(f"you have {limit.active} jobs queued or running; the limit is {limit.limit} at a time "
-                              "(NNSERVE_MAX_ACTIVE_JOBS): submit again when one has finished") from None
+        raise TooManyRequests(
+            f"you have {limit.active} jobs queued or running; the limit is {limit.limit} at a time "
+            "(NNSERVE_MAX_ACTIVE_JOBS): submit again when one has finished"
+        ) from None
     return response
 
 
@@ -79,16 +90,20 @@ def cancel(job_id: str):
 
 
 @bp.get("/v1/jobs/<job_id>/events")
-@doc(responses={200: "text/event-stream; an `epoch` event per epoch (id: the epoch number), then a `status` event"},
-     errors=(404, 422), query={"last_event_id": "Resume after this epoch (as the Last-Event-ID header)"},
-     headers={"Last-Event-ID": "Resume after this epoch: the id of the last event received"})
+@doc(
+    responses={200: "text/event-stream; an `epoch` event per epoch (id: the epoch number), then a `status` event"},
+    errors=(404, 422),
+    query={"last_event_id": "Resume after this epoch (as the Last-Event-ID header)"},
+    headers={"Last-Event-ID": "Resume after this epoch: the id of the last event received"},
+)
 def events(job_id: str):
     """Follow a job live (Server-Sent Events): each epoch's loss and metrics, then its final status."""
     ctx = services()
     get_job(job_id)
     stream = ctx.streams.open(ctx.redis, job_id, last_event_id())
-    return Response(stream, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # nginx: pass events on at once
+    return Response(
+        stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )  # nginx: pass events on at once
 
 
 def last_event_id() -> int:

@@ -1,16 +1,26 @@
 """/v1/models: trained models, their predictions, evaluation and weights."""
+
 from __future__ import annotations
 
-from nnserve import engine
 import numpy as np
 from flask import Blueprint, Response
+
+from nnserve import engine
 
 from .. import store
 from ..cache import Entry
 from ..errors import Conflict, Invalid, NotFound
 from ..openapi import doc
-from ..schemas import (EvaluateRequest, EvaluateResponse, ModelList, ModelPublic, PredictRequest, PredictResponse,
-                       parse, parse_inputs)
+from ..schemas import (
+    EvaluateRequest,
+    EvaluateResponse,
+    ModelList,
+    ModelPublic,
+    PredictRequest,
+    PredictResponse,
+    parse,
+    parse_inputs,
+)
 from . import page, respond, services, tenant
 
 bp = Blueprint("models", __name__)
@@ -45,7 +55,9 @@ def _load(model_id: str) -> Entry:
 
 
 @bp.get("/v1/models")
-@doc(responses={200: ModelList}, errors=(422,), query={"offset": "Skip this many", "limit": "At most this many (1-1000)"})
+@doc(
+    responses={200: ModelList}, errors=(422,), query={"offset": "Skip this many", "limit": "At most this many (1-1000)"}
+)
 def index():
     """List your models, newest first."""
     return respond(ModelList(items=store.list_models(services().redis, tenant(), *page())))
@@ -99,8 +111,11 @@ def weights(model_id: str):
     blob = store.load_weights(services().redis, model_id) if record["status"] == "ready" else None
     if blob is None:
         raise Conflict(f"model {model_id!r} has no weights: its job is {record['status']}")
-    return Response(blob, mimetype="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{model_id}.npz"'})
+    return Response(
+        blob,
+        mimetype="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{model_id}.npz"'},
+    )
 
 
 @bp.delete("/v1/models/<model_id>")

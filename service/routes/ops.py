@@ -1,4 +1,5 @@
 """Operations: health, readiness, Prometheus metrics, the OpenAPI document and its docs page."""
+
 from __future__ import annotations
 
 import functools

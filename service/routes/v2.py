@@ -1,17 +1,19 @@
 """/v2: the Open Inference Protocol (KServe v2, REST) for every trained model, so Triton and KServe
 clients work unchanged. The wire format is ``service.oip``; models, tenants and predictions are
 ``/v1``'s own (``routes.models``). Errors are ``{"error": "..."}`` (``errors.py``)."""
+
 from __future__ import annotations
 
-from nnserve import engine
 from flask import Blueprint, Response, request
+
+from nnserve import engine
 
 from .. import oip
 from ..app import VERSION
 from ..errors import BadRequest, NotFound
 from ..openapi import doc
-from .models import get_model, trained
 from . import respond, services
+from .models import get_model, trained
 
 bp = Blueprint("v2", __name__)
 

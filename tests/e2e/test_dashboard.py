@@ -4,6 +4,7 @@ loss curve is drawn, see the model and its accuracy, predict a species.
 
 The screenshot is kept at ``tests/artifacts/dashboard.png``; docs/dashboard.png is a copy of it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,16 @@ from tests.stack import stack
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts"
 IRIS_CSV = ROOT / "service" / "builtin" / "iris.csv"
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TRAINING = 120_000  # ms: generous, the machine is shared with other test runs
 KEY = "dashboard-test-key-0123456789"
 LOSS_COLOUR, VAL_LOSS_COLOUR = (37, 99, 235), (234, 88, 12)  # the series strokes set in app.js
@@ -66,8 +75,14 @@ def open_page(browser, base_url: str):
     page.set_default_timeout(30_000)
     page.problems = []  # uncaught exceptions and Content-Security-Policy refusals
     page.on("pageerror", lambda error: page.problems.append(str(error)))
-    page.on("console", lambda message: page.problems.append(message.text)
-            if message.type == "error" and "Content Security Policy" in message.text else None)
+    page.on(
+        "console",
+        lambda message: (
+            page.problems.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
     page.goto("/")
     try:
         yield page
@@ -84,7 +99,8 @@ def page(browser, url):
 
 def colour_pixels(page, selector: str, rgb: tuple[int, int, int]) -> int:
     """Pixels of the canvas under ``selector`` within a small distance of ``rgb``: how much of a series is drawn."""
-    return page.evaluate("""([selector, [r, g, b]]) => {
+    return page.evaluate(
+        """([selector, [r, g, b]]) => {
         const canvas = document.querySelector(selector);
         const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
         let count = 0;
@@ -92,7 +108,9 @@ def colour_pixels(page, selector: str, rgb: tuple[int, int, int]) -> int:
             if (pixels[i + 3] > 200 && Math.abs(pixels[i] - r) + Math.abs(pixels[i + 1] - g) + Math.abs(pixels[i + 2] - b) < 60)
                 count++;
         return count;
-    }""", [selector, list(rgb)])
+    }""",
+        [selector, list(rgb)],
+    )
 
 
 def test_upload_train_watch_and_predict(page):

@@ -1,13 +1,13 @@
 """GET /v1/jobs/{id}/events through gunicorn (``nnserve api``) while a real ``nnserve worker`` trains:
 events arrive live, a reconnect with Last-Event-ID misses and repeats nothing, and open streams leave
 the API's other requests answering."""
+
 from __future__ import annotations
 
 import json
 import time
 
 import numpy as np
-import pytest
 import requests
 
 from tests.conftest import wait_until
@@ -52,13 +52,23 @@ def test_events_arrive_live_and_resume_without_repeats(processes):
     processes.worker()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 16)).round(3)
-    dataset = requests.post(f"{api}/v1/datasets", json={"features": x.tolist(), "targets": (x[:, 0] > 0).astype(int).tolist()},
-                            timeout=30).json()
+    dataset = requests.post(
+        f"{api}/v1/datasets", json={"features": x.tolist(), "targets": (x[:, 0] > 0).astype(int).tolist()}, timeout=30
+    ).json()
     # Minutes of training: it is still running when the test cancels it, seconds from now.
-    job = submit(api, {"dataset": dataset["id"],
-                       "model": {"layers": [{"type": "dense", "units": 128, "activation": "relu"},
-                                            {"type": "dense", "units": 2, "activation": "softmax"}]},
-                       "training": {"epochs": 10000, "seed": 0}})
+    job = submit(
+        api,
+        {
+            "dataset": dataset["id"],
+            "model": {
+                "layers": [
+                    {"type": "dense", "units": 128, "activation": "relu"},
+                    {"type": "dense", "units": 2, "activation": "softmax"},
+                ]
+            },
+            "training": {"epochs": 10000, "seed": 0},
+        },
+    )
     url = f"{api}/v1/jobs/{job['id']}/events"
 
     first = Events(url)
@@ -92,17 +102,27 @@ def test_events_arrive_live_and_resume_without_repeats(processes):
 def test_open_streams_leave_other_requests_answering(processes):
     # One process of 4 threads, at most 2 of them streaming.
     api = processes.api(api_workers=1, api_threads=4, api_streams=2, stream_heartbeat=1, stream_lifetime=120)
-    job = submit(api, {"dataset": "iris", "model": {"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
-                       "training": {"epochs": 3}})
+    job = submit(
+        api,
+        {
+            "dataset": "iris",
+            "model": {"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
+            "training": {"epochs": 3},
+        },
+    )
     url = f"{api}/v1/jobs/{job['id']}/events"
     streams = [Events(url) for _ in range(2)]  # the job is queued and no worker runs yet: they stay open
 
     refused = requests.get(url, timeout=10)
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
     for _ in range(5):
-        for method, path, body in [("get", "/healthz", None), ("get", f"/v1/jobs/{job['id']}", None),
-                                   ("get", "/v1/datasets", None), ("get", f"/v2/models/{job['model_id']}", None),
-                                   ("post", "/v1/jobs", {"dataset": "iris", "model": {"layers": [{"type": "dense", "units": 3}]}})]:
+        for method, path, body in [
+            ("get", "/healthz", None),
+            ("get", f"/v1/jobs/{job['id']}", None),
+            ("get", "/v1/datasets", None),
+            ("get", f"/v2/models/{job['model_id']}", None),
+            ("post", "/v1/jobs", {"dataset": "iris", "model": {"layers": [{"type": "dense", "units": 3}]}}),
+        ]:
             # A starved request would wait for a stream to end: minutes. Answered, it takes milliseconds;
             # the bound leaves room for a busy 2-core machine.
             started = time.monotonic()

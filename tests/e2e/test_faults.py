@@ -4,6 +4,7 @@ lost), and a ``kill -9`` of the embedded Redis of ``nnserve up`` (AOF everysec: 
 
 Workers dying (SIGKILL) and warm shutdown (SIGTERM) are in tests/worker/test_jobs.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,16 +16,27 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import ROOT, Processes, RedisServer, free_port, wait_until
+from tests.conftest import Processes, RedisServer, free_port, wait_until
 
-SMALL = {"layers": [{"type": "dense", "units": 16, "activation": "relu"},
-                    {"type": "dense", "units": 3, "activation": "softmax"}]}
+SMALL = {
+    "layers": [
+        {"type": "dense", "units": 16, "activation": "relu"},
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ]
+}
 TERMINAL = ("succeeded", "failed", "canceled")
 
 
 def submit(api: str, epochs: int, dataset: str = "blobs") -> dict:
-    response = requests.post(f"{api}/v1/jobs", json={"dataset": dataset, "model": SMALL, "training": {
-        "optimizer": "sgd", "epochs": epochs, "batch_size": 8, "seed": 1}}, timeout=10)
+    response = requests.post(
+        f"{api}/v1/jobs",
+        json={
+            "dataset": dataset,
+            "model": SMALL,
+            "training": {"optimizer": "sgd", "epochs": epochs, "batch_size": 8, "seed": 1},
+        },
+        timeout=10,
+    )
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -36,8 +48,12 @@ def get_job(api: str, job_id: str) -> dict:
 
 
 def ended(api: str, job_id: str, timeout: float = 120) -> dict:
-    return wait_until(lambda: (job := get_job(api, job_id))["status"] in TERMINAL and job, timeout=timeout,
-                      what=f"job {job_id} to end", interval=0.2)
+    return wait_until(
+        lambda: (job := get_job(api, job_id))["status"] in TERMINAL and job,
+        timeout=timeout,
+        what=f"job {job_id} to end",
+        interval=0.2,
+    )
 
 
 def timed(method: str, url: str, **kwargs) -> tuple[requests.Response, float]:
@@ -137,8 +153,11 @@ def test_models_survive_a_kill_9_of_the_embedded_redis(tmp_path):
 
         redis_pid = child_named(up.pid, "redis-server")
         os.kill(redis_pid, signal.SIGKILL)
-        restarted = wait_until(lambda: (pid := child_named(up.pid, "redis-server")) not in (None, redis_pid) and pid,
-                               timeout=30, what="nnserve up to start Redis again")
+        restarted = wait_until(
+            lambda: (pid := child_named(up.pid, "redis-server")) not in (None, redis_pid) and pid,
+            timeout=30,
+            what="nnserve up to start Redis again",
+        )
         assert restarted and up.poll() is None
         wait_until(lambda: _ready(api), timeout=30, what="the API to reach the new Redis")
         assert predict(api, job["model_id"], rows) == expected
@@ -160,8 +179,14 @@ def start_up(cwd: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("NNSERVE_")}
     env.update(NNSERVE_LOG_LEVEL="WARNING")
     with open(cwd / "up.log", "ab") as log:
-        up = subprocess.Popen([sys.executable, "-m", "nnserve.service.cli", "up", "--port", str(port), "--workers", "1"],
-                              cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        up = subprocess.Popen(
+            [sys.executable, "-m", "nnserve.service.cli", "up", "--port", str(port), "--workers", "1"],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     wait_until(lambda: _ready(f"http://127.0.0.1:{port}"), timeout=60, what="nnserve up")
     return up
 
@@ -177,7 +202,7 @@ def stop_up(up: subprocess.Popen) -> None:
 
 
 def child_named(parent: int, name: str) -> int | None:
-    for pid in subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split():
+    for pid in subprocess.run(["pgrep", "-P", str(parent)], check=False, capture_output=True, text=True).stdout.split():
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() == name:
                 return int(pid)

@@ -1,4 +1,5 @@
 """End to end over HTTP: ``nnserve api`` (gunicorn, 2 processes) and ``nnserve worker`` as real processes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,9 @@ def api(processes):
 
 
 def train(api, dataset, model, training) -> dict:
-    response = requests.post(f"{api}/v1/jobs", json={"dataset": dataset, "model": model, "training": training}, timeout=10)
+    response = requests.post(
+        f"{api}/v1/jobs", json={"dataset": dataset, "model": model, "training": training}, timeout=10
+    )
     assert response.status_code == 202, response.text
     job_url = api + response.headers["Location"]
 
@@ -37,31 +40,51 @@ def predict(api, model_id, inputs) -> dict:
 
 
 def test_iris_trains_to_093_and_predicts_species(api):
-    job = train(api, "iris",
-                {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
-                            {"type": "dense", "units": 3, "activation": "softmax"}]},
-                {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 100, "batch_size": 16, "seed": 0})
+    job = train(
+        api,
+        "iris",
+        {
+            "layers": [
+                {"type": "dense", "units": 8, "activation": "relu"},
+                {"type": "dense", "units": 3, "activation": "softmax"},
+            ]
+        },
+        {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 100, "batch_size": 16, "seed": 0},
+    )
     _, x, y = load("iris")
     body = predict(api, job["model_id"], x.tolist())
     accuracy = np.mean(np.array(body["predictions"]) == y)
     assert accuracy >= 0.93, accuracy
     assert set(body["predictions"]) == {"setosa", "versicolor", "virginica"}
-    evaluation = requests.post(f"{api}/v1/models/{job['model_id']}/evaluate", json={"dataset": "iris"}, timeout=10).json()
+    evaluation = requests.post(
+        f"{api}/v1/models/{job['model_id']}/evaluate", json={"dataset": "iris"}, timeout=10
+    ).json()
     assert evaluation["metrics"]["accuracy"] >= 0.93
 
 
 def test_blobs_trains_and_predicts(api):
-    job = train(api, "blobs",
-                {"layers": [{"type": "dense", "units": 8, "activation": "tanh"},
-                            {"type": "dense", "units": 3, "activation": "softmax"}]},
-                {"optimizer": "adam", "epochs": 20, "seed": 0})
+    job = train(
+        api,
+        "blobs",
+        {
+            "layers": [
+                {"type": "dense", "units": 8, "activation": "tanh"},
+                {"type": "dense", "units": 3, "activation": "softmax"},
+            ]
+        },
+        {"optimizer": "adam", "epochs": 20, "seed": 0},
+    )
     body = predict(api, job["model_id"], [[0, -2], [2, 2], [-2, 2]])
     assert body["predictions"] == [0, 1, 2]
 
 
 def test_linear_predicts_ten_at_five(api):
-    job = train(api, "linear", {"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
-                {"optimizer": {"name": "adam", "learning_rate": 0.1}, "epochs": 400, "batch_size": 4, "seed": 0})
+    job = train(
+        api,
+        "linear",
+        {"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
+        {"optimizer": {"name": "adam", "learning_rate": 0.1}, "epochs": 400, "batch_size": 4, "seed": 0},
+    )
     assert abs(predict(api, job["model_id"], [[5]])["predictions"][0] - 10) < 0.2
 
 
@@ -69,8 +92,9 @@ def test_csv_upload_then_train(api):
     csv = "a,b,kind\n" + "".join(f"{i % 7},{(i * 3) % 5},{'odd' if i % 2 else 'even'}\n" for i in range(40))
     response = requests.post(f"{api}/v1/datasets", files={"file": ("points.csv", csv)}, timeout=10)
     assert response.status_code == 201 and response.json()["classes"] == ["even", "odd"]
-    job = train(api, response.json()["id"], {"layers": [{"type": "dense", "units": 1, "activation": "sigmoid"}]},
-                {"epochs": 2})
+    job = train(
+        api, response.json()["id"], {"layers": [{"type": "dense", "units": 1, "activation": "sigmoid"}]}, {"epochs": 2}
+    )
     assert predict(api, job["model_id"], [[1, 2]])["predictions"][0] in ("even", "odd")
 
 
@@ -87,5 +111,7 @@ def test_metrics_add_up_across_gunicorn_processes(api):
     for _ in range(20):  # spread over both gunicorn workers by the kernel's accept queue
         requests.get(f"{api}/healthz", timeout=10)
     text = requests.get(f"{api}/metrics", timeout=10).text
-    line = next(l for l in text.splitlines() if l.startswith('nnserve_http_requests_total{method="GET",route="/healthz"'))
+    line = next(
+        row for row in text.splitlines() if row.startswith('nnserve_http_requests_total{method="GET",route="/healthz"')
+    )
     assert float(line.split()[-1]) >= 20

@@ -4,6 +4,7 @@ processes. Every job ends ``succeeded``, exactly once: none lost, none run twice
 Marked ``soak`` (``pytest -m soak`` runs it alone, ``-m 'not soak'`` leaves it out); it takes
 well under a minute.
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,15 +44,18 @@ def test_200_jobs_at_once_all_succeed_exactly_once(processes, redis):
 
     jobs = wait_until(all_ended, timeout=240, what=f"{JOBS} jobs to end", interval=0.5)
     assert sorted(job["id"] for job in jobs) == sorted(submitted)  # none lost, none extra
-    assert all(job["status"] == "succeeded" and job["attempts"] == 1 for job in jobs), \
-        [job for job in jobs if job["status"] != "succeeded" or job["attempts"] != 1][:3]
+    assert all(job["status"] == "succeeded" and job["attempts"] == 1 for job in jobs), [
+        job for job in jobs if job["status"] != "succeeded" or job["attempts"] != 1
+    ][:3]
     assert store.job_counts(redis) == {"queued": 0, "running": 0, "succeeded": JOBS}
     # RQ's side: nothing left queued, started or failed, and the workers ran 200 jobs between them, not more.
     assert redis.llen("rq:queue:nnserve") == 0 and redis.zcard("rq:wip:nnserve") == 0
     assert redis.zcard("rq:failed:nnserve") == 0
-    runs = sum(int(redis.hget(key, "successful_job_count") or 0) for key in redis.keys("rq:worker:*")
-               if not key.endswith(b":executions"))
+    runs = sum(
+        int(redis.hget(key, "successful_job_count") or 0)
+        for key in redis.keys("rq:worker:*")
+        if not key.endswith(b":executions")
+    )
     assert runs == JOBS
     assert all(redis.llen(store.history_key(job_id)) == 2 for job_id in submitted)
     assert all(redis.exists(store.weights_key(job["model_id"])) for job in jobs)
-

@@ -1,5 +1,6 @@
 """The Open Inference Protocol against the real ``tritonclient.http`` client, with its defaults, talking to
 ``nnserve api`` (gunicorn) and a worker as real processes: its answers equal ``/v1/models/{id}/predict``."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,15 @@ httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 KEY = "triton-key-0123456789abcdef"
-IRIS = ({"layers": [{"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", "units": 3, "activation": "softmax"}]},
-        {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 60, "batch_size": 16, "seed": 0})
+IRIS = (
+    {
+        "layers": [
+            {"type": "dense", "units": 8, "activation": "relu"},
+            {"type": "dense", "units": 3, "activation": "softmax"},
+        ]
+    },
+    {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 60, "batch_size": 16, "seed": 0},
+)
 
 
 @pytest.fixture
@@ -27,7 +35,9 @@ def iris(processes):
 
 
 def v1_predict(api, model_id, x, headers=None):
-    response = requests.post(f"{api}/v1/models/{model_id}/predict", json={"inputs": x.tolist()}, headers=headers, timeout=10)
+    response = requests.post(
+        f"{api}/v1/models/{model_id}/predict", json={"inputs": x.tolist()}, headers=headers, timeout=10
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     return np.float32(body["probabilities"]), body["predictions"]
@@ -60,13 +70,17 @@ def test_tritonclient_with_its_defaults_gets_v1s_predictions(iris):
 
         # Outputs asked for one by one, in binary and in JSON; the input in JSON too.
         for binary_data in (True, False):
-            outputs = [httpclient.InferRequestedOutput("probabilities", binary_data=binary_data),
-                       httpclient.InferRequestedOutput("predicted_labels", binary_data=binary_data)]
+            outputs = [
+                httpclient.InferRequestedOutput("probabilities", binary_data=binary_data),
+                httpclient.InferRequestedOutput("predicted_labels", binary_data=binary_data),
+            ]
             for tensor in (input_tensor(x), input_tensor(x, binary_data=False)):
                 result = client.infer(model_id, [tensor], outputs=outputs, request_id="7", model_version="1")
                 np.testing.assert_array_equal(result.as_numpy("probabilities"), probabilities)
-                assert [label.decode() if isinstance(label, bytes) else label
-                        for label in result.as_numpy("predicted_labels")] == labels
+                assert [
+                    label.decode() if isinstance(label, bytes) else label
+                    for label in result.as_numpy("predicted_labels")
+                ] == labels
                 assert result.get_response()["id"] == "7"
 
         with pytest.raises(InferenceServerException) as refused:
@@ -84,8 +98,12 @@ def test_tritonclient_with_an_api_key(processes):
     api = processes.api(api_workers=1, api_threads=4, api_keys=KEY)
     processes.worker()
     bearer = {"Authorization": f"Bearer {KEY}"}
-    response = requests.post(f"{api}/v1/jobs", json={"dataset": "iris", "model": IRIS[0], "training": {**IRIS[1], "epochs": 5}},
-                             headers=bearer, timeout=10)
+    response = requests.post(
+        f"{api}/v1/jobs",
+        json={"dataset": "iris", "model": IRIS[0], "training": {**IRIS[1], "epochs": 5}},
+        headers=bearer,
+        timeout=10,
+    )
     model_id = response.json()["model_id"]
     client = httpclient.InferenceServerClient(api.removeprefix("http://"))
     try:

@@ -3,6 +3,7 @@
 The arrays are frozen so that any test feeding them to the engine also proves the
 engine never writes into the caller's data.
 """
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris

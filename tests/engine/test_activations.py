@@ -1,5 +1,6 @@
 """Activation functions: forward against reference formulas, derivatives against numerical ones,
 and numerical safety at extreme inputs (pytest turns any NumPy warning into a failure)."""
+
 import math
 
 import numpy as np
@@ -69,7 +70,17 @@ def numerical_derivative(fn, z, upstream, h=1e-6):
 
 def test_every_activation_of_the_issue_is_registered():
     assert set(ACTIVATIONS) == {
-        "linear", "relu", "leaky_relu", "elu", "selu", "sigmoid", "hard_sigmoid", "tanh", "softmax", "softplus", "gelu",
+        "linear",
+        "relu",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "sigmoid",
+        "hard_sigmoid",
+        "tanh",
+        "softmax",
+        "softplus",
+        "gelu",
     }
 
 

@@ -5,6 +5,7 @@ activation serves as a regression output, and each layer option (no bias, L1/L2,
 ``activation`` layer, dropout with frozen masks, class weights) gets its own case.
 ``gradcheck`` returns the worst relative error over the weight arrays.
 """
+
 import numpy as np
 import pytest
 
@@ -17,7 +18,8 @@ TOLERANCE = 1e-6
 ROWS, FEATURES = 11, 3
 
 # Every registered activation with its defaults, plus the parametrized forms.
-ACTIVATION_SPECS = list(ACTIVATIONS) + [
+ACTIVATION_SPECS = [
+    *list(ACTIVATIONS),
     {"name": "leaky_relu", "alpha": 0.05},
     {"name": "elu", "alpha": 0.5},
     {"name": "gelu", "approximate": True},
@@ -63,7 +65,12 @@ HEADS = {
         "classification",
         labels(2),
     ),
-    "binary_crossentropy+hard_sigmoid": ([dense(1, "hard_sigmoid")], "binary_crossentropy", "classification", labels(2)),
+    "binary_crossentropy+hard_sigmoid": (
+        [dense(1, "hard_sigmoid")],
+        "binary_crossentropy",
+        "classification",
+        labels(2),
+    ),
     "binary_crossentropy+softmax": ([dense(2, "softmax")], "binary_crossentropy", "classification", labels(2)),
     "categorical_crossentropy+softmax(fused)": (
         [dense(3, "softmax")],

@@ -1,5 +1,6 @@
 """Initializers draw with Keras's statistics: the uniform family's limit, the truncated normal
 family's standard deviation (truncated at two, rescaled to keep the intended variance)."""
+
 import math
 
 import numpy as np
@@ -27,8 +28,15 @@ def draw(spec, shape=(FAN_IN, FAN_OUT), dtype=np.float64, seed=0):
 
 def test_the_issue_initializers_are_registered():
     assert set(INITIALIZERS) >= {
-        "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal", "zeros", "ones",
-        "random_normal", "random_uniform",
+        "glorot_uniform",
+        "glorot_normal",
+        "he_uniform",
+        "he_normal",
+        "lecun_normal",
+        "zeros",
+        "ones",
+        "random_normal",
+        "random_uniform",
     }
 
 

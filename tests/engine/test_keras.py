@@ -3,20 +3,23 @@
 A Keras 3 Sequential document converts to our spec; a model we train exports weights that
 load into the equivalent Keras model with ``set_weights`` and give the same probabilities.
 """
+
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "numpy")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from sklearn.datasets import load_iris  # noqa: E402
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
 
-from nnserve import engine  # noqa: E402
-from nnserve.engine.keras import from_keras  # noqa: E402
+from nnserve import engine
+from nnserve.engine.keras import from_keras
 
 # Keras's NumPy backend still implements __array__ without the copy keyword NumPy 2 asks for.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 
 
 def iris_keras_model():
@@ -29,7 +32,11 @@ def iris_keras_model():
             keras.layers.Activation("softmax"),
         ]
     )
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.02), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=0.02),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -60,7 +67,9 @@ def test_trained_weights_reproduce_probabilities_in_keras():
 
 
 def test_unsupported_layer_is_named():
-    document = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(2)]).to_json()
+    document = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(2)]
+    ).to_json()
     with pytest.raises(engine.SpecError, match=r"config\.layers\[1\]\.class_name: unsupported Keras layer 'Conv2D'"):
         from_keras(document)
 

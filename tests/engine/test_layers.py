@@ -4,6 +4,7 @@ the activation layer, parameters and gradients kept together, and inference that
 Layers are reached through a built model (``build`` + ``allocate`` + ``set_weights``), which is how
 they receive their parameter views.
 """
+
 import numpy as np
 import pytest
 
@@ -36,7 +37,7 @@ def test_the_issue_layers_are_registered():
 
 def test_dense_forward_and_backward_formulas():
     model = model_of(dense(4), dense(2), weights=[W1, B1, W2, B2])
-    first, second = model.layers
+    _first, second = model.layers
     h = rng.normal(size=(5, 4))
     np.testing.assert_allclose(second.forward(h, True), h @ W2 + B2, rtol=1e-14)
     dx = second.backward(G.copy())
@@ -138,7 +139,9 @@ def test_dropout_rate_must_be_below_one(rate):
 def test_inference_between_forward_and_backward_changes_nothing():
     """Predicting keeps nothing: a prediction made between a training forward pass and its backward
     pass leaves the cached values, the masks and hence the gradients untouched."""
-    model = model_of(dense(4, activation="sigmoid"), {"type": "dropout", "rate": 0.5}, dense(2), weights=[W1, B1, W2, B2])
+    model = model_of(
+        dense(4, activation="sigmoid"), {"type": "dropout", "rate": 0.5}, dense(2), weights=[W1, B1, W2, B2]
+    )
     other = rng.normal(size=(7, 3)) * 10
 
     def gradients(interrupt):

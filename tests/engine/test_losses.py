@@ -1,5 +1,6 @@
 """Losses: values against hand computations, gradients against numerical ones (the gradient of the
 batch mean, so it includes the 1/n), and the ``from_logits`` forms at extreme logits."""
+
 import math
 
 import numpy as np
@@ -13,7 +14,12 @@ TARGET = np.array([[1.0, 0.0], [1.0, 1.0]])  # errors 0, 2, 2, 3
 
 def test_every_loss_of_the_issue_is_registered():
     assert set(LOSSES) == {
-        "mse", "mae", "huber", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy",
+        "mse",
+        "mae",
+        "huber",
+        "binary_crossentropy",
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
     }
 
 
@@ -167,5 +173,7 @@ def test_targets_take_the_shape_each_loss_wants():
 @pytest.mark.parametrize("spec", LOSS_SPECS, ids=str)
 def test_gradient_keeps_float32(spec):
     loss, out, target = _case(spec)
-    _, grad = loss.value_and_grad(out.astype(np.float32), target.astype(np.float32) if target.dtype.kind == "f" else target)
+    _, grad = loss.value_and_grad(
+        out.astype(np.float32), target.astype(np.float32) if target.dtype.kind == "f" else target
+    )
     assert grad.dtype == np.float32

@@ -1,4 +1,5 @@
 """Metrics against hand computations, batch accumulation, and the metrics a trained model reports."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import r2_score

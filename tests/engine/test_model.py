@@ -1,5 +1,6 @@
 """The model: predict / predict_proba / evaluate, weights in Keras order, input checks, dtypes, and
 inference that shares no buffer between threads."""
+
 import threading
 
 import numpy as np
@@ -101,7 +102,11 @@ def test_weights_come_in_keras_get_weights_order():
     model.allocate(4, np.random.default_rng(0))
     assert [w.shape for w in model.get_weights()] == [(4, 8), (8,), (8, 5), (5, 3), (3,)]
     assert model.weight_names() == [
-        "layers.0.kernel", "layers.0.bias", "layers.2.kernel", "layers.4.kernel", "layers.4.bias",
+        "layers.0.kernel",
+        "layers.0.bias",
+        "layers.2.kernel",
+        "layers.4.kernel",
+        "layers.4.bias",
     ]
     assert model.n_parameters == model.parameter_count(4)
 
@@ -191,12 +196,18 @@ def test_concurrent_predictions_match_sequential_ones(clusters):
     """Inference keeps nothing: two threads predicting different inputs at once get exactly what
     each would get alone."""
     x, y = clusters
-    model = trained(x, y, {"layers": [
-        {"type": "dense", "units": 64, "activation": "tanh"},
-        {"type": "dropout", "rate": 0.3},
-        {"type": "dense", "units": 32, "activation": "gelu"},
-        {"type": "dense", "units": 3, "activation": "softmax"},
-    ]})
+    model = trained(
+        x,
+        y,
+        {
+            "layers": [
+                {"type": "dense", "units": 64, "activation": "tanh"},
+                {"type": "dropout", "rate": 0.3},
+                {"type": "dense", "units": 32, "activation": "gelu"},
+                {"type": "dense", "units": 3, "activation": "softmax"},
+            ]
+        },
+    )
     rng = np.random.default_rng(5)
     inputs = [rng.normal(size=(3000, 4)) * 3, rng.normal(size=(2000, 4)) - 1]
     expected = [model.predict_proba(inputs[0]), model.predict_proba(inputs[1])]

@@ -5,6 +5,7 @@ Oracles, from the most independent to the most thorough:
 - multi-step tables against Keras 3's update rules, written out plainly below;
 - convergence of every optimizer and schedule on a small regression problem.
 """
+
 import math
 
 import numpy as np
@@ -219,6 +220,7 @@ def test_clipping_then_the_update_rule(name, option, clip):
 
 def test_keras_clip_examples():
     """Keras's tests: clipnorm=1 takes [100, 100] to [sqrt(2)/2] * 2, clipvalue=1 to [1, 1] (lr 1, from 0)."""
+
     def clipped(option):
         return -run({"name": "sgd", "learning_rate": 1.0, **option}, [[100.0, 100.0]], [0.0, 0.0])[0]
 
@@ -271,13 +273,26 @@ def test_keras_defaults():
     assert set(OPTIMIZERS) == {"sgd", "adam", "rmsprop", "adagrad"}
     assert get("sgd").config() == {"name": "sgd", "learning_rate": 0.01, "momentum": 0.0, "nesterov": False}
     assert get("adam").config() == {
-        "name": "adam", "learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False,
+        "name": "adam",
+        "learning_rate": 0.001,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-7,
+        "amsgrad": False,
     }
     assert get("rmsprop").config() == {
-        "name": "rmsprop", "learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False,
+        "name": "rmsprop",
+        "learning_rate": 0.001,
+        "rho": 0.9,
+        "momentum": 0.0,
+        "epsilon": 1e-7,
+        "centered": False,
     }
     assert get("adagrad").config() == {
-        "name": "adagrad", "learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7,
+        "name": "adagrad",
+        "learning_rate": 0.001,
+        "initial_accumulator_value": 0.1,
+        "epsilon": 1e-7,
     }
 
 
@@ -291,7 +306,10 @@ def test_keras_defaults():
         ({"name": "adam", "amsgrad": 1}, r"^amsgrad: must be true or false; received amsgrad=1$"),
         ({"name": "adam", "beta1": 0.9}, r"^beta1: unknown field; expected one of 'learning_rate', 'beta_1', "),
         ({"name": "sgd", "schedule": "linear"}, r"^schedule: unknown 'linear'; expected one of 'constant', 'step', "),
-        ({"name": "sgd", "schedule": {"name": "step", "every": 0}}, r"^schedule\.every: must be >= 1; received every=0$"),
+        (
+            {"name": "sgd", "schedule": {"name": "step", "every": 0}},
+            r"^schedule\.every: must be >= 1; received every=0$",
+        ),
         ("nadam", r"^unknown 'nadam'; expected one of 'sgd', 'adam', 'rmsprop', 'adagrad'$"),
     ],
 )

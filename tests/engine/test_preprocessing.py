@@ -1,5 +1,6 @@
 """Standard scaling (fit on the training rows only, applied again at prediction) and label encoding
 (strings or integers in, the same labels out)."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """Models as bytes: an ``.npz`` archive (no pickle) of the weights in Keras ``get_weights()`` order
 plus JSON metadata. A round trip predicts bit-identically; anything else raises SpecError."""
+
 import io
 import json
 import zipfile
@@ -166,7 +167,7 @@ GARBAGE = {
     "zip header then zeros": lambda: b"PK\x03\x04" + bytes(100),
     "truncated archive": lambda: _valid_blob()[:300],
     "a plain .npy file": _npy,
-    "a zip that is not npz": lambda: _zip_with_text(),
+    "a zip that is not npz": lambda: _zip_with_text(),  # noqa: PLW0108 (defined below)
     "npz without metadata": lambda: _npz(a=np.arange(3)),
     "npz with an object array": lambda: _npz(metadata=np.array([1, None], dtype=object)),
     "metadata not JSON": lambda: _npz(metadata=np.array("{not json")),
@@ -177,7 +178,9 @@ GARBAGE = {
     "a training checkpoint": _checkpoint,
     "a weight array missing": lambda: _tampered(lambda a, m: a.pop("layers.1.bias")),
     "a weight array of the wrong shape": lambda: _tampered(lambda a, m: a.__setitem__("layers.1.bias", np.zeros(5))),
-    "a weight array of strings": lambda: _tampered(lambda a, m: a.__setitem__("layers.1.bias", np.array(["a", "b", "c"]))),
+    "a weight array of strings": lambda: _tampered(
+        lambda a, m: a.__setitem__("layers.1.bias", np.array(["a", "b", "c"]))
+    ),
     "weight names not matching the spec": lambda: _tampered(lambda a, m: m.__setitem__("weights", ["x"])),
     "weight names missing": lambda: _tampered(lambda a, m: m.pop("weights")),
     "an invalid spec": lambda: _tampered(lambda a, m: m["spec"]["layers"][0].__setitem__("activation", "relu6")),

@@ -1,6 +1,7 @@
 """Spec in, spec out: ``build(model.spec(), model.training.config())`` builds the same model for every
 registered class, and every bad spec raises SpecError with a message naming the field (Keras's
 ``assertRaisesRegex``), from ``build``, from ``fit``, and from ``validate`` without data."""
+
 import json
 
 import numpy as np
@@ -33,8 +34,14 @@ PARAMETERS = {
     "sparse_categorical_crossentropy": {"from_logits": True},
     "sgd": {"learning_rate": 0.1, "momentum": 0.8, "nesterov": True, "clipnorm": 1.0},
     "adam": {"learning_rate": 0.01, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-5, "amsgrad": True, "clipvalue": 0.5},
-    "rmsprop": {"learning_rate": 0.01, "rho": 0.8, "momentum": 0.3, "epsilon": 1e-6, "centered": True,
-                "global_clipnorm": 2.0},
+    "rmsprop": {
+        "learning_rate": 0.01,
+        "rho": 0.8,
+        "momentum": 0.3,
+        "epsilon": 1e-6,
+        "centered": True,
+        "global_clipnorm": 2.0,
+    },
     "adagrad": {"learning_rate": 0.1, "initial_accumulator_value": 0.2, "epsilon": 1e-6},
     "step": {"drop": 0.3, "every": 4},
     "exponential": {"decay_rate": 0.8, "decay_epochs": 3, "staircase": True},
@@ -71,7 +78,9 @@ def round_trip_cases():
     for name in OPTIMIZERS:
         cases.append((f"optimizer-{name}", {"layers": [dense(1)]}, {"optimizer": named(name)}))
     for name in SCHEDULES:
-        cases.append((f"schedule-{name}", {"layers": [dense(1)]}, {"optimizer": {"name": "sgd", "schedule": named(name)}}))
+        cases.append(
+            (f"schedule-{name}", {"layers": [dense(1)]}, {"optimizer": {"name": "sgd", "schedule": named(name)}})
+        )
     cases.append(
         (
             "everything-else",
@@ -83,10 +92,21 @@ def round_trip_cases():
                 "shuffle": False,
                 "seed": 123,
                 "class_weight": {"a": 2.0},
-                "early_stopping": {"monitor": "val_loss", "patience": 3, "min_delta": 0.01, "restore_best": True,
-                                   "start_from_epoch": 2},
-                "reduce_lr_on_plateau": {"monitor": "loss", "factor": 0.2, "patience": 2, "min_delta": 0.001,
-                                         "cooldown": 1, "min_lr": 1e-5},
+                "early_stopping": {
+                    "monitor": "val_loss",
+                    "patience": 3,
+                    "min_delta": 0.01,
+                    "restore_best": True,
+                    "start_from_epoch": 2,
+                },
+                "reduce_lr_on_plateau": {
+                    "monitor": "loss",
+                    "factor": 0.2,
+                    "patience": 2,
+                    "min_delta": 0.001,
+                    "cooldown": 1,
+                    "min_lr": 1e-5,
+                },
                 "gradient": "finite_difference",
             },
         )
@@ -132,18 +152,34 @@ def test_spec_round_trip(spec, training):
 
 def test_every_registry_is_covered():
     ids = [c[0] for c in CASES]
-    for prefix, registry in [("layer", LAYERS), ("activation", ACTIVATIONS), ("initializer", INITIALIZERS),
-                             ("loss", LOSSES), ("metric", METRICS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)]:
+    for prefix, registry in [
+        ("layer", LAYERS),
+        ("activation", ACTIVATIONS),
+        ("initializer", INITIALIZERS),
+        ("loss", LOSSES),
+        ("metric", METRICS),
+        ("optimizer", OPTIMIZERS),
+        ("schedule", SCHEDULES),
+    ]:
         assert {name for name in registry if f"{prefix}-{name}" in ids} == set(registry)
 
 
 def test_the_rebuilt_model_trains_to_the_same_weights(clusters):
     x, y = clusters
-    spec = {"layers": [dense(6, {"name": "leaky_relu", "alpha": 0.1}, kernel_initializer="he_normal",
-                             kernel_regularizer="l2"),
-                       {"type": "dropout", "rate": 0.2}, dense(3, "softmax")]}
-    training = {"optimizer": {"name": "adam", "learning_rate": 0.01, "schedule": "cosine"}, "epochs": 3, "seed": 9,
-                "validation_split": 0.2, "metrics": ["accuracy"]}
+    spec = {
+        "layers": [
+            dense(6, {"name": "leaky_relu", "alpha": 0.1}, kernel_initializer="he_normal", kernel_regularizer="l2"),
+            {"type": "dropout", "rate": 0.2},
+            dense(3, "softmax"),
+        ]
+    }
+    training = {
+        "optimizer": {"name": "adam", "learning_rate": 0.01, "schedule": "cosine"},
+        "epochs": 3,
+        "seed": 9,
+        "validation_split": 0.2,
+        "metrics": ["accuracy"],
+    }
     model = build(spec, training)
     model.fit(x, y)
     rebuilt = build(model.spec(), model.training.config())
@@ -184,59 +220,120 @@ BUILD_ERRORS = [
     ),
     ({"layers": [dense(0)]}, None, r"layers\[0\]\.units: must be >= 1; received units=0"),
     ({"layers": [dense(-3)]}, None, r"layers\[0\]\.units: must be >= 1; received units=-3"),
-    ({"layers": [dense(4), {"type": "dropout", "rate": 1.0}, dense(2)]}, None,
-     r"layers\[1\]\.rate: must be >= 0\.0 and < 1\.0; received rate=1\.0"),
+    (
+        {"layers": [dense(4), {"type": "dropout", "rate": 1.0}, dense(2)]},
+        None,
+        r"layers\[1\]\.rate: must be >= 0\.0 and < 1\.0; received rate=1\.0",
+    ),
     ({"layers": [{"type": "dropout", "rate": 0.5}]}, None, r"layers: needs at least one dense layer"),
     ({"layers": []}, None, r"layers: must be a non-empty list of layers"),
     ({"layers": dense(3)}, None, r"layers: must be a non-empty list of layers"),
     ({}, None, r"layers: field required"),
     ({"layer": NET}, None, r"layer: unknown field; expected one of 'layers', 'input_scaling', 'dtype'"),
-    ({"layers": NET, "input_scaling": "minmax"}, None,
-     r"input_scaling: unknown 'minmax'; expected one of 'standard', 'none'"),
+    (
+        {"layers": NET, "input_scaling": "minmax"},
+        None,
+        r"input_scaling: unknown 'minmax'; expected one of 'standard', 'none'",
+    ),
     ({"layers": NET, "dtype": "float16"}, None, r"dtype: unknown 'float16'; expected one of 'float32', 'float64'"),
-    ({"layers": [dense(3, kernel_initializer="he_norml")]}, None,
-     r"layers\[0\]\.kernel_initializer: unknown 'he_norml'; expected one of 'glorot_uniform', "),
-    ({"layers": [dense(3, {"name": "leaky_relu", "alpha": -1})]}, None,
-     r"layers\[0\]\.activation\.alpha: must be >= 0\.0; received alpha=-1\.0"),
-    ({"layers": NET}, {"optimizer": "adamw"},
-     r"training\.optimizer: unknown 'adamw'; expected one of 'sgd', 'adam', 'rmsprop', 'adagrad'"),
-    ({"layers": NET}, {"optimizer": {"name": "adamw"}},
-     r"training\.optimizer\.name: unknown 'adamw'; expected one of 'sgd', 'adam', 'rmsprop', 'adagrad'"),
-    ({"layers": NET}, {"optimizer": {"name": "sgd", "learnig_rate": 0.1}},
-     r"training\.optimizer\.learnig_rate: unknown field; expected one of 'learning_rate', 'momentum', 'nesterov', "
-     r"'clipnorm', 'clipvalue', 'global_clipnorm', 'schedule'"),
-    ({"layers": NET}, {"optimizer": {"name": "adam", "beta_2": 1}},
-     r"training\.optimizer\.beta_2: must be >= 0\.0 and < 1\.0; received beta_2=1\.0"),
-    ({"layers": NET}, {"optimizer": {"name": "sgd", "schedule": {"name": "cosine", "alhpa": 0.1}}},
-     r"training\.optimizer\.schedule\.alhpa: unknown field; expected one of 'decay_epochs', 'alpha'"),
+    (
+        {"layers": [dense(3, kernel_initializer="he_norml")]},
+        None,
+        r"layers\[0\]\.kernel_initializer: unknown 'he_norml'; expected one of 'glorot_uniform', ",
+    ),
+    (
+        {"layers": [dense(3, {"name": "leaky_relu", "alpha": -1})]},
+        None,
+        r"layers\[0\]\.activation\.alpha: must be >= 0\.0; received alpha=-1\.0",
+    ),
+    (
+        {"layers": NET},
+        {"optimizer": "adamw"},
+        r"training\.optimizer: unknown 'adamw'; expected one of 'sgd', 'adam', 'rmsprop', 'adagrad'",
+    ),
+    (
+        {"layers": NET},
+        {"optimizer": {"name": "adamw"}},
+        r"training\.optimizer\.name: unknown 'adamw'; expected one of 'sgd', 'adam', 'rmsprop', 'adagrad'",
+    ),
+    (
+        {"layers": NET},
+        {"optimizer": {"name": "sgd", "learnig_rate": 0.1}},
+        r"training\.optimizer\.learnig_rate: unknown field; expected one of 'learning_rate', 'momentum', 'nesterov', "
+        r"'clipnorm', 'clipvalue', 'global_clipnorm', 'schedule'",
+    ),
+    (
+        {"layers": NET},
+        {"optimizer": {"name": "adam", "beta_2": 1}},
+        r"training\.optimizer\.beta_2: must be >= 0\.0 and < 1\.0; received beta_2=1\.0",
+    ),
+    (
+        {"layers": NET},
+        {"optimizer": {"name": "sgd", "schedule": {"name": "cosine", "alhpa": 0.1}}},
+        r"training\.optimizer\.schedule\.alhpa: unknown field; expected one of 'decay_epochs', 'alpha'",
+    ),
     ({"layers": NET}, {"loss": "hinge"}, r"training\.loss: unknown 'hinge'; expected one of 'mse', 'mae', 'huber', "),
-    ({"layers": NET}, {"loss": {"name": "huber", "delta": 0}},
-     r"training\.loss\.delta: must be > 0\.0; received delta=0\.0"),
-    ({"layers": NET}, {"metrics": ["accuracy", "f1"]},
-     r"training\.metrics\[1\]: unknown 'f1'; expected one of 'accuracy', 'mse', 'mae', 'r2'"),
-    ({"layers": NET}, {"metrics": "accuracy"}, r"training\.metrics: must be a list of metric names; received 'accuracy'"),
+    (
+        {"layers": NET},
+        {"loss": {"name": "huber", "delta": 0}},
+        r"training\.loss\.delta: must be > 0\.0; received delta=0\.0",
+    ),
+    (
+        {"layers": NET},
+        {"metrics": ["accuracy", "f1"]},
+        r"training\.metrics\[1\]: unknown 'f1'; expected one of 'accuracy', 'mse', 'mae', 'r2'",
+    ),
+    (
+        {"layers": NET},
+        {"metrics": "accuracy"},
+        r"training\.metrics: must be a list of metric names; received 'accuracy'",
+    ),
     ({"layers": NET}, {"epoch": 3}, r"training\.epoch: unknown field; expected one of 'loss', 'optimizer', 'epochs', "),
     ({"layers": NET}, {"epochs": 0}, r"training\.epochs: must be >= 1; received epochs=0"),
     ({"layers": NET}, {"batch_size": "32"}, r"training\.batch_size: must be an integer; received batch_size='32'"),
-    ({"layers": NET}, {"validation_split": 1.0},
-     r"training\.validation_split: must be >= 0\.0 and < 1\.0; received validation_split=1\.0"),
+    (
+        {"layers": NET},
+        {"validation_split": 1.0},
+        r"training\.validation_split: must be >= 0\.0 and < 1\.0; received validation_split=1\.0",
+    ),
     ({"layers": NET}, {"shuffle": "yes"}, r"training\.shuffle: must be true or false; received shuffle='yes'"),
     ({"layers": NET}, {"seed": -1}, r"training\.seed: must be between 0 and 9223372036854775807; received seed=-1"),
-    ({"layers": NET}, {"class_weight": [1, 2]},
-     r"training\.class_weight: must be 'balanced' or an object of class -> weight; received \[1, 2\]"),
-    ({"layers": NET}, {"class_weight": {"a": -1}},
-     r"training\.class_weight\.a: must be >= 0\.0; received (a|class_weight\.a|class_weight\['a'\])=-1\.0$"),
-    ({"layers": NET}, {"gradient": "numeric"},
-     r"training\.gradient: unknown 'numeric'; expected one of 'backprop', 'finite_difference'"),
-    ({"layers": NET}, {"early_stopping": {"patience": -1}},
-     r"training\.early_stopping\.patience: must be >= 0; received patience=-1"),
-    ({"layers": NET}, {"early_stopping": {"monitr": "loss"}},
-     r"training\.early_stopping\.monitr: unknown field; expected one of 'monitor', 'patience', "),
-    ({"layers": NET}, {"early_stopping": {"restore_best": "false"}},
-     r"training\.early_stopping\.restore_best: must be true or false; received restore_best='false'"),
+    (
+        {"layers": NET},
+        {"class_weight": [1, 2]},
+        r"training\.class_weight: must be 'balanced' or an object of class -> weight; received \[1, 2\]",
+    ),
+    (
+        {"layers": NET},
+        {"class_weight": {"a": -1}},
+        r"training\.class_weight\.a: must be >= 0\.0; received (a|class_weight\.a|class_weight\['a'\])=-1\.0$",
+    ),
+    (
+        {"layers": NET},
+        {"gradient": "numeric"},
+        r"training\.gradient: unknown 'numeric'; expected one of 'backprop', 'finite_difference'",
+    ),
+    (
+        {"layers": NET},
+        {"early_stopping": {"patience": -1}},
+        r"training\.early_stopping\.patience: must be >= 0; received patience=-1",
+    ),
+    (
+        {"layers": NET},
+        {"early_stopping": {"monitr": "loss"}},
+        r"training\.early_stopping\.monitr: unknown field; expected one of 'monitor', 'patience', ",
+    ),
+    (
+        {"layers": NET},
+        {"early_stopping": {"restore_best": "false"}},
+        r"training\.early_stopping\.restore_best: must be true or false; received restore_best='false'",
+    ),
     ({"layers": NET}, {"early_stopping": "yes"}, r"training\.early_stopping: must be an object; received 'yes'"),
-    ({"layers": NET}, {"reduce_lr_on_plateau": {"factor": 1.0}},
-     r"training\.reduce_lr_on_plateau\.factor: must be > 0\.0 and < 1\.0; received factor=1\.0"),
+    (
+        {"layers": NET},
+        {"reduce_lr_on_plateau": {"factor": 1.0}},
+        r"training\.reduce_lr_on_plateau\.factor: must be > 0\.0 and < 1\.0; received factor=1\.0",
+    ),
     ({"layers": NET}, [], r"training: must be an object; received \[\]"),
 ]
 
@@ -265,44 +362,113 @@ def test_build_rejects_a_spec_that_is_not_an_object():
 
 DATA_ERRORS = [
     # (model spec, training spec, task, width, message)
-    ({"layers": [dense(8, "relu"), dense(2, "softmax")]}, {}, "classification", 3,
-     r"layers\[1\]\.units: the output layer has 2 units but sparse_categorical_crossentropy needs one per class: 3$"),
-    ({"layers": [dense(8, "relu"), dense(2, "sigmoid")]}, {"loss": "mse"}, "classification", 3,
-     r"layers\[1\]\.units: the output layer has 2 units but the data has 3 classes: use 3$"),
-    ({"layers": [dense(3, "sigmoid")]}, {"loss": "mse"}, "classification", 2,
-     r"layers\[0\]\.units: the output layer has 3 units but the data has 2 classes: use 2 \(or 1 sigmoid unit for a "
-     r"binary task\)$"),
-    ({"layers": [dense(1)]}, {}, "regression", 2,
-     r"layers\[0\]\.units: the output layer has 1 units but the data has 2 target columns$"),
-    ({"layers": [dense(4), dense(1, "softmax")]}, {"loss": "categorical_crossentropy"}, "regression", 1,
-     r"training\.loss: categorical_crossentropy is a classification loss; the targets are continuous "
-     r"\(try 'mse', 'mae' or 'huber'\)$"),
-    ({"layers": [dense(4), dense(1)]}, {"loss": "categorical_crossentropy"}, "regression", 1,
-     r"training\.loss: categorical_crossentropy is a classification loss; the targets are continuous "
-     r"\(try 'mse', 'mae' or 'huber'\)$"),
-    ({"layers": [dense(4), dense(1)]}, {"loss": "binary_crossentropy"}, "regression", 1,
-     r"training\.loss: binary_crossentropy is a classification loss; the targets are continuous "
-     r"\(try 'mse', 'mae' or 'huber'\)$"),
-    ({"layers": [dense(4), dense(1, "relu")]}, {"loss": "binary_crossentropy"}, "classification", 2,
-     r"training\.loss: binary_crossentropy takes probabilities but the output layer's activation is 'relu': end with "
-     r"'sigmoid', or use \{\"name\": \"binary_crossentropy\", \"from_logits\": true\}$"),
-    ({"layers": [dense(3)]}, {"loss": "sparse_categorical_crossentropy"}, "classification", 3,
-     r"training\.loss: sparse_categorical_crossentropy takes probabilities but the output layer's activation is "
-     r"'linear': end with 'softmax', or use "),
-    ({"layers": [dense(1)]}, {"metrics": ["mae", "accuracy"]}, "regression", 1,
-     r"training\.metrics\[1\]: 'accuracy' is a classification metric; this is a regression task$"),
-    ({"layers": [dense(3, "softmax")]}, {"metrics": ["r2"]}, "classification", 3,
-     r"training\.metrics\[0\]: 'r2' is a regression metric; this is a classification task$"),
-    ({"layers": [dense(3, "softmax")]}, {"early_stopping": {}, "metrics": ["accuracy"]}, "classification", 3,
-     r"training\.early_stopping\.monitor: unknown 'val_loss'; training logs 'loss', 'accuracy' "
-     r"\(val_\* values need validation_split > 0\)$"),
-    ({"layers": [dense(1)]}, {"reduce_lr_on_plateau": {"monitor": "val_mae"}}, "regression", 1,
-     r"training\.reduce_lr_on_plateau\.monitor: unknown 'val_mae'; training logs 'loss' "
-     r"\(val_\* values need validation_split > 0\)$"),
-    ({"layers": [dense(3, "softmax")]},
-     {"validation_split": 0.3, "metrics": ["accuracy"], "early_stopping": {"monitor": "val_acc"}}, "classification", 3,
-     r"training\.early_stopping\.monitor: unknown 'val_acc'; training logs 'loss', 'accuracy', 'val_loss', "
-     r"'val_accuracy'$"),
+    (
+        {"layers": [dense(8, "relu"), dense(2, "softmax")]},
+        {},
+        "classification",
+        3,
+        r"layers\[1\]\.units: the output layer has 2 units but sparse_categorical_crossentropy needs one per class: 3$",
+    ),
+    (
+        {"layers": [dense(8, "relu"), dense(2, "sigmoid")]},
+        {"loss": "mse"},
+        "classification",
+        3,
+        r"layers\[1\]\.units: the output layer has 2 units but the data has 3 classes: use 3$",
+    ),
+    (
+        {"layers": [dense(3, "sigmoid")]},
+        {"loss": "mse"},
+        "classification",
+        2,
+        r"layers\[0\]\.units: the output layer has 3 units but the data has 2 classes: use 2 \(or 1 sigmoid unit for a "
+        r"binary task\)$",
+    ),
+    (
+        {"layers": [dense(1)]},
+        {},
+        "regression",
+        2,
+        r"layers\[0\]\.units: the output layer has 1 units but the data has 2 target columns$",
+    ),
+    (
+        {"layers": [dense(4), dense(1, "softmax")]},
+        {"loss": "categorical_crossentropy"},
+        "regression",
+        1,
+        r"training\.loss: categorical_crossentropy is a classification loss; the targets are continuous "
+        r"\(try 'mse', 'mae' or 'huber'\)$",
+    ),
+    (
+        {"layers": [dense(4), dense(1)]},
+        {"loss": "categorical_crossentropy"},
+        "regression",
+        1,
+        r"training\.loss: categorical_crossentropy is a classification loss; the targets are continuous "
+        r"\(try 'mse', 'mae' or 'huber'\)$",
+    ),
+    (
+        {"layers": [dense(4), dense(1)]},
+        {"loss": "binary_crossentropy"},
+        "regression",
+        1,
+        r"training\.loss: binary_crossentropy is a classification loss; the targets are continuous "
+        r"\(try 'mse', 'mae' or 'huber'\)$",
+    ),
+    (
+        {"layers": [dense(4), dense(1, "relu")]},
+        {"loss": "binary_crossentropy"},
+        "classification",
+        2,
+        r"training\.loss: binary_crossentropy takes probabilities but the output layer's activation is 'relu': end with "
+        r"'sigmoid', or use \{\"name\": \"binary_crossentropy\", \"from_logits\": true\}$",
+    ),
+    (
+        {"layers": [dense(3)]},
+        {"loss": "sparse_categorical_crossentropy"},
+        "classification",
+        3,
+        r"training\.loss: sparse_categorical_crossentropy takes probabilities but the output layer's activation is "
+        r"'linear': end with 'softmax', or use ",
+    ),
+    (
+        {"layers": [dense(1)]},
+        {"metrics": ["mae", "accuracy"]},
+        "regression",
+        1,
+        r"training\.metrics\[1\]: 'accuracy' is a classification metric; this is a regression task$",
+    ),
+    (
+        {"layers": [dense(3, "softmax")]},
+        {"metrics": ["r2"]},
+        "classification",
+        3,
+        r"training\.metrics\[0\]: 'r2' is a regression metric; this is a classification task$",
+    ),
+    (
+        {"layers": [dense(3, "softmax")]},
+        {"early_stopping": {}, "metrics": ["accuracy"]},
+        "classification",
+        3,
+        r"training\.early_stopping\.monitor: unknown 'val_loss'; training logs 'loss', 'accuracy' "
+        r"\(val_\* values need validation_split > 0\)$",
+    ),
+    (
+        {"layers": [dense(1)]},
+        {"reduce_lr_on_plateau": {"monitor": "val_mae"}},
+        "regression",
+        1,
+        r"training\.reduce_lr_on_plateau\.monitor: unknown 'val_mae'; training logs 'loss' "
+        r"\(val_\* values need validation_split > 0\)$",
+    ),
+    (
+        {"layers": [dense(3, "softmax")]},
+        {"validation_split": 0.3, "metrics": ["accuracy"], "early_stopping": {"monitor": "val_acc"}},
+        "classification",
+        3,
+        r"training\.early_stopping\.monitor: unknown 'val_acc'; training logs 'loss', 'accuracy', 'val_loss', "
+        r"'val_accuracy'$",
+    ),
 ]
 DATA_IDS = [
     "2 softmax units for 3 classes",

@@ -3,6 +3,7 @@
 
 The iris and digits targets also depend on the split: on some 70/30 splits no small MLP reaches them
 (scikit-learn's MLPClassifier included), so both use ``random_state=0``, fixed before looking."""
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -25,7 +26,13 @@ def test_one_linear_unit_learns_y_equals_2x():
     x = np.linspace(-1, 1, 41).reshape(-1, 1)
     model = build(
         {"layers": [dense(1)], "input_scaling": "none"},
-        {"loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 0.1}, "epochs": 60, "batch_size": 8, "seed": SEED},
+        {
+            "loss": "mse",
+            "optimizer": {"name": "sgd", "learning_rate": 0.1},
+            "epochs": 60,
+            "batch_size": 8,
+            "seed": SEED,
+        },
     )
     model.fit(x, 2 * x[:, 0])
     (a,), b = model.get_weights()[0][0], model.get_weights()[1][0]
@@ -41,7 +48,13 @@ def test_relu_network_1_3_1_fits_y_equals_2x():
     y = 2 * x[:, 0]
     model = build(
         {"layers": [dense(3, "relu", bias_initializer="ones"), dense(1)]},
-        {"loss": "mse", "optimizer": {"name": "adam", "learning_rate": 0.02}, "epochs": 150, "batch_size": 8, "seed": SEED},
+        {
+            "loss": "mse",
+            "optimizer": {"name": "adam", "learning_rate": 0.02},
+            "epochs": 150,
+            "batch_size": 8,
+            "seed": SEED,
+        },
     )
     model.fit(x, y)
     assert model.evaluate(x, y)["loss"] < 1e-3
@@ -52,8 +65,12 @@ def test_xor_with_2_4_1():
     y = np.array([0, 1, 1, 0])
     model = build(
         {"layers": [dense(4, "tanh"), dense(1, "sigmoid")]},
-        {"optimizer": {"name": "sgd", "learning_rate": 0.5, "momentum": 0.9}, "epochs": 500, "batch_size": 4,
-         "seed": SEED},
+        {
+            "optimizer": {"name": "sgd", "learning_rate": 0.5, "momentum": 0.9},
+            "epochs": 500,
+            "batch_size": 4,
+            "seed": SEED,
+        },
     )
     model.fit(x, y)
     assert accuracy(model, x, y) == 1.0

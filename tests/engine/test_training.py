@@ -1,6 +1,7 @@
 """The training loop through the public API: a hand-worked step, history and callbacks, early
 stopping and reduce-on-plateau (against Keras's rules written out here), class weights,
 validation, reproducibility, checkpoints, finite-difference training, task handling, divergence."""
+
 import math
 import warnings
 
@@ -69,7 +70,9 @@ def test_history_records_every_metric_every_epoch(line):
         {"optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 4, "seed": 0, "metrics": ["mse", "mae", "r2"]},
     )
     seen = []
-    history = model.fit(x, y, validation_data=(x_val, y_val), on_epoch=lambda epoch, logs: seen.append((epoch, dict(logs))))
+    history = model.fit(
+        x, y, validation_data=(x_val, y_val), on_epoch=lambda epoch, logs: seen.append((epoch, dict(logs)))
+    )
     assert isinstance(history, History)
     assert history.epoch == [0, 1, 2, 3]
     names = {"loss", "mse", "mae", "r2", "val_loss", "val_mse", "val_mae", "val_r2", "learning_rate"}
@@ -289,8 +292,13 @@ def test_fit_with_validation_split_on_sorted_iris_validates_on_every_class(iris)
     x, y = iris
     model = build(
         {"layers": [dense(3, "softmax")]},
-        {"optimizer": {"name": "sgd", "learning_rate": 1e-6}, "epochs": 1, "seed": 0, "validation_split": 0.2,
-         "metrics": ["accuracy"]},
+        {
+            "optimizer": {"name": "sgd", "learning_rate": 1e-6},
+            "epochs": 1,
+            "seed": 0,
+            "validation_split": 0.2,
+            "metrics": ["accuracy"],
+        },
     )
     model.fit(x, y)
     model.set_weights([np.zeros((4, 3)), np.array([0.0, 0.0, 5.0])])
@@ -339,7 +347,7 @@ def test_resuming_from_a_checkpoint_is_bit_identical(clusters, case):
     checkpoints = []
     full = straight.fit(x, y, checkpoint_every=2, on_checkpoint=checkpoints.append)
     assert len(checkpoints) == 3 and all(isinstance(c, bytes) for c in checkpoints)
-    for checkpoint, epochs_done in zip(checkpoints[:2], (2, 4)):
+    for checkpoint, _epochs_done in zip(checkpoints[:2], (2, 4)):
         resumed = build(DROPOUT_NET, training)  # a fresh model, as after a restart
         history = resumed.fit(x, y, resume_from=checkpoint)
         assert history.epoch == full.epoch
@@ -378,8 +386,13 @@ def test_finite_difference_training_follows_backpropagation():
     def train(gradient):
         model = build(
             {"layers": [dense(3, "tanh"), dense(1)], "dtype": "float64"},
-            {"optimizer": {"name": "sgd", "learning_rate": 0.1}, "epochs": 5, "batch_size": 8, "seed": 0,
-             "gradient": gradient},
+            {
+                "optimizer": {"name": "sgd", "learning_rate": 0.1},
+                "epochs": 5,
+                "batch_size": 8,
+                "seed": 0,
+                "gradient": gradient,
+            },
         )
         history = model.fit(x, y)
         return model.get_weights(), history.history["loss"]
@@ -400,7 +413,13 @@ def test_mse_on_a_classification_task_trains_on_one_hot_targets(iris):
     names = np.array(["setosa", "versicolor", "virginica"])[y]
     model = build(
         {"layers": [dense(8, "sigmoid"), dense(3, "sigmoid")]},
-        {"loss": "mse", "optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 100, "batch_size": 16, "seed": 0},
+        {
+            "loss": "mse",
+            "optimizer": {"name": "adam", "learning_rate": 0.05},
+            "epochs": 100,
+            "batch_size": 16,
+            "seed": 0,
+        },
     )
     model.fit(x, names)
     predicted = model.predict(x)
@@ -498,10 +517,19 @@ def test_a_checkpoint_taken_where_early_stopping_ends_training_resumes_to_the_sa
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4))
     y = (x[:, 0] > 0).astype(int)
-    spec = {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
-                       {"type": "dense", "units": 2, "activation": "softmax"}]}
-    training = {"optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 200, "seed": 0,
-                "validation_split": 0.3, "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best": True}}
+    spec = {
+        "layers": [
+            {"type": "dense", "units": 8, "activation": "relu"},
+            {"type": "dense", "units": 2, "activation": "softmax"},
+        ]
+    }
+    training = {
+        "optimizer": {"name": "adam", "learning_rate": 0.05},
+        "epochs": 200,
+        "seed": 0,
+        "validation_split": 0.3,
+        "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best": True},
+    }
     uninterrupted = build(spec, training)
     last_epoch = uninterrupted.fit(x, y).epoch[-1]
     assert last_epoch < 199  # early stopping did end it

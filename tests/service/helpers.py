@@ -1,8 +1,13 @@
 """Specs and calls the service tests share."""
+
 from __future__ import annotations
 
-IRIS_MODEL = {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
-                         {"type": "dense", "units": 3, "activation": "softmax"}]}
+IRIS_MODEL = {
+    "layers": [
+        {"type": "dense", "units": 8, "activation": "relu"},
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ]
+}
 IRIS_TRAINING = {"optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 60, "batch_size": 16, "seed": 1}
 
 

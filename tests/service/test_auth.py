@@ -1,4 +1,5 @@
 """API keys: 401s, open routes, tenants that see only their own records, keys kept out of Redis and logs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -41,25 +42,35 @@ def assert_401(response, error: str | None):
     assert (f'error="{error}"' in challenge) if error else ("error=" not in challenge)
 
 
-@pytest.mark.parametrize("header, error", [
-    (None, None),
-    ("", None),
-    ("Bearer", None),
-    ("Bearer   ", None),
-    (f"Basic {ALICE}", None),
-    (ALICE, None),
-    ("Bearer wrong-key-0123456789abcdef", "invalid_token"),
-    (f"Bearer {ALICE[:-1]}", "invalid_token"),
-    (f"Bearer {ALICE}x", "invalid_token"),
-    (f"Bearer {ALICE},{BOB}", "invalid_token"),
-    ("Bearer é-ünïcode", "invalid_token"),
-])
+@pytest.mark.parametrize(
+    "header, error",
+    [
+        (None, None),
+        ("", None),
+        ("Bearer", None),
+        ("Bearer   ", None),
+        (f"Basic {ALICE}", None),
+        (ALICE, None),
+        ("Bearer wrong-key-0123456789abcdef", "invalid_token"),
+        (f"Bearer {ALICE[:-1]}", "invalid_token"),
+        (f"Bearer {ALICE}x", "invalid_token"),
+        (f"Bearer {ALICE},{BOB}", "invalid_token"),
+        ("Bearer é-ünïcode", "invalid_token"),
+    ],
+)
 def test_versioned_routes_need_a_valid_bearer_key(keyed_app, header, error):
     client = keyed_app.test_client()
     headers = {} if header is None else {"Authorization": header}
-    for method, path in [("get", "/v1/datasets"), ("post", "/v1/jobs"), ("get", "/v1/jobs/job_x"),
-                         ("post", "/v1/models/mdl_x/predict"), ("delete", "/v1/datasets/iris"),
-                         ("get", "/v1/nothing"), ("get", "/v9/jobs"), ("get", "/v1")]:
+    for method, path in [
+        ("get", "/v1/datasets"),
+        ("post", "/v1/jobs"),
+        ("get", "/v1/jobs/job_x"),
+        ("post", "/v1/models/mdl_x/predict"),
+        ("delete", "/v1/datasets/iris"),
+        ("get", "/v1/nothing"),
+        ("get", "/v9/jobs"),
+        ("get", "/v1"),
+    ]:
         response = getattr(client, method)(path, headers=headers, json={"anything": 1})
         assert_401(response, error)
         assert "Bearer" in response.json["detail"] or "not valid" in response.json["detail"]
@@ -87,10 +98,17 @@ def test_without_keys_nothing_is_asked_and_everything_is_public(client, redis):
 
 def test_each_key_sees_only_its_own_datasets_jobs_and_models(keyed_app, run_jobs):
     alice, bob = keyed(keyed_app, ALICE), keyed(keyed_app, BOB)
-    dataset = alice.post("/v1/datasets", json={"features": [[0.0], [1.0], [2.0], [3.0]] * 5,
-                                               "targets": ["a", "b", "a", "b"] * 5, "name": "alice's"}).json
-    job = train(alice, run_jobs, dataset=dataset["id"],
-                model={"layers": [{"type": "dense", "units": 2, "activation": "softmax"}]}, training={"epochs": 2})
+    dataset = alice.post(
+        "/v1/datasets",
+        json={"features": [[0.0], [1.0], [2.0], [3.0]] * 5, "targets": ["a", "b", "a", "b"] * 5, "name": "alice's"},
+    ).json
+    job = train(
+        alice,
+        run_jobs,
+        dataset=dataset["id"],
+        model={"layers": [{"type": "dense", "units": 2, "activation": "softmax"}]},
+        training={"epochs": 2},
+    )
     assert job["status"] == "succeeded"
     model_id = job["model_id"]
 
@@ -137,9 +155,13 @@ def test_tenants_are_hashes_and_no_key_reaches_redis(keyed_app, run_jobs, redis)
     for key in redis.keys("*"):
         assert ALICE.encode() not in key
         kind = redis.type(key)
-        values = {b"hash": lambda: b"".join(redis.hgetall(key).values()), b"string": lambda: redis.get(key),
-                  b"list": lambda: b"".join(redis.lrange(key, 0, -1)),
-                  b"zset": lambda: b"".join(redis.zrange(key, 0, -1)), b"set": lambda: b"".join(redis.smembers(key))}
+        values = {
+            b"hash": lambda: b"".join(redis.hgetall(key).values()),
+            b"string": lambda: redis.get(key),
+            b"list": lambda: b"".join(redis.lrange(key, 0, -1)),
+            b"zset": lambda: b"".join(redis.zrange(key, 0, -1)),
+            b"set": lambda: b"".join(redis.smembers(key)),
+        }
         assert ALICE.encode() not in values.get(kind, lambda: b"")(), key
 
 
@@ -174,7 +196,10 @@ def test_openapi_declares_the_bearer_scheme(client):
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     create = document["paths"]["/v1/jobs"]["post"]
     assert create["security"] == [{"bearer": []}] and "401" in create["responses"] and "429" in create["responses"]
-    assert "security" not in document["paths"]["/healthz"]["get"] and "401" not in document["paths"]["/healthz"]["get"]["responses"]
+    assert (
+        "security" not in document["paths"]["/healthz"]["get"]
+        and "401" not in document["paths"]["/healthz"]["get"]["responses"]
+    )
 
 
 def test_keys_are_not_logged_by_gunicorn_or_the_service(processes, monkeypatch):
@@ -182,12 +207,21 @@ def test_keys_are_not_logged_by_gunicorn_or_the_service(processes, monkeypatch):
     monkeypatch.setenv("GUNICORN_CMD_ARGS", "--access-logfile -")
     url = processes.api(api_keys=f"{ALICE},{BOB}", log_level="DEBUG")
     wrong = "wrong-key-0123456789abcdef-xyz"
-    assert requests.get(f"{url}/v1/datasets", headers={"Authorization": f"Bearer {ALICE}"}, timeout=10).status_code == 200
+    assert (
+        requests.get(f"{url}/v1/datasets", headers={"Authorization": f"Bearer {ALICE}"}, timeout=10).status_code == 200
+    )
     response = requests.get(f"{url}/v1/datasets", headers={"Authorization": f"Bearer {wrong}"}, timeout=10)
     assert response.status_code == 401 and response.headers["Content-Type"] == "application/problem+json"
     assert wrong not in response.text
-    assert requests.post(f"{url}/v1/jobs", data="{", headers={"Authorization": f"Bearer {BOB}",
-                                                               "Content-Type": "application/json"}, timeout=10).status_code == 400
+    assert (
+        requests.post(
+            f"{url}/v1/jobs",
+            data="{",
+            headers={"Authorization": f"Bearer {BOB}", "Content-Type": "application/json"},
+            timeout=10,
+        ).status_code
+        == 400
+    )
     processes.stop_all()
     log = (processes.tmp / "api-0.log").read_text()
     assert '"GET /v1/datasets HTTP/1.1" 401' in log  # the access log was on

@@ -1,4 +1,5 @@
 """``nnserve train | predict | models | jobs`` run as subprocesses against ``nnserve api`` and a worker."""
+
 from __future__ import annotations
 
 import csv
@@ -28,7 +29,7 @@ def nnserve(*args: str, url: str | None = None, stdin: str | None = None, **env:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("NNSERVE_")}
     environ.update(**env)
     command = [sys.executable, "-m", "nnserve.service.cli", *args, *(["--url", url] if url else [])]
-    return subprocess.run(command, input=stdin, capture_output=True, text=True, env=environ, timeout=300)
+    return subprocess.run(command, check=False, input=stdin, capture_output=True, text=True, env=environ, timeout=300)
 
 
 def fields(stdout: str) -> dict[str, str]:
@@ -39,8 +40,17 @@ def fields(stdout: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def trained(url):
     """``nnserve train --wait`` on iris with the example spec: its run and its fields."""
-    run = nnserve("train", "--dataset", "iris", "--spec", str(ROOT / "examples" / "iris.json"), "--name", "cli iris",
-                  "--wait", url=url)
+    run = nnserve(
+        "train",
+        "--dataset",
+        "iris",
+        "--spec",
+        str(ROOT / "examples" / "iris.json"),
+        "--name",
+        "cli iris",
+        "--wait",
+        url=url,
+    )
     assert run.returncode == 0, run.stderr
     return run, fields(run.stdout)
 
@@ -78,8 +88,9 @@ def test_predict_a_csv_with_a_header_as_csv(trained, url):
 
 def test_predict_rows_from_stdin_as_json(trained, url):
     model_id = trained[1]["model"]
-    run = nnserve("predict", model_id, "--input", "-", "--format", "json", url=url,
-                  stdin="5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
+    run = nnserve(
+        "predict", model_id, "--input", "-", "--format", "json", url=url, stdin="5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n"
+    )
     assert run.returncode == 0, run.stderr
     body = json.loads(run.stdout)
     assert body["predictions"] == ["setosa", "virginica"]
@@ -112,8 +123,16 @@ def test_the_api_key_comes_from_the_option_or_the_environment(url, redis_server,
         assert refused.returncode == 1 and "401" in refused.stderr and "API key" in refused.stderr
         assert nnserve("jobs", "--api-key", key, url=keyed).returncode == 0
         from_env = nnserve("models", url=keyed, NNSERVE_API_KEY=key)
-        assert from_env.returncode == 0 and from_env.stdout.split() == \
-            ["ID", "NAME", "STATUS", "DATASET", "TASK", "METRICS", "PARAMS", "CREATED"]  # a new tenant: no models
+        assert from_env.returncode == 0 and from_env.stdout.split() == [
+            "ID",
+            "NAME",
+            "STATUS",
+            "DATASET",
+            "TASK",
+            "METRICS",
+            "PARAMS",
+            "CREATED",
+        ]  # a new tenant: no models
 
 
 def test_errors_exit_non_zero_with_the_problem(url, tmp_path):

@@ -1,4 +1,5 @@
 """``service.client.Client`` against a running service: ``nnserve api`` and ``nnserve worker`` processes."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,20 @@ from werkzeug.serving import make_server
 
 from nnserve import engine
 from nnserve.service.builtin import load
-from nnserve.service.client import (ApiError, BadRequest, Client, Conflict, Invalid, JobFailed, NotFound, Prediction,
-                            ProgressBar, RateLimited, Unauthorized, Unavailable)
+from nnserve.service.client import (
+    ApiError,
+    BadRequest,
+    Client,
+    Conflict,
+    Invalid,
+    JobFailed,
+    NotFound,
+    Prediction,
+    ProgressBar,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
 from tests.conftest import free_port
 from tests.service.helpers import IRIS_MODEL, IRIS_TRAINING
 from tests.stack import stack
@@ -30,8 +43,14 @@ def url(redis_server, tmp_path_factory):
 def keyed_url(url, redis_server, tmp_path_factory):
     """A second API on the same Redis (the first stack's worker trains for both), with API keys and a
     predict limit of 2 a minute."""
-    with stack(redis_server.url, tmp_path_factory.mktemp("keyed"), workers=0, flush=False, api_keys=KEY,
-               rate_limit_predict="2/minute") as base:
+    with stack(
+        redis_server.url,
+        tmp_path_factory.mktemp("keyed"),
+        workers=0,
+        flush=False,
+        api_keys=KEY,
+        rate_limit_predict="2/minute",
+    ) as base:
         yield base
 
 
@@ -100,9 +119,15 @@ def test_train_wait_predict_evaluate_and_weights(nn):
 
 
 def test_regressor_predictions_are_values(nn):
-    job = nn.wait(nn.train("linear", {"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
-                           {"optimizer": {"name": "adam", "learning_rate": 0.1}, "epochs": 300, "batch_size": 4,
-                            "seed": 0})["id"], progress=False, timeout=WAIT)
+    job = nn.wait(
+        nn.train(
+            "linear",
+            {"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
+            {"optimizer": {"name": "adam", "learning_rate": 0.1}, "epochs": 300, "batch_size": 4, "seed": 0},
+        )["id"],
+        progress=False,
+        timeout=WAIT,
+    )
     values, probabilities = nn.predict(job["model_id"], [[5.0], [6.0]])
     assert probabilities is None
     assert values.dtype == np.float64 and np.allclose(values, [10.0, 12.0], atol=0.3)
@@ -132,9 +157,8 @@ def test_errors_are_typed_and_carry_the_problem(nn, url):
     with pytest.raises(ValueError, match="JSON"):  # NaN cannot travel in JSON: refused before sending
         nn.predict("mdl_missing", [[float("nan")]])
 
-    with Client(f"http://127.0.0.1:{free_port()}", timeout=5) as nobody:
-        with pytest.raises(Unavailable) as raised:
-            nobody.list_models()
+    with Client(f"http://127.0.0.1:{free_port()}", timeout=5) as nobody, pytest.raises(Unavailable) as raised:
+        nobody.list_models()
     assert raised.value.status is None and "no answer" in str(raised.value)
 
 
@@ -196,17 +220,16 @@ def test_wait_polls_behind_a_proxy_that_drops_event_streams(url, redis_server):
 
 
 def test_api_keys_and_rate_limits(keyed_url):
-    with Client(keyed_url) as anonymous:
-        with pytest.raises(Unauthorized) as raised:
-            anonymous.list_models()
+    with Client(keyed_url) as anonymous, pytest.raises(Unauthorized) as raised:
+        anonymous.list_models()
     assert raised.value.status == 401 and raised.value.problem["title"] == "Unauthorized"
-    with Client(keyed_url, api_key="not-the-key-0123456789") as stranger:
-        with pytest.raises(Unauthorized):
-            stranger.list_datasets()
+    with Client(keyed_url, api_key="not-the-key-0123456789") as stranger, pytest.raises(Unauthorized):
+        stranger.list_datasets()
 
     with Client(keyed_url, api_key=KEY) as nn:
-        job = nn.wait(nn.train("iris", IRIS_MODEL, {**IRIS_TRAINING, "epochs": 20})["id"], progress=io.StringIO(),
-                      timeout=WAIT)
+        job = nn.wait(
+            nn.train("iris", IRIS_MODEL, {**IRIS_TRAINING, "epochs": 20})["id"], progress=io.StringIO(), timeout=WAIT
+        )
         assert [m["id"] for m in nn.list_models()] == [job["model_id"]]  # this key's tenant sees only its own
         for _ in range(2):
             nn.predict(job["model_id"], [[5.1, 3.5, 1.4, 0.2]])
@@ -227,9 +250,11 @@ def test_progress_bar_redraws_one_line_on_a_terminal():
         bar.update({"epoch": epoch, "loss": 1 / epoch, "val_loss": 2 / epoch, "accuracy": 0.5, "learning_rate": 0.01})
     bar.close()
     frames = screen.getvalue().split("\r\033[K")[1:]
-    assert frames == ["epoch 1/4 [######..................]  loss 1  val_loss 2  accuracy 0.5",
-                      "epoch 2/4 [############............]  loss 0.5  val_loss 1  accuracy 0.5",
-                      "epoch 4/4 [########################]  loss 0.25  val_loss 0.5  accuracy 0.5\n"]
+    assert frames == [
+        "epoch 1/4 [######..................]  loss 1  val_loss 2  accuracy 0.5",
+        "epoch 2/4 [############............]  loss 0.5  val_loss 1  accuracy 0.5",
+        "epoch 4/4 [########################]  loss 0.25  val_loss 0.5  accuracy 0.5\n",
+    ]
 
 
 def test_bad_url_is_refused():

@@ -1,4 +1,5 @@
 """The dashboard's blueprint: the page and its assets, their types and cache headers; the presets."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,15 @@ def test_every_asset_the_page_names_is_served(client):
             assert response.status_code == 200, path
 
 
-@pytest.mark.parametrize("path, content_type", [
-    ("/static/app.js", "text/javascript; charset=utf-8"),
-    ("/static/style.css", "text/css; charset=utf-8"),
-    ("/static/presets.json", "application/json"),
-    ("/static/favicon.svg", "image/svg+xml; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    "path, content_type",
+    [
+        ("/static/app.js", "text/javascript; charset=utf-8"),
+        ("/static/style.css", "text/css; charset=utf-8"),
+        ("/static/presets.json", "application/json"),
+        ("/static/favicon.svg", "image/svg+xml; charset=utf-8"),
+    ],
+)
 def test_our_assets_are_revalidated(client, path, content_type):
     with client.get(path) as response:
         assert response.status_code == 200
@@ -53,9 +57,17 @@ def test_vendored_uplot_is_immutable(client):
         assert response.headers["Content-Type"] == "text/plain; charset=utf-8" and b"MIT License" in response.data
 
 
-@pytest.mark.parametrize("path", ["/static/nothing.js", "/static/../app.py", "/static/%2e%2e/app.py",
-                                  "/static/vendor/../../cli.py", "/static/vendor/README.md",
-                                  "/static/vendor/uplot-1.6.32/..%2f..%2fapp.js"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/nothing.js",
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/static/vendor/../../cli.py",
+        "/static/vendor/README.md",
+        "/static/vendor/uplot-1.6.32/..%2f..%2fapp.js",
+    ],
+)
 def test_anything_else_is_a_problem_404(client, path):
     response = client.get(path)
     assert response.status_code == 404

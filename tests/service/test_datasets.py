@@ -1,4 +1,5 @@
 """/v1/datasets: uploads (JSON and CSV), target-kind inference, built-ins, errors."""
+
 from __future__ import annotations
 
 import io
@@ -14,8 +15,13 @@ def upload(client, **body):
 
 
 def test_json_upload_round_trip(client, redis):
-    response = upload(client, name="xor", features=[[0, 0], [0, 1], [1, 0], [1, 1]] * 3, targets=["a", "b", "b", "a"] * 3,
-                      feature_names=["p", "q"])
+    response = upload(
+        client,
+        name="xor",
+        features=[[0, 0], [0, 1], [1, 0], [1, 1]] * 3,
+        targets=["a", "b", "b", "a"] * 3,
+        feature_names=["p", "q"],
+    )
     assert response.status_code == 201
     body = response.json
     assert response.headers["Location"] == f"/v1/datasets/{body['id']}"
@@ -52,8 +58,11 @@ def test_target_kind_given_by_the_client(client):
 
 def test_csv_upload(client, redis):
     csv = "a,b,label,c\n1,2,x,3\n4,5,y,6\n7,8.5,x,9\n\n"
-    response = client.post("/v1/datasets", data={"file": (io.BytesIO(csv.encode()), "points.csv"), "target": "label"},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/v1/datasets",
+        data={"file": (io.BytesIO(csv.encode()), "points.csv"), "target": "label"},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 201, response.json
     body = response.json
     assert body["name"] == "points" and body["feature_names"] == ["a", "b", "c"] and body["target_name"] == "label"
@@ -64,8 +73,11 @@ def test_csv_upload(client, redis):
 
 def test_csv_defaults_to_last_column_and_infers_numbers(client):
     csv = "x,y\n1,0.5\n2,1.5\n3,2.5\n"
-    response = client.post("/v1/datasets", data={"file": (io.BytesIO(csv.encode()), "l.csv"), "name": "lin"},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/v1/datasets",
+        data={"file": (io.BytesIO(csv.encode()), "l.csv"), "name": "lin"},
+        content_type="multipart/form-data",
+    )
     assert response.json["name"] == "lin" and response.json["target_kind"] == "continuous"
     assert response.json["target_name"] == "y"
 
@@ -81,8 +93,9 @@ def test_csv_defaults_to_last_column_and_infers_numbers(client):
     ],
 )
 def test_csv_errors(client, csv, form, loc, fragment):
-    response = client.post("/v1/datasets", data={"file": (io.BytesIO(csv.encode()), "d.csv"), **form},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/v1/datasets", data={"file": (io.BytesIO(csv.encode()), "d.csv"), **form}, content_type="multipart/form-data"
+    )
     assert response.status_code == 422
     assert response.json["errors"][0]["loc"] == loc and fragment in response.json["detail"]
 

@@ -1,6 +1,7 @@
 """GET /v1/jobs/{id}/events in process: replay for late clients, Last-Event-ID, the final status, errors,
 tenants, the per-process stream limit, heartbeats and the bounded lifetime. Live streaming through
 gunicorn while a real worker trains is in tests/e2e/test_events.py."""
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,12 @@ def test_last_event_id_resumes_without_repeats(client, finished, how):
 
 def test_a_failed_job_ends_with_its_error(client, run_jobs):
     dataset = client.post("/v1/datasets", json={"features": [[0.0], [1.0], [2.0], [3.0]], "targets": [0, 1, 0, 1]}).json
-    job = submit(client, dataset=dataset["id"], model={"layers": [{"type": "dense", "units": 2, "activation": "softmax"}]},
-                 training={"epochs": 2}).json
+    job = submit(
+        client,
+        dataset=dataset["id"],
+        model={"layers": [{"type": "dense", "units": 2, "activation": "softmax"}]},
+        training={"epochs": 2},
+    ).json
     assert client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
     run_jobs()
     status = stream(client, job["id"])[-1]
@@ -81,7 +86,9 @@ def test_a_failed_job_ends_with_its_error(client, run_jobs):
 def test_a_canceled_job_ends_canceled(client):
     job = submit(client).json
     client.post(f"/v1/jobs/{job['id']}/cancel")
-    assert stream(client, job["id"])[1:] == [{"event": "status", "data": {"status": "canceled", "model_id": job["model_id"]}}]
+    assert stream(client, job["id"])[1:] == [
+        {"event": "status", "data": {"status": "canceled", "model_id": job["model_id"]}}
+    ]
 
 
 def test_bad_requests(client, finished):
@@ -136,5 +143,5 @@ def test_stream_settings():
 
     assert Settings().stream_limit == 4 and Settings(api_threads=5).stream_limit == 2
     assert Settings(api_threads=4, api_streams=3).stream_limit == 3
-    with pytest.raises(ValueError, match="api_streams .4. must be below api_threads .4."):
+    with pytest.raises(ValueError, match=r"api_streams .4. must be below api_threads .4."):
         Settings(api_threads=4, api_streams=4)

@@ -1,5 +1,6 @@
 """The predict fast path: cache hits are answered without entering Flask, with the same response;
 everything else reaches the Flask route and gets its one rendering."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,6 @@ from flask import request_started
 from pydantic import SecretStr
 
 from nnserve.service.settings import Rate
-
 from tests.conftest import wait_until
 from tests.service.helpers import train
 
@@ -104,9 +104,15 @@ def test_keys_and_tenants_hold_on_the_fast_path(make_app, run_jobs):
     app = make_app(api_keys=(SecretStr(ALICE), SecretStr(BOB)))
     client = app.test_client()
     alice = {"Authorization": f"Bearer {ALICE}"}
-    job = client.post("/v1/jobs", headers=alice, json={
-        "dataset": "iris", "model": {"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
-        "training": {"optimizer": "adam", "epochs": 5, "seed": 0}}).json
+    job = client.post(
+        "/v1/jobs",
+        headers=alice,
+        json={
+            "dataset": "iris",
+            "model": {"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
+            "training": {"optimizer": "adam", "epochs": 5, "seed": 0},
+        },
+    ).json
     run_jobs()
     cached(app, client, job["model_id"], headers=alice)
     calls = FlaskCalls(app)
@@ -115,7 +121,10 @@ def test_keys_and_tenants_hold_on_the_fast_path(make_app, run_jobs):
     assert client.post(url, json={"inputs": [ROW]}, headers=alice).status_code == 200
     assert calls.count == 0
     assert client.post(url, json={"inputs": [ROW]}).status_code == 401
-    assert client.post(url, json={"inputs": [ROW]}, headers={"Authorization": "Bearer wrong-key-0123456789"}).status_code == 401
+    assert (
+        client.post(url, json={"inputs": [ROW]}, headers={"Authorization": "Bearer wrong-key-0123456789"}).status_code
+        == 401
+    )
     assert client.post(url, json={"inputs": [ROW]}, headers={"Authorization": f"Bearer {BOB}"}).status_code == 404
     assert calls.count == 3
 
@@ -141,6 +150,11 @@ def test_metrics_count_fast_path_answers_under_the_predict_route(app, client, mo
 
     text = client.get("/metrics").get_data(as_text=True)
 
-    line = next(l for l in text.splitlines()
-                if l.startswith('nnserve_http_requests_total{method="POST",route="/v1/models/<model_id>/predict",status="200"}'))
+    line = next(
+        row
+        for row in text.splitlines()
+        if row.startswith(
+            'nnserve_http_requests_total{method="POST",route="/v1/models/<model_id>/predict",status="200"}'
+        )
+    )
     assert float(line.split()[-1]) >= 3

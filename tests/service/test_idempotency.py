@@ -1,5 +1,6 @@
 """Idempotency-Key on POST /v1/jobs and /v1/datasets: replays, reuse with another body, keys freed by
 requests that created nothing, tenants, expiry, and concurrent duplicates."""
+
 from __future__ import annotations
 
 import io
@@ -30,8 +31,11 @@ def test_a_retried_job_submission_returns_the_first_job(client, run_jobs, redis)
     assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json == first.json and again.headers["Location"] == first.headers["Location"]
     assert again.mimetype == "application/json"
-    assert len(client.get("/v1/jobs").json["items"]) == 1 and store.job_counts(redis) == {"queued": 0, "running": 0,
-                                                                                            "succeeded": 1}
+    assert len(client.get("/v1/jobs").json["items"]) == 1 and store.job_counts(redis) == {
+        "queued": 0,
+        "running": 0,
+        "succeeded": 1,
+    }
     assert post(client, "/v1/jobs", JOB, "retry-2").json["id"] != first.json["id"]  # a new key: a new job
     assert client.post("/v1/jobs", json=JOB).json["id"] != first.json["id"]  # no key: as ever
 
@@ -46,14 +50,20 @@ def test_a_retried_upload_returns_the_first_dataset(client):
 
 def test_a_retried_csv_upload_matches_despite_a_new_multipart_boundary(client):
     def upload():
-        return client.post("/v1/datasets", data={"file": (io.BytesIO(b"x,y\n1,a\n2,b\n3,a\n"), "points.csv")},
-                           headers={"Idempotency-Key": "csv-1"})
+        return client.post(
+            "/v1/datasets",
+            data={"file": (io.BytesIO(b"x,y\n1,a\n2,b\n3,a\n"), "points.csv")},
+            headers={"Idempotency-Key": "csv-1"},
+        )
 
     first, again = upload(), upload()
     assert first.status_code == 201 and again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
     assert first.json["name"] == "points"
-    other = client.post("/v1/datasets", data={"file": (io.BytesIO(b"x,y\n1,a\n2,b\n9,a\n"), "points.csv")},
-                        headers={"Idempotency-Key": "csv-1"})
+    other = client.post(
+        "/v1/datasets",
+        data={"file": (io.BytesIO(b"x,y\n1,a\n2,b\n9,a\n"), "points.csv")},
+        headers={"Idempotency-Key": "csv-1"},
+    )
     assert other.status_code == 422
 
 
@@ -62,8 +72,9 @@ def test_the_key_with_another_body_or_route_is_refused(client):
     for path, body in [("/v1/jobs", {**JOB, "name": "other"}), ("/v1/datasets", DATASET)]:
         response = post(client, path, body, "k")
         assert response.status_code == 422 and response.mimetype == "application/problem+json"
-        assert response.json["errors"] == [{"loc": "Idempotency-Key", "type": "idempotency_key_reused",
-                                            "msg": response.json["errors"][0]["msg"]}]
+        assert response.json["errors"] == [
+            {"loc": "Idempotency-Key", "type": "idempotency_key_reused", "msg": response.json["errors"][0]["msg"]}
+        ]
         assert "different request" in response.json["detail"]
     assert len(client.get("/v1/jobs").json["items"]) == 1
 

@@ -1,4 +1,5 @@
 """/v1/jobs: submission and its validation, progress and history, cancel, failures (in-process worker)."""
+
 from __future__ import annotations
 
 import copy
@@ -20,7 +21,9 @@ def test_submit_and_train(client, run_jobs, redis):
     assert job["progress"] == {"epoch": 0, "epochs": 60}
     # Enqueued by dotted path with the id only, JSON-serialized.
     rq_job = Job.fetch(job["id"], connection=redis, serializer=JSONSerializer)
-    assert rq_job.func_name == "nnserve.worker.jobs.train" and rq_job.args == [job["id"]] or rq_job.args == (job["id"],)
+    assert (rq_job.func_name == "nnserve.worker.jobs.train" and rq_job.args == [job["id"]]) or rq_job.args == (
+        job["id"],
+    )
     assert b"pickle" not in redis.hget(f"rq:job:{job['id']}", "data")
     # The normalized specs: every default, the resolved loss, the default metric, the seed.
     assert job["training"]["loss"] == "sparse_categorical_crossentropy"
@@ -39,8 +42,13 @@ def test_submit_and_train(client, run_jobs, redis):
 
 
 def test_defaults_and_validation_split(client, run_jobs):
-    job = train(client, run_jobs, dataset="linear", model={"layers": [{"type": "dense", "units": 1}]},
-                training={"epochs": 3, "validation_split": 0.25, "seed": 0})
+    job = train(
+        client,
+        run_jobs,
+        dataset="linear",
+        model={"layers": [{"type": "dense", "units": 1}]},
+        training={"epochs": 3, "validation_split": 0.25, "seed": 0},
+    )
     assert job["status"] == "succeeded"
     assert job["training"]["optimizer"]["name"] == "rmsprop" and job["training"]["batch_size"] == 32
     assert job["training"]["metrics"] == ["mae"] and job["training"]["loss"] == "mse"
@@ -66,13 +74,27 @@ def layer(**changes):
         (layer(activation="relu6"), None, "model.layers.0.activation", "'relu'"),
         (layer(type="conv2d"), None, "model.layers.0", "'dense'"),
         (layer(colour="red"), None, "model.layers.0.colour", "Extra inputs"),
-        ({"layers": [{"type": "dense", "units": 8}, {"type": "dense", "units": 2, "activation": "softmax"}]}, None,
-         "model.layers.1.units", "one per class: 3"),
+        (
+            {"layers": [{"type": "dense", "units": 8}, {"type": "dense", "units": 2, "activation": "softmax"}]},
+            None,
+            "model.layers.1.units",
+            "one per class: 3",
+        ),
         ({"layers": []}, None, "model.layers", "at least 1"),
-        ({"layers": [{"type": "dropout", "rate": 1.5}, {"type": "dense", "units": 3}]}, None, "model.layers.0.rate", "less than 1"),
+        (
+            {"layers": [{"type": "dropout", "rate": 1.5}, {"type": "dense", "units": 3}]},
+            None,
+            "model.layers.0.rate",
+            "less than 1",
+        ),
         (None, {"loss": "nope"}, "training.loss", "'mse'"),
         (None, {"loss": {"name": "huber", "delta": -1}}, "training.loss.delta", ">"),
-        (None, {"optimizer": {"name": "sgd", "learning_rate": -1}}, "training.optimizer.learning_rate", "greater than 0"),
+        (
+            None,
+            {"optimizer": {"name": "sgd", "learning_rate": -1}},
+            "training.optimizer.learning_rate",
+            "greater than 0",
+        ),
         (None, {"optimizer": {"name": "sgd", "momentum": -0.5}}, "training.optimizer.momentum", ">="),
         (None, {"optimizer": {"name": "sgd", "mommentum": 0.9}}, "training.optimizer.mommentum", "unknown field"),
         (None, {"epochs": 0}, "training.epochs", "greater than 0"),
@@ -81,8 +103,12 @@ def layer(**changes):
         (None, {"metrics": ["mae"]}, "training.metrics.0", "regression metric"),
         (None, {"early_stopping": {"monitor": "val_loss"}}, "training.early_stopping.monitor", "validation_split"),
         (None, {"gradient": "finite_difference"}, "training.gradient", "Extra inputs"),
-        ({"layers": [{"type": "dense", "units": 3_000_000}, {"type": "dense", "units": 3}]}, None, "model.layers",
-         "parameters"),
+        (
+            {"layers": [{"type": "dense", "units": 3_000_000}, {"type": "dense", "units": 3}]},
+            None,
+            "model.layers",
+            "parameters",
+        ),
     ],
 )
 def test_validation_errors(client, redis, model, training, loc, fragment):
@@ -96,8 +122,12 @@ def test_validation_errors(client, redis, model, training, loc, fragment):
 
 
 def test_loss_that_does_not_fit_the_task(client):
-    response = submit(client, dataset="linear", model={"layers": [{"type": "dense", "units": 1}]},
-                      training={"loss": {"name": "categorical_crossentropy", "from_logits": True}})
+    response = submit(
+        client,
+        dataset="linear",
+        model={"layers": [{"type": "dense", "units": 1}]},
+        training={"loss": {"name": "categorical_crossentropy", "from_logits": True}},
+    )
     assert response.status_code == 422 and response.json["errors"][0]["loc"] == "training.loss"
     assert "classification loss" in response.json["detail"]
 
@@ -151,8 +181,12 @@ def test_a_cancel_that_reaches_a_dequeued_job_stops_it(client, run_jobs, redis):
 
 def test_failing_job_fails_with_the_message_and_the_worker_goes_on(client, run_jobs):
     diverging = {"optimizer": {"name": "sgd", "learning_rate": 1e30}, "epochs": 5, "seed": 0}
-    bad = submit(client, dataset="linear", model={"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
-                 training=diverging).json
+    bad = submit(
+        client,
+        dataset="linear",
+        model={"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
+        training=diverging,
+    ).json
     good = submit(client, training={"epochs": 2}).json
     run_jobs()
     failed = client.get(f"/v1/jobs/{bad['id']}").json
@@ -168,4 +202,8 @@ def test_deleted_dataset_fails_the_job(client, run_jobs):
     client.delete(f"/v1/datasets/{dataset['id']}")
     run_jobs()
     failed = client.get(f"/v1/jobs/{job['id']}").json
-    assert failed["status"] == "failed" and failed["error"]["type"] == "JobError" and "deleted" in failed["error"]["detail"]
+    assert (
+        failed["status"] == "failed"
+        and failed["error"]["type"] == "JobError"
+        and "deleted" in failed["error"]["detail"]
+    )

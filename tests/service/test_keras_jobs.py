@@ -2,6 +2,7 @@
 backend): a model trained from a document exports weights that load into the same Keras model with
 ``set_weights()`` and predict what ``/v1/models/{id}/predict`` predicts; what nnserve cannot honour is a
 422 naming the place in the document."""
+
 from __future__ import annotations
 
 import io
@@ -10,28 +11,35 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "numpy")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-from nnserve.service.builtin import load  # noqa: E402
+from nnserve.service.builtin import load
 
 # Keras's NumPy backend still implements __array__ without the copy keyword NumPy 2 asks for.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 
 TRAINING = {"epochs": 40, "batch_size": 16, "seed": 0}
 
 
 def iris_keras_model() -> keras.Sequential:
-    model = keras.Sequential([
-        keras.Input((4,)),
-        keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.001)),
-        keras.layers.Dropout(0.1),
-        keras.layers.Dense(3),
-        keras.layers.Activation("softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.02), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.001)),
+            keras.layers.Dropout(0.1),
+            keras.layers.Dense(3),
+            keras.layers.Activation("softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=0.02),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -57,7 +65,10 @@ def test_weights_load_into_keras_and_predict_the_same(client, run_jobs, form):
     job = response.json
     # Stored: the converted nnserve spec, Keras semantics (no input scaling), compile_config's training.
     assert [layer["type"] for layer in job["model"]["layers"]] == ["dense", "dropout", "dense", "activation"]
-    assert job["model"]["input_scaling"] == "none" and job["model"]["layers"][0]["kernel_regularizer"] == {"l1": 0.0, "l2": 0.001}
+    assert job["model"]["input_scaling"] == "none" and job["model"]["layers"][0]["kernel_regularizer"] == {
+        "l1": 0.0,
+        "l2": 0.001,
+    }
     assert job["training"]["optimizer"]["name"] == "adam" and job["training"]["optimizer"]["learning_rate"] == 0.02
     assert job["training"]["loss"] == "sparse_categorical_crossentropy" and job["training"]["epochs"] == 40
     run_jobs()
@@ -73,8 +84,11 @@ def test_weights_load_into_keras_and_predict_the_same(client, run_jobs, form):
 
 def test_options_form_opts_into_scaling_and_training_fields_win(client):
     document = iris_keras_model().to_json()
-    job = post(client, {"keras": document, "input_scaling": "standard"},
-               training={"optimizer": {"name": "sgd", "learning_rate": 0.1}, "epochs": 2, "metrics": []}).json
+    job = post(
+        client,
+        {"keras": document, "input_scaling": "standard"},
+        training={"optimizer": {"name": "sgd", "learning_rate": 0.1}, "epochs": 2, "metrics": []},
+    ).json
     assert job["model"]["input_scaling"] == "standard"
     assert job["training"]["optimizer"]["name"] == "sgd" and job["training"]["optimizer"]["learning_rate"] == 0.1
     assert job["training"]["loss"] == "sparse_categorical_crossentropy" and job["training"]["metrics"] == []
@@ -94,33 +108,74 @@ def sequential(*layers, input_shape=(4,), **compile_args) -> str:
     return model.to_json()
 
 
-@pytest.mark.parametrize("model, loc, fragment", [
-    (lambda: sequential(keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(3), input_shape=(8, 8, 1)),
-     "model.config.layers.1.class_name", "unsupported Keras layer 'Conv2D'"),
-    (lambda: sequential(keras.layers.Dense(3, bias_regularizer="l2")), "model.config.layers.1.config.bias_regularizer",
-     "bias_regularizer="),
-    (lambda: sequential(keras.layers.Dense(3, kernel_constraint="non_neg")), "model.config.layers.1.config.kernel_constraint",
-     "kernel_constraint="),
-    (lambda: sequential(keras.layers.Dense(8), keras.layers.Dense(2, activation="softmax")),
-     "model.config.layers.2.config.units", "needs one per class: 3"),
-    (lambda: sequential(keras.layers.Dense(3, activation="softmax"), input_shape=(5,)),
-     "model.config.layers.0.config.batch_shape", "the model takes 5 features; the dataset has 4"),
-    (lambda: sequential(keras.layers.Dense(3, activation="softmax"),
-                        loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=0)),
-     "model.compile_config.loss.ignore_class", "not supported"),
-    (lambda: sequential(keras.layers.Dense(3, activation="softmax"), loss="kl_divergence"),
-     "model.compile_config.loss", "unknown 'kl_divergence'"),
-    (lambda: sequential(keras.layers.Dense(3, activation="softmax"), loss="mse",
-                        optimizer=keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9))),
-     "model.compile_config.optimizer.learning_rate", "schedule objects are not supported"),
-    (lambda: {"keras": sequential(keras.layers.Dense(3, activation="softmax"), input_shape=(2,))},
-     "model.keras.config.layers.0.config.batch_shape", "the model takes 2 features"),
-    (lambda: {"class_name": "Functional", "config": {}}, "model.class_name", "only Keras Sequential models"),
-    (lambda: "{not json", "model", "is not valid JSON"),
-    (lambda: {"keras": "[]"}, "model.keras.class_name", "only Keras Sequential models"),
-    (lambda: {"keras": sequential(keras.layers.Dense(3)), "input_scaling": "minmax"}, "model.input_scaling", "'standard' or 'none'"),
-    (lambda: {"keras": sequential(keras.layers.Dense(3)), "dtype": "float64"}, "model.dtype", "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    "model, loc, fragment",
+    [
+        (
+            lambda: sequential(
+                keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(3), input_shape=(8, 8, 1)
+            ),
+            "model.config.layers.1.class_name",
+            "unsupported Keras layer 'Conv2D'",
+        ),
+        (
+            lambda: sequential(keras.layers.Dense(3, bias_regularizer="l2")),
+            "model.config.layers.1.config.bias_regularizer",
+            "bias_regularizer=",
+        ),
+        (
+            lambda: sequential(keras.layers.Dense(3, kernel_constraint="non_neg")),
+            "model.config.layers.1.config.kernel_constraint",
+            "kernel_constraint=",
+        ),
+        (
+            lambda: sequential(keras.layers.Dense(8), keras.layers.Dense(2, activation="softmax")),
+            "model.config.layers.2.config.units",
+            "needs one per class: 3",
+        ),
+        (
+            lambda: sequential(keras.layers.Dense(3, activation="softmax"), input_shape=(5,)),
+            "model.config.layers.0.config.batch_shape",
+            "the model takes 5 features; the dataset has 4",
+        ),
+        (
+            lambda: sequential(
+                keras.layers.Dense(3, activation="softmax"),
+                loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=0),
+            ),
+            "model.compile_config.loss.ignore_class",
+            "not supported",
+        ),
+        (
+            lambda: sequential(keras.layers.Dense(3, activation="softmax"), loss="kl_divergence"),
+            "model.compile_config.loss",
+            "unknown 'kl_divergence'",
+        ),
+        (
+            lambda: sequential(
+                keras.layers.Dense(3, activation="softmax"),
+                loss="mse",
+                optimizer=keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)),
+            ),
+            "model.compile_config.optimizer.learning_rate",
+            "schedule objects are not supported",
+        ),
+        (
+            lambda: {"keras": sequential(keras.layers.Dense(3, activation="softmax"), input_shape=(2,))},
+            "model.keras.config.layers.0.config.batch_shape",
+            "the model takes 2 features",
+        ),
+        (lambda: {"class_name": "Functional", "config": {}}, "model.class_name", "only Keras Sequential models"),
+        (lambda: "{not json", "model", "is not valid JSON"),
+        (lambda: {"keras": "[]"}, "model.keras.class_name", "only Keras Sequential models"),
+        (
+            lambda: {"keras": sequential(keras.layers.Dense(3)), "input_scaling": "minmax"},
+            "model.input_scaling",
+            "'standard' or 'none'",
+        ),
+        (lambda: {"keras": sequential(keras.layers.Dense(3)), "dtype": "float64"}, "model.dtype", "Extra inputs"),
+    ],
+)
 def test_what_nnserve_cannot_honour_is_a_422_naming_it(client, model, loc, fragment):
     response = post(client, model())
     assert response.status_code == 422, response.json

@@ -1,5 +1,6 @@
 """Limits: rate limits per key or address (shared through Redis), jobs in flight per tenant, the compute
 budget, model size, body size, and the job timeout. Each refusal is a problem naming its limit."""
+
 from __future__ import annotations
 
 import threading
@@ -38,8 +39,9 @@ def test_job_submissions_are_rate_limited(make_app, redis):
     client = make_app(rate_limit_jobs=Rate(2, 60)).test_client()
     assert [submit(client, training=TINY).status_code for _ in range(2)] == [202, 202]
     response = submit(client, training=TINY)
-    assert_429(response, "at most 2 job submissions per minute per client address", "NNSERVE_RATE_LIMIT_JOBS",
-               retry_after=60)
+    assert_429(
+        response, "at most 2 job submissions per minute per client address", "NNSERVE_RATE_LIMIT_JOBS", retry_after=60
+    )
     assert f"try again in {response.headers['Retry-After']} s" in response.json["detail"]
     assert len(client.get("/v1/jobs").json["items"]) == 2  # the refused one created nothing
     assert client.get("/v1/jobs").status_code == 200  # other routes are not limited
@@ -83,11 +85,17 @@ def test_forwarded_for_names_the_client_behind_a_trusted_proxy(make_app):
     app = make_app(rate_limit_jobs=Rate(1, 3600), forwarded_hops=1)
     client = app.test_client()
     assert submit(client, training=TINY).status_code == 202
-    first = client.post("/v1/jobs", json={"dataset": "iris", "model": IRIS_MODEL, "training": TINY},
-                        headers={"X-Forwarded-For": "203.0.113.9"})
+    first = client.post(
+        "/v1/jobs",
+        json={"dataset": "iris", "model": IRIS_MODEL, "training": TINY},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    )
     assert first.status_code == 202  # another client than the proxy itself
-    again = client.post("/v1/jobs", json={"dataset": "iris", "model": IRIS_MODEL, "training": TINY},
-                        headers={"X-Forwarded-For": "203.0.113.9"})
+    again = client.post(
+        "/v1/jobs",
+        json={"dataset": "iris", "model": IRIS_MODEL, "training": TINY},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    )
     assert_429(again)
 
 
@@ -116,9 +124,17 @@ def test_predict_makes_no_redis_call_without_a_predict_limit(make_app, client, r
     assert redis.info("stats")["total_commands_processed"] - before <= 1 + 1  # INFO itself, once
 
 
-@pytest.mark.parametrize("text, rate", [("30/minute", Rate(30, 60)), (" 1 / Second ", Rate(1, 1)),
-                                        ("6000/hour", Rate(6000, 3600)), ("2/day", Rate(2, 86400)),
-                                        ("", None), ("off", None)])
+@pytest.mark.parametrize(
+    "text, rate",
+    [
+        ("30/minute", Rate(30, 60)),
+        (" 1 / Second ", Rate(1, 1)),
+        ("6000/hour", Rate(6000, 3600)),
+        ("2/day", Rate(2, 86400)),
+        ("", None),
+        ("off", None),
+    ],
+)
 def test_rate_settings(text, rate):
     assert Settings(rate_limit_jobs=text).rate_limit_jobs == rate
 

@@ -1,4 +1,5 @@
 """/v1/models: show, predict, evaluate, weights, delete, and the per-process model cache."""
+
 from __future__ import annotations
 
 import io
@@ -28,9 +29,18 @@ def predict(client, model_id, inputs):
 
 def test_show_and_list(client, iris_model):
     model = client.get(f"/v1/models/{iris_model}").json
-    assert model["status"] == "ready" and model["dataset_id"] == "iris" and model["n_parameters"] == 4 * 8 + 8 + 8 * 3 + 3
-    assert model["input"] == {"n_features": 4, "feature_names": ["sepal_length", "sepal_width", "petal_length", "petal_width"]}
-    assert model["output"] == {"kind": "classification", "classes": ["setosa", "versicolor", "virginica"], "n_outputs": 3}
+    assert (
+        model["status"] == "ready" and model["dataset_id"] == "iris" and model["n_parameters"] == 4 * 8 + 8 + 8 * 3 + 3
+    )
+    assert model["input"] == {
+        "n_features": 4,
+        "feature_names": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+    }
+    assert model["output"] == {
+        "kind": "classification",
+        "classes": ["setosa", "versicolor", "virginica"],
+        "n_outputs": 3,
+    }
     assert set(model["metrics"]) == {"loss", "accuracy"} and model["metrics"]["accuracy"] > 0.9
     assert model["model"]["layers"][1]["activation"] == "softmax" and model["training"]["epochs"] == 60
     assert [m["id"] for m in client.get("/v1/models").json["items"]] == [iris_model]
@@ -118,8 +128,9 @@ def test_weights_download(client, iris_model):
     with np.load(io.BytesIO(response.data), allow_pickle=False) as archive:
         names = archive.files
         arrays = {name: archive[name] for name in names}
-    assert names[:4] == ["metadata", "layers.0.kernel", "layers.0.bias", "layers.1.kernel"] or \
-        [n for n in names if n != "metadata"] == ["layers.0.kernel", "layers.0.bias", "layers.1.kernel", "layers.1.bias"]
+    assert names[:4] == ["metadata", "layers.0.kernel", "layers.0.bias", "layers.1.kernel"] or [
+        n for n in names if n != "metadata"
+    ] == ["layers.0.kernel", "layers.0.bias", "layers.1.kernel", "layers.1.bias"]
     assert arrays["layers.0.kernel"].shape == (4, 8) and arrays["layers.1.bias"].shape == (3,)
     metadata = json.loads(str(arrays["metadata"]))
     assert metadata["spec"]["layers"][0]["units"] == 8 and metadata["classes"] == ["setosa", "versicolor", "virginica"]

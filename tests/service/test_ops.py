@@ -1,5 +1,6 @@
 """Operations routes and the error paths every route shares: health, readiness, metrics,
 OpenAPI, docs, unknown routes, unexpected errors, Redis down."""
+
 from __future__ import annotations
 
 import time
@@ -81,14 +82,17 @@ def test_unexpected_errors_become_a_plain_500(app, caplog):
     assert "secret internals" in caplog.text  # logged with its traceback
 
 
-@pytest.mark.parametrize("method, path, body", [
-    ("get", "/v1/datasets", None),
-    ("get", "/v1/datasets/ds_x", None),
-    ("post", "/v1/jobs", {"dataset": "iris", "model": {"layers": [{"type": "dense", "units": 3}]}}),
-    ("get", "/v1/jobs", None),
-    ("get", "/v1/models/mdl_x", None),
-    ("post", "/v1/models/mdl_x/predict", {"inputs": [[1]]}),
-])
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("get", "/v1/datasets", None),
+        ("get", "/v1/datasets/ds_x", None),
+        ("post", "/v1/jobs", {"dataset": "iris", "model": {"layers": [{"type": "dense", "units": 3}]}}),
+        ("get", "/v1/jobs", None),
+        ("get", "/v1/models/mdl_x", None),
+        ("post", "/v1/models/mdl_x/predict", {"inputs": [[1]]}),
+    ],
+)
 def test_redis_down_is_a_fast_503(make_app, redis_server, method, path, body):
     client = make_app().test_client()
     redis_server.stop()

@@ -1,4 +1,5 @@
 """The Redis store: the keys a full round trip touches, npz without pickle, atomic job status moves."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,10 +10,15 @@ from tests.service.helpers import submit
 
 
 def test_keys_of_a_full_round_trip(client, run_jobs, redis):
-    dataset = client.post("/v1/datasets", json={"features": [[0.0], [1.0], [2.0], [3.0]] * 5,
-                                                "targets": ["a", "b", "a", "b"] * 5}).json
-    job = submit(client, dataset=dataset["id"], model={"layers": [{"type": "dense", "units": 2, "activation": "softmax"}]},
-                 training={"epochs": 3, "seed": 0}).json
+    dataset = client.post(
+        "/v1/datasets", json={"features": [[0.0], [1.0], [2.0], [3.0]] * 5, "targets": ["a", "b", "a", "b"] * 5}
+    ).json
+    job = submit(
+        client,
+        dataset=dataset["id"],
+        model={"layers": [{"type": "dense", "units": 2, "activation": "softmax"}]},
+        training={"epochs": 3, "seed": 0},
+    ).json
     run_jobs()
     assert client.post(f"/v1/models/{job['model_id']}/predict", json={"inputs": [[1.0]]}).status_code == 200
     ours = {k.decode() for k in redis.keys("nnserve:*")}

@@ -1,5 +1,6 @@
 """/v2: the Open Inference Protocol (KServe v2 REST) in process: health, metadata, inference in JSON and
 in the binary tensor extension, equal to /v1's predictions, and errors in the protocol's form."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,11 @@ from nnserve.service.builtin import load
 from tests.service.helpers import submit, train
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
-LINEAR = {"dataset": "linear", "model": {"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
-          "training": {"optimizer": {"name": "adam", "learning_rate": 0.1}, "epochs": 50, "batch_size": 4, "seed": 0}}
+LINEAR = {
+    "dataset": "linear",
+    "model": {"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
+    "training": {"optimizer": {"name": "adam", "learning_rate": 0.1}, "epochs": 50, "batch_size": 4, "seed": 0},
+}
 
 
 @pytest.fixture
@@ -36,8 +40,16 @@ def infer(client, model_id, body, **kwargs):
 def binary_request(rows, outputs=None, parameters=None) -> tuple[bytes, dict[str, str]]:
     """A request as tritonclient builds it by default: FP32 rows after the JSON, no Content-Type."""
     raw = np.asarray(rows, dtype="<f4").tobytes()
-    head = {"inputs": [{"name": "input", "shape": list(np.shape(rows)), "datatype": "FP32",
-                        "parameters": {"binary_data_size": len(raw)}}]}
+    head = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(np.shape(rows)),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ]
+    }
     if outputs is not None:
         head["outputs"] = outputs
     if parameters is not None:
@@ -61,8 +73,8 @@ def decode_binary(response) -> tuple[dict, dict[str, np.ndarray]]:
             items = []
             while chunk:
                 (n,) = struct.unpack("<I", chunk[:4])
-                items.append(chunk[4:4 + n].decode())
-                chunk = chunk[4 + n:]
+                items.append(chunk[4 : 4 + n].decode())
+                chunk = chunk[4 + n :]
             arrays[output["name"]] = np.array(items, dtype=object)
         else:
             arrays[output["name"]] = np.frombuffer(chunk, dtype="<f4").reshape(output["shape"])
@@ -101,10 +113,14 @@ def test_server_not_ready_without_redis(make_app, redis_server):
 
 def test_model_metadata_and_readiness(client, iris_model):
     expected = {
-        "name": iris_model, "versions": ["1"], "platform": "nnserve_numpy",
+        "name": iris_model,
+        "versions": ["1"],
+        "platform": "nnserve_numpy",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
-        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
-                    {"name": "predicted_labels", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
+            {"name": "predicted_labels", "datatype": "BYTES", "shape": [-1]},
+        ],
     }
     assert client.get(f"/v2/models/{iris_model}").json == expected
     assert client.get(f"/v2/models/{iris_model}/versions/1").json == expected
@@ -132,8 +148,12 @@ def test_json_inference_equals_v1_predict(client, iris_model, flat):
     outputs = {output["name"]: output for output in body["outputs"]}
     assert list(outputs) == ["probabilities", "predicted_labels"]
     assert outputs["probabilities"]["shape"] == [3, 3] and outputs["probabilities"]["datatype"] == "FP32"
-    assert outputs["predicted_labels"] == {"name": "predicted_labels", "shape": [3], "datatype": "BYTES",
-                                           "data": ["setosa", "virginica", "versicolor"]}
+    assert outputs["predicted_labels"] == {
+        "name": "predicted_labels",
+        "shape": [3],
+        "datatype": "BYTES",
+        "data": ["setosa", "virginica", "versicolor"],
+    }
     v1 = v1_predict(client, iris_model, ROWS)
     probabilities = np.float32(outputs["probabilities"]["data"]).reshape(3, 3)
     np.testing.assert_array_equal(probabilities, np.float32(v1["probabilities"]))
@@ -153,8 +173,13 @@ def test_binary_inference_without_content_type_equals_v1_predict(client, iris_mo
 
 
 def test_requested_outputs_mix_binary_and_json_in_their_order(client, iris_model):
-    body, headers = binary_request(ROWS, outputs=[{"name": "predicted_labels", "parameters": {"binary_data": False}},
-                                                  {"name": "probabilities", "parameters": {"binary_data": True}}])
+    body, headers = binary_request(
+        ROWS,
+        outputs=[
+            {"name": "predicted_labels", "parameters": {"binary_data": False}},
+            {"name": "probabilities", "parameters": {"binary_data": True}},
+        ],
+    )
     response = client.post(f"/v2/models/{iris_model}/versions/1/infer", data=body, headers=headers)
     head, arrays = decode_binary(response)
     assert [o["name"] for o in head["outputs"]] == ["predicted_labels", "probabilities"]
@@ -180,32 +205,42 @@ def test_regression_predictions(client, run_jobs):
     assert metadata["outputs"] == [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]
     output = infer(client, model_id, {"inputs": [tensor([[5.0], [1.0]])]}).json["outputs"][0]
     assert output["name"] == "predictions" and output["shape"] == [2]
-    np.testing.assert_array_equal(np.float32(output["data"]), np.float32(v1_predict(client, model_id, [[5.0], [1.0]])["predictions"]))
+    np.testing.assert_array_equal(
+        np.float32(output["data"]), np.float32(v1_predict(client, model_id, [[5.0], [1.0]])["predictions"])
+    )
 
 
 # Errors ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"inputs": []}, "inputs: List should have at least 1 item"),
-    ({"inputs": [tensor(ROWS, name="x")]}, "one input, 'input'; received ['x']"),
-    ({"inputs": [tensor(ROWS), tensor(ROWS)]}, "one input"),
-    ({"inputs": [tensor(ROWS, datatype="BYTES")]}, "datatype 'BYTES' is not numeric"),
-    ({"inputs": [{**tensor(ROWS), "shape": [12]}]}, "shape must be [rows, features]"),
-    ({"inputs": [{**tensor(ROWS), "shape": [0, 4]}]}, "at least one row"),
-    ({"inputs": [{**tensor(ROWS), "shape": [4, 4]}]}, "must be 16 numbers for shape [4, 4]"),
-    ({"inputs": [{**tensor(ROWS), "shape": [4, 3]}]}, "must be 12 numbers for shape [4, 3]"),
-    ({"inputs": [{**tensor(ROWS), "data": [["a", "b", "c", "d"]] * 3}]}, "not all numbers"),
-    ({"inputs": [{**tensor(ROWS), "data": [[1, 2], [3, 4, 5]]}]}, "rows of equal length"),
-    ({"inputs": [{**tensor(ROWS), "data": None}]}, "send 'data'"),
-    ({"inputs": [tensor([[1.0, 2.0]])]}, "each row must have 4 features; received 2"),
-    ({"inputs": [{**tensor(ROWS), "shape": "3x4"}]}, "inputs.0.shape"),
-    ({"inputs": [{**tensor(ROWS), "colour": 1}]}, "inputs.0.colour: Extra inputs"),
-    ({"inputs": [tensor(ROWS)], "outputs": [{"name": "logits"}]}, "outputs are ['probabilities', 'predicted_labels']"),
-    ({"inputs": [tensor(ROWS)], "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}]},
-     "classification extension is not supported"),
-    ({"inputs": [tensor(ROWS)], "parameters": {"binary_data_output": "yes"}}, "binary_data must be true or false"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"inputs": []}, "inputs: List should have at least 1 item"),
+        ({"inputs": [tensor(ROWS, name="x")]}, "one input, 'input'; received ['x']"),
+        ({"inputs": [tensor(ROWS), tensor(ROWS)]}, "one input"),
+        ({"inputs": [tensor(ROWS, datatype="BYTES")]}, "datatype 'BYTES' is not numeric"),
+        ({"inputs": [{**tensor(ROWS), "shape": [12]}]}, "shape must be [rows, features]"),
+        ({"inputs": [{**tensor(ROWS), "shape": [0, 4]}]}, "at least one row"),
+        ({"inputs": [{**tensor(ROWS), "shape": [4, 4]}]}, "must be 16 numbers for shape [4, 4]"),
+        ({"inputs": [{**tensor(ROWS), "shape": [4, 3]}]}, "must be 12 numbers for shape [4, 3]"),
+        ({"inputs": [{**tensor(ROWS), "data": [["a", "b", "c", "d"]] * 3}]}, "not all numbers"),
+        ({"inputs": [{**tensor(ROWS), "data": [[1, 2], [3, 4, 5]]}]}, "rows of equal length"),
+        ({"inputs": [{**tensor(ROWS), "data": None}]}, "send 'data'"),
+        ({"inputs": [tensor([[1.0, 2.0]])]}, "each row must have 4 features; received 2"),
+        ({"inputs": [{**tensor(ROWS), "shape": "3x4"}]}, "inputs.0.shape"),
+        ({"inputs": [{**tensor(ROWS), "colour": 1}]}, "inputs.0.colour: Extra inputs"),
+        (
+            {"inputs": [tensor(ROWS)], "outputs": [{"name": "logits"}]},
+            "outputs are ['probabilities', 'predicted_labels']",
+        ),
+        (
+            {"inputs": [tensor(ROWS)], "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}]},
+            "classification extension is not supported",
+        ),
+        ({"inputs": [tensor(ROWS)], "parameters": {"binary_data_output": "yes"}}, "binary_data must be true or false"),
+    ],
+)
 def test_bad_inference_requests_are_400s(client, iris_model, body, fragment):
     assert_error(infer(client, iris_model, body), 400, fragment)
 
@@ -214,7 +249,9 @@ def test_bad_binary_requests_are_400s(client, iris_model):
     body, headers = binary_request(ROWS)
     url = f"/v2/models/{iris_model}/infer"
     assert_error(client.post(url, data=body[:-4], headers=headers), 400, "is 48 bytes; binary_data_size says 48 and 44")
-    assert_error(client.post(url, data=body, headers={"Inference-Header-Content-Length": "x"}), 400, "must be the length")
+    assert_error(
+        client.post(url, data=body, headers={"Inference-Header-Content-Length": "x"}), 400, "must be the length"
+    )
     assert_error(client.post(url, data=body, headers={"Inference-Header-Content-Length": "10"}), 400, "not valid JSON")
     assert_error(client.post(url, data=body), 400, "need the Inference-Header-Content-Length header")
     nan, headers = binary_request([[np.nan, 1, 2, 3]])
@@ -227,7 +264,9 @@ def test_unknown_models_versions_and_routes_are_404s(client, iris_model):
         assert_error(client.get(path), 404, "no model 'mdl_nope'")
     assert_error(infer(client, "mdl_nope", {"inputs": [tensor(ROWS)]}), 404, "no model 'mdl_nope'")
     assert_error(client.get(f"/v2/models/{iris_model}/versions/2"), 404, "its only version is '1'")
-    assert_error(client.post(f"/v2/models/{iris_model}/versions/2/infer", json={"inputs": [tensor(ROWS)]}), 404, "version")
+    assert_error(
+        client.post(f"/v2/models/{iris_model}/versions/2/infer", json={"inputs": [tensor(ROWS)]}), 404, "version"
+    )
     assert_error(client.get("/v2/repository/index"), 404, "not found")
     assert_error(client.get(f"/v2/models/{iris_model}/infer"), 405, "not allowed")
 
@@ -267,7 +306,11 @@ def test_keys_tenants_and_rate_limits_answer_in_the_protocol_form(make_app, run_
 def test_openapi_documents_the_protocol_and_its_error_form(client):
     paths = client.get("/openapi.json").json["paths"]
     operation = paths["/v2/models/{model_name}/infer"]["post"]
-    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/InferenceRequest"
+    assert (
+        operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        == "#/components/schemas/InferenceRequest"
+    )
     assert operation["responses"]["400"]["content"] == {
-        "application/json": {"schema": {"$ref": "#/components/schemas/InferenceError"}}}
+        "application/json": {"schema": {"$ref": "#/components/schemas/InferenceError"}}
+    }
     assert "401" in operation["responses"] and "401" not in paths["/v2/health/live"]["get"]["responses"]

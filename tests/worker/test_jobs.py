@@ -1,6 +1,7 @@
 """The worker as a real process (``nnserve worker``): start latency, cancel while running,
 failures, workers that die mid-job (SIGKILL) with retries resuming from checkpoints to the
 very weights of an uninterrupted run, and warm shutdown (SIGTERM) requeueing the running job."""
+
 from __future__ import annotations
 
 import os
@@ -18,14 +19,22 @@ from tests.conftest import wait_until
 from tests.service.helpers import submit
 
 FAST = {"worker_heartbeat": 1, "abandoned_after": 2, "maintenance_interval": 1}
-BLOBS_MODEL = {"layers": [{"type": "dense", "units": 16, "activation": "relu"},
-                          {"type": "dense", "units": 3, "activation": "softmax"}]}
+BLOBS_MODEL = {
+    "layers": [
+        {"type": "dense", "units": 16, "activation": "relu"},
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ]
+}
 
 
 def long_job(client, epochs=400):
     """A blobs job of a few seconds, checkpointed every 2 epochs (the test settings)."""
-    response = submit(client, dataset="blobs", model=BLOBS_MODEL,
-                      training={"optimizer": "sgd", "epochs": epochs, "batch_size": 8, "seed": 3})
+    response = submit(
+        client,
+        dataset="blobs",
+        model=BLOBS_MODEL,
+        training={"optimizer": "sgd", "epochs": epochs, "batch_size": 8, "seed": 3},
+    )
     assert response.status_code == 202
     return response.json
 
@@ -36,9 +45,11 @@ def job(client, job_id):
 
 def finished(client, job_id, timeout=60):
     """The job once it has ended, whatever the status."""
+
     def ended():
         record = job(client, job_id)
         return record if record["status"] in ("succeeded", "failed", "canceled") else None
+
     return wait_until(ended, timeout=timeout, what=f"job {job_id} to end")
 
 
@@ -58,6 +69,7 @@ def started_worker(processes, redis, **settings):
 
 def horse_of(worker_pid: int) -> int:
     """The pid of the work horse RQ forked to run the current job."""
+
     def child():
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -66,6 +78,7 @@ def horse_of(worker_pid: int) -> int:
                 continue
             if int(fields[1]) == worker_pid:
                 return int(stat.parent.name)
+
     return wait_until(child, timeout=10, what="the work horse")
 
 
@@ -73,11 +86,18 @@ def test_warm_worker_starts_jobs_quickly(client, processes, redis):
     started_worker(processes, redis)
     delays = []
     for _ in range(7):
-        submitted = submit(client, dataset="linear", model={"layers": [{"type": "dense", "units": 1}]},
-                           training={"epochs": 1}).json
-        done = wait_until(lambda: job(client, submitted["id"])["status"] == "succeeded" and job(client, submitted["id"]),
-                          timeout=10, what="a tiny job", interval=0.01)
-        delays.append((datetime.fromisoformat(done["started_at"]) - datetime.fromisoformat(done["created_at"])).total_seconds())
+        submitted = submit(
+            client, dataset="linear", model={"layers": [{"type": "dense", "units": 1}]}, training={"epochs": 1}
+        ).json
+        done = wait_until(
+            lambda: job(client, submitted["id"])["status"] == "succeeded" and job(client, submitted["id"]),
+            timeout=10,
+            what="a tiny job",
+            interval=0.01,
+        )
+        delays.append(
+            (datetime.fromisoformat(done["started_at"]) - datetime.fromisoformat(done["created_at"])).total_seconds()
+        )
     # The benchmark measures the target (20 ms); here we only guard against a cold start per job.
     assert statistics.median(delays) < 0.1, delays
 
@@ -87,17 +107,26 @@ def test_cancel_a_running_job(client, processes, redis):
     submitted = long_job(client, epochs=3000)
     wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 3, timeout=20, what="training to start")
     assert client.post(f"/v1/jobs/{submitted['id']}/cancel").status_code == 202
-    done = wait_until(lambda: job(client, submitted["id"])["status"] == "canceled" and job(client, submitted["id"]),
-                      timeout=5, what="the job to stop")
+    done = wait_until(
+        lambda: job(client, submitted["id"])["status"] == "canceled" and job(client, submitted["id"]),
+        timeout=5,
+        what="the job to stop",
+    )
     assert done["progress"]["epoch"] < 3000 and len(done["history"]["loss"]) == done["progress"]["epoch"]
     assert client.get(f"/v1/models/{submitted['model_id']}").json["status"] == "canceled"
 
 
 def test_a_failing_job_leaves_the_worker_running(client, processes, redis):
     worker = started_worker(processes, redis)
-    bad = submit(client, dataset="linear", model={"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
-                 training={"optimizer": {"name": "sgd", "learning_rate": 1e30}, "epochs": 5}).json
-    good = submit(client, dataset="linear", model={"layers": [{"type": "dense", "units": 1}]}, training={"epochs": 2}).json
+    bad = submit(
+        client,
+        dataset="linear",
+        model={"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
+        training={"optimizer": {"name": "sgd", "learning_rate": 1e30}, "epochs": 5},
+    ).json
+    good = submit(
+        client, dataset="linear", model={"layers": [{"type": "dense", "units": 1}]}, training={"epochs": 2}
+    ).json
     wait_until(lambda: job(client, good["id"])["status"] == "succeeded", timeout=20, what="the next job")
     failed = job(client, bad["id"])
     assert failed["status"] == "failed" and failed["error"]["type"] == "NonFiniteError" and failed["attempts"] == 1
@@ -128,8 +157,11 @@ def test_killed_worker_without_retries_fails_the_job(make_app, processes, redis)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     started_worker(processes, redis)
-    failed = wait_until(lambda: job(client, submitted["id"])["status"] == "failed" and job(client, submitted["id"]),
-                        timeout=20, what="the job to fail")
+    failed = wait_until(
+        lambda: job(client, submitted["id"])["status"] == "failed" and job(client, submitted["id"]),
+        timeout=20,
+        what="the job to fail",
+    )
     assert failed["error"]["type"] == "WorkerLost" and "heartbeats" in failed["error"]["detail"]
     assert client.get(f"/v1/models/{submitted['model_id']}").json["status"] == "failed"
 
@@ -140,8 +172,11 @@ def test_killed_work_horse_is_retried_by_its_worker(client, processes, redis):
     submitted = long_job(client)
     wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 10, timeout=30, what="some epochs")
     os.kill(horse_of(worker.pid), signal.SIGKILL)
-    done = wait_until(lambda: job(client, submitted["id"])["status"] == "succeeded" and job(client, submitted["id"]),
-                      timeout=60, what="the retried job to finish")
+    done = wait_until(
+        lambda: job(client, submitted["id"])["status"] == "succeeded" and job(client, submitted["id"]),
+        timeout=60,
+        what="the retried job to finish",
+    )
     assert done["attempts"] == 2 and len(done["history"]["loss"]) == 400
     assert worker.poll() is None
 
@@ -167,8 +202,15 @@ def test_a_job_that_keeps_killing_its_worker_fails_after_its_retries(make_app, p
     worker = started_worker(processes, redis)
     submitted = long_job(client, epochs=3000)
     for attempt in (1, 2):
-        wait_until(lambda: (j := job(client, submitted["id"]))["attempts"] == attempt and j["status"] == "running"
-                   and j["progress"]["epoch"] >= 1, timeout=30, what=f"attempt {attempt} to train")
+        wait_until(
+            lambda: (
+                (j := job(client, submitted["id"]))["attempts"] == attempt
+                and j["status"] == "running"
+                and j["progress"]["epoch"] >= 1
+            ),
+            timeout=30,
+            what=f"attempt {attempt} to train",
+        )
         os.kill(horse_of(worker.pid), signal.SIGKILL)  # as the OOM killer would, every time
     failed = finished(client, submitted["id"])
     assert failed["status"] == "failed" and failed["attempts"] == 2
@@ -202,9 +244,13 @@ def test_warm_shutdown_checkpoints_at_the_next_epoch_and_requeues(make_app, proc
     assert_same_model(redis, done, reference)
 
 
-WIDE_MODEL = {"layers": [{"type": "dense", "units": 2048, "activation": "relu"},
-                         {"type": "dense", "units": 2048, "activation": "relu"},
-                         {"type": "dense", "units": 3, "activation": "softmax"}]}
+WIDE_MODEL = {
+    "layers": [
+        {"type": "dense", "units": 2048, "activation": "relu"},
+        {"type": "dense", "units": 2048, "activation": "relu"},
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ]
+}
 
 
 def test_warm_shutdown_does_not_wait_for_a_long_epoch(make_app, processes, redis):
@@ -212,16 +258,22 @@ def test_warm_shutdown_does_not_wait_for_a_long_epoch(make_app, processes, redis
     anyway, which goes back on the queue to resume from its last periodic checkpoint."""
     client = make_app(checkpoint_every=1, job_retries=0).test_client()
     worker = started_worker(processes, redis, shutdown_timeout=1)
-    submitted = submit(client, dataset="blobs", model=WIDE_MODEL,
-                       training={"optimizer": "sgd", "epochs": 5, "batch_size": 16, "seed": 0}).json
+    submitted = submit(
+        client,
+        dataset="blobs",
+        model=WIDE_MODEL,
+        training={"optimizer": "sgd", "epochs": 5, "batch_size": 16, "seed": 0},
+    ).json
     wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 1, timeout=120, what="the first epoch")
     os.killpg(worker.pid, signal.SIGTERM)
     assert worker.wait(30) == 0
     stopped = job(client, submitted["id"])
     assert stopped["status"] == "queued" and stopped["attempts"] == 1
     epoch = store.get_job(redis, submitted["id"])["checkpoint_epoch"]
-    assert stopped["error"] == {"type": "WorkerStopped",
-                                "detail": f"its worker was stopped mid-epoch; requeued from epoch {epoch}"}
+    assert stopped["error"] == {
+        "type": "WorkerStopped",
+        "detail": f"its worker was stopped mid-epoch; requeued from epoch {epoch}",
+    }
     assert redis.lrange("rq:queue:nnserve", 0, -1) == [submitted["id"].encode()]
     assert client.post(f"/v1/jobs/{submitted['id']}/cancel").json["status"] == "canceled"
 

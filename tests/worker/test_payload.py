@@ -1,6 +1,7 @@
 """What a worker reads from Redis is untrusted: job specs are validated again, tenants are checked
 again, and nothing is unpickled (RQ's payload is JSON). Each test tampers with Redis directly, as
 someone who got past the API would, and expects a cleanly failed job and a worker that goes on."""
+
 from __future__ import annotations
 
 import pickle
@@ -21,14 +22,17 @@ def tamper(redis, job_id: str, **fields) -> None:
     redis.hset(store.job_key(job_id), mapping={name: orjson.dumps(value) for name, value in fields.items()})
 
 
-@pytest.mark.parametrize("fields, loc", [
-    ({"model": {"layers": [{"type": "dense", "units": -3}]}}, "layers[0].units"),
-    ({"model": {"layers": [{"type": "lambda", "function": "__import__('os').system('id')"}]}}, "layers[0].type"),
-    ({"model": "__import__('os').system('id')"}, "must be an object"),
-    ({"model": {**IRIS_MODEL, "activation_hook": "x"}}, "activation_hook"),
-    ({"training": {"epochs": 1, "loss": "os.system"}}, "training.loss"),
-    ({"training": {"epochs": -1}}, "training.epochs"),
-])
+@pytest.mark.parametrize(
+    "fields, loc",
+    [
+        ({"model": {"layers": [{"type": "dense", "units": -3}]}}, "layers[0].units"),
+        ({"model": {"layers": [{"type": "lambda", "function": "__import__('os').system('id')"}]}}, "layers[0].type"),
+        ({"model": "__import__('os').system('id')"}, "must be an object"),
+        ({"model": {**IRIS_MODEL, "activation_hook": "x"}}, "activation_hook"),
+        ({"training": {"epochs": 1, "loss": "os.system"}}, "training.loss"),
+        ({"training": {"epochs": -1}}, "training.epochs"),
+    ],
+)
 def test_a_tampered_spec_fails_the_job_cleanly(client, run_jobs, redis, fields, loc):
     job = submit(client, training=TINY).json
     tamper(redis, job["id"], **fields)
@@ -44,10 +48,12 @@ def test_a_tampered_spec_fails_the_job_cleanly(client, run_jobs, redis, fields, 
 def test_a_job_pointed_at_another_tenants_dataset_does_not_read_it(make_app, run_jobs, redis):
     app = make_app(api_keys=(SecretStr(ALICE), SecretStr(BOB)))
     alice, bob = keyed(app, ALICE), keyed(app, BOB)
-    dataset = alice.post("/v1/datasets", json={"features": [[0.0, 1.0]] * 4 + [[1.0, 0.0]] * 4,
-                                               "targets": [0] * 4 + [1] * 4}).json
-    job = submit(bob, dataset="blobs", model={"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
-                 training=TINY).json
+    dataset = alice.post(
+        "/v1/datasets", json={"features": [[0.0, 1.0]] * 4 + [[1.0, 0.0]] * 4, "targets": [0] * 4 + [1] * 4}
+    ).json
+    job = submit(
+        bob, dataset="blobs", model={"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]}, training=TINY
+    ).json
     tamper(redis, job["id"], dataset_id=dataset["id"])
     run_jobs()
     failed = bob.get(f"/v1/jobs/{job['id']}").json
@@ -64,7 +70,9 @@ def test_the_worker_never_unpickles_the_queue_payload(client, run_jobs, redis, t
             return (open, (str(marker), "w"))
 
     job = submit(client, training=TINY).json
-    redis.hset(f"rq:job:{job['id']}", "data", zlib.compress(pickle.dumps(("nnserve.worker.jobs.train", None, [Exploit()], {}))))
+    redis.hset(
+        f"rq:job:{job['id']}", "data", zlib.compress(pickle.dumps(("nnserve.worker.jobs.train", None, [Exploit()], {})))
+    )
     after = submit(client, training=TINY).json
     run_jobs()
     assert not marker.exists()
