@@ -278,7 +278,7 @@ class Stack:
         env.update(PYTHONPATH=str(ROOT), NNSERVE_LOG_LEVEL="WARNING")
         self.log = open(Path(self.dir.name) / "up.log", "wb")  # noqa: SIM115 (a child's log, open for the child's life)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nnserve.service.cli", "up", "--port", str(port), "--workers", str(workers)],
+            [sys.executable, "-m", "nnserve", "up", "--port", str(port), "--workers", str(workers)],
             cwd=self.dir.name,
             env=env,
             stdout=self.log,

@@ -9,7 +9,7 @@ What it does, in one run:
 
 1. starts a Redis (``redis-server`` on PATH, on a free port, nothing kept on disk), ``nnserve api``
    and one ``nnserve worker`` on free ports, and a second gunicorn serving ``bench/serve.py``'s
-   own Flask app with the *same* gunicorn command line (``service.cli.gunicorn_command`` with only
+   own Flask app with the *same* gunicorn command line (``nnserve.cli.server.gunicorn_command`` with only
    the app replaced): a trivial endpoint (returns a constant JSON, does not read its body) and a
    bare NumPy forward pass of the same trained weights (stdlib JSON in and out, no checks), which
    the issue calibrates at about 83% of the trivial endpoint;
@@ -136,8 +136,8 @@ class Stack:
         }
         redis = shutil.which("redis-server") or sys.exit("bench: redis-server is not on PATH")
         self.start([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        self.start([sys.executable, "-m", "nnserve.service.cli", "api", "--port", str(self.api_port)])
-        self.start([sys.executable, "-m", "nnserve.service.cli", "worker"])
+        self.start([sys.executable, "-m", "nnserve", "api", "--port", str(self.api_port)])
+        self.start([sys.executable, "-m", "nnserve", "worker"])
         self.start(self.peer_command())
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.peer = f"http://127.0.0.1:{self.peer_port}"
@@ -146,7 +146,7 @@ class Stack:
 
     def peer_command(self) -> list[str]:
         """nnserve's own gunicorn command line, serving this module's app instead."""
-        from nnserve.service.cli import gunicorn_command
+        from nnserve.cli.server import gunicorn_command
         from nnserve.service.settings import Settings
 
         settings = Settings(_env_file=None, port=self.peer_port)

@@ -22,8 +22,6 @@ from .monitoring import Monitoring
 from .queue import make_queue
 from .settings import Settings
 
-VERSION = "0.1.0"
-
 
 @dataclass
 class Services:

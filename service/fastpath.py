@@ -9,7 +9,7 @@ success case, ``POST /v1/models/{id}/predict`` when
 - no predict rate limit is set (counting needs Redis and the route's hook),
 
 and it answers it with the functions the Flask route uses: ``auth.bearer`` and ``Keys.tenant``,
-``schemas.inputs_array``, ``Entry.prediction``. Everything else — another route, a cache miss,
+``parsing.inputs_array``, ``Entry.prediction``. Everything else — another route, a cache miss,
 a missing or wrong key, any error in the body — goes to the Flask app unchanged (with the body
 put back), so each error has exactly one rendering: the route's.
 """
@@ -27,7 +27,7 @@ from . import store
 from .auth import Keys, bearer
 from .cache import ModelCache
 from .errors import Invalid
-from .schemas import inputs_array
+from .parsing import inputs_array
 
 PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
 ROUTE = "/v1/models/<model_id>/predict"

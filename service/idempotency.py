@@ -28,8 +28,8 @@ import orjson
 from flask import Response, g, request
 
 from . import store
+from .context import services, tenant
 from .errors import BadRequest, Conflict, Invalid
-from .routes import services, tenant
 
 HEADER = "Idempotency-Key"
 VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")

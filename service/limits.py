@@ -18,8 +18,8 @@ import math
 from flask import Flask, g, request
 
 from . import store
+from .context import services
 from .errors import TooManyRequests
-from .routes import services
 from .settings import PERIODS, Settings
 
 LIMITED = {

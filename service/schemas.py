@@ -4,8 +4,6 @@ Requests forbid unknown keys, so a typo is a 422 rather than a silent default. N
 layers, activations, losses, optimizers and metrics are taken from the engine's own
 registries; the engine then checks what only it knows (a parameter of a given optimizer,
 the output width against the classes, the loss against the task) in ``engine.validate``.
-Request parsing lives here too: ``parse`` for JSON bodies and ``parse_inputs`` for the
-predict route's rows, which skips pydantic because it is the hot path.
 """
 
 from __future__ import annotations
@@ -13,10 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-import numpy as np
-import orjson
-from flask import request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, WithJsonSchema
 
 from nnserve.engine.activations import ACTIVATIONS
 from nnserve.engine.initializers import INITIALIZERS
@@ -24,8 +19,6 @@ from nnserve.engine.layers import LAYERS
 from nnserve.engine.losses import LOSSES
 from nnserve.engine.metrics import METRICS
 from nnserve.engine.optimizers import OPTIMIZERS
-
-from .errors import BadRequest, Invalid, RequestValidationError, UnsupportedMediaType
 
 
 def _choice(names) -> Any:
@@ -354,59 +347,3 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = Field(None, description="422 only: each with `loc`, `msg`, `type`.")
-
-
-# Parsing -------------------------------------------------------------------------------
-
-
-def is_json() -> bool:
-    return request.mimetype == "application/json" or request.mimetype.endswith("+json")
-
-
-def read_json() -> Any:
-    """The request body as JSON; 415 for another content type, 400 when it does not parse."""
-    if not is_json():
-        raise UnsupportedMediaType(
-            f"send the body as application/json; received {request.mimetype or 'no content type'!r}"
-        )
-    try:
-        return orjson.loads(request.get_data())
-    except orjson.JSONDecodeError as error:
-        raise BadRequest(f"the body is not valid JSON: {error}") from None
-
-
-def parse(model: type[Request], data: Any = None) -> Any:
-    """``model`` from the JSON body (or from ``data``); a ValidationError becomes a 422 naming each field."""
-    data = read_json() if data is None else data
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise RequestValidationError(error, data) from None
-
-
-def parse_inputs() -> np.ndarray:
-    """The ``inputs`` rows of the predict body; see ``inputs_array``. 415/400 for a body that is not JSON."""
-    return inputs_array(read_json())
-
-
-def inputs_array(data: Any) -> np.ndarray:
-    """The ``inputs`` rows of a parsed predict body as a 2-D array of numbers, checked without pydantic
-    for speed: a non-empty list of equally long rows of numbers, else Invalid (422). The model checks
-    the rest (width, finiteness, range) and raises SpecError."""
-    if not isinstance(data, dict) or "inputs" not in data:
-        raise Invalid("inputs", 'field required: send {"inputs": [[number, ...], ...]}', "missing")
-    extra = set(data) - {"inputs"}
-    if extra:
-        raise Invalid(sorted(extra)[0], "unknown field", "extra_forbidden")
-    rows = data["inputs"]
-    if not isinstance(rows, list) or not rows:
-        raise Invalid("inputs", "must be a non-empty list of rows", "list_type")
-    try:
-        x = np.array(rows)
-    except ValueError:
-        raise Invalid("inputs", "rows must all have the same number of values", "value_error") from None
-    if x.ndim != 2:
-        raise Invalid("inputs", "must be a list of rows, each a list of numbers: [[1.0, 2.0], ...]", "value_error")
-    if x.dtype.kind not in "iuf":
-        raise Invalid("inputs", "values must be numbers", "float_type")
-    return x

@@ -178,7 +178,7 @@ class Processes:
     def start(self, *args: str, **settings) -> subprocess.Popen:
         with open(self.tmp / f"{args[0]}-{len(self.started)}.log", "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "nnserve.service.cli", *args],
+                [sys.executable, "-m", "nnserve", *args],
                 env=self.env(**settings),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -16,7 +16,7 @@ import tomllib
 import pytest
 import yaml
 
-from nnserve.service import cli
+from nnserve import cli
 from nnserve.service.settings import Settings
 from tests.conftest import ROOT, free_port
 
@@ -70,7 +70,7 @@ def run_cli(argv: list[str], monkeypatch) -> tuple[Settings, object]:
     ran = []
     for verb in ("up", "api", "worker"):
         monkeypatch.setattr(
-            cli, f"cmd_{verb}", lambda settings, args, verb=verb: ran.append((verb, settings, args)) or 0
+            cli.server, f"cmd_{verb}", lambda settings, args, verb=verb: ran.append((verb, settings, args)) or 0
         )
     for name in [n for n in os.environ if n.startswith("NNSERVE_") or n == "REDIS_URL"]:
         monkeypatch.delenv(name)
@@ -152,7 +152,7 @@ def test_the_image_runs_as_a_non_root_user():
 def test_the_entrypoint_is_the_nnserve_script_in_exec_form():
     assert exec_form(one("ENTRYPOINT")) == ["nnserve"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["nnserve"] == "nnserve.service.cli:main"
+    assert scripts["nnserve"] == "nnserve.cli:main"
 
 
 def test_the_default_command_starts_the_api_on_the_exposed_port(monkeypatch):

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from nnserve.service.client import Client
+from nnserve import Client
 from tests.conftest import ROOT
 from tests.stack import stack
 

@@ -1,38 +1,17 @@
-"""One blueprint per resource, and the few helpers every route uses."""
+"""One blueprint per resource; ``respond`` builds their JSON answers.
+
+What a route needs besides: ``context`` (the app's services, the tenant) and ``parsing`` (bodies,
+predict rows, paging), both below the routes so that the request hooks (auth, limits,
+idempotency) can use them too.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from flask import Response, current_app, g, request
+from flask import Response
 from pydantic import BaseModel
-
-from .. import store
-from ..errors import Invalid
-
-
-def services():
-    return current_app.extensions["nnserve"]
-
-
-def tenant() -> str:
-    """Whose records this request may see: the API key's tenant (``g.tenant``, set by ``auth``), else ``public``."""
-    return g.get("tenant", store.PUBLIC)
-
-
-def page() -> tuple[int, int]:
-    """``(offset, limit)`` from the query string: ``?offset=0&limit=100`` (limit at most 1000)."""
-    values = {}
-    for name, default, low, high in (("offset", 0, 0, 10**9), ("limit", 100, 1, 1000)):
-        raw = request.args.get(name, default)
-        try:
-            values[name] = int(raw)
-        except ValueError:
-            raise Invalid(name, f"must be an integer; received {raw!r}") from None
-        if not low <= values[name] <= high:
-            raise Invalid(name, f"must be between {low} and {high}; received {values[name]}")
-    return values["offset"], values["limit"]
 
 
 def respond(

@@ -5,11 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from .. import data, store
+from ..context import services, tenant
 from ..errors import BadRequest, Conflict, Invalid, NotFound, UnsupportedMediaType
 from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
-from ..schemas import DatasetCreate, DatasetList, DatasetPublic, is_json, parse
-from . import page, respond, services, tenant
+from ..parsing import is_json, page, parse
+from ..schemas import DatasetCreate, DatasetList, DatasetPublic
+from . import respond
 
 bp = Blueprint("datasets", __name__)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from .. import queue, specs, store
+from ..context import services, tenant
 from ..errors import Conflict, Invalid, NotFound, TooManyRequests
 from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
-from ..schemas import JobCreate, JobList, JobPublic, parse
-from . import page, respond, services, tenant
+from ..parsing import page, parse
+from ..schemas import JobCreate, JobList, JobPublic
+from . import respond
 
 bp = Blueprint("jobs", __name__)
 

@@ -9,8 +9,10 @@ from nnserve import engine
 
 from .. import store
 from ..cache import Entry
+from ..context import services, tenant
 from ..errors import Conflict, Invalid, NotFound
 from ..openapi import doc
+from ..parsing import page, parse, parse_inputs
 from ..schemas import (
     EvaluateRequest,
     EvaluateResponse,
@@ -18,10 +20,8 @@ from ..schemas import (
     ModelPublic,
     PredictRequest,
     PredictResponse,
-    parse,
-    parse_inputs,
 )
-from . import page, respond, services, tenant
+from . import respond
 
 bp = Blueprint("models", __name__)
 

@@ -7,9 +7,12 @@ import functools
 import redis
 from flask import Blueprint, Response, current_app, send_from_directory
 
+from nnserve import __version__
+
+from ..context import services
 from ..openapi import doc, document
 from ..schemas import Health, Readiness
-from . import respond, services
+from . import respond
 
 bp = Blueprint("ops", __name__)
 
@@ -59,9 +62,7 @@ def openapi():
 
 @functools.cache
 def _document(app) -> dict:
-    from ..app import VERSION
-
-    return document(app, "nnserve", VERSION)
+    return document(app, "nnserve", __version__)
 
 
 @bp.get("/docs")

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from nnserve import engine
+from nnserve import __version__, engine
 
 from .. import oip
-from ..app import VERSION
+from ..context import services
 from ..errors import BadRequest, NotFound
 from ..openapi import doc
-from . import respond, services
+from . import respond
 from .models import get_model, trained
 
 bp = Blueprint("v2", __name__)
@@ -45,7 +45,7 @@ def ready():
 @doc(responses={200: oip.ServerMetadata})
 def server_metadata():
     """Server metadata: name, version and the protocol extensions supported."""
-    return respond(oip.ServerMetadata(name="nnserve", version=VERSION, extensions=oip.EXTENSIONS))
+    return respond(oip.ServerMetadata(name="nnserve", version=__version__, extensions=oip.EXTENSIONS))
 
 
 @bp.get("/v2/models/<model_name>")

@@ -12,12 +12,26 @@ import requests
 from tests.conftest import free_port, wait_until
 
 
+DECOYS = {
+    "service/app.py": "def create_app():\n    raise SystemExit('the decoy service.app was imported')\n",
+    "service/__init__.py": "",
+    "engine/__init__.py": "raise SystemExit('the decoy engine was imported')\n",
+    "worker/__init__.py": "raise SystemExit('the decoy worker was imported')\n",
+}
+"""A user's own project in the folder ``nnserve up`` starts from: packages with our old generic names."""
+
+
 def test_up_serves_trains_and_stops_every_child(tmp_path):
+    """Started from a folder holding decoy ``service``, ``engine`` and ``worker`` packages, as a
+    user's project might: nnserve's processes import only ``nnserve.*``, so it trains and predicts."""
+    for name, text in DECOYS.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("NNSERVE_")}
     env.update(NNSERVE_LOG_LEVEL="WARNING")
     up = subprocess.Popen(
-        [sys.executable, "-m", "nnserve.service.cli", "up", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "nnserve", "up", "--port", str(port), "--workers", "1"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -40,6 +54,8 @@ def test_up_serves_trains_and_stops_every_child(tmp_path):
             30,
             "training",
         )
+        answer = requests.post(f"{api}/v1/models/{job['model_id']}/predict", json={"inputs": [[5.0]]}, timeout=5)
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
         children = subprocess.run(
             ["pgrep", "-P", str(up.pid)], check=False, capture_output=True, text=True
         ).stdout.split()

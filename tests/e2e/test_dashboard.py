@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nnserve.service.client import Client
+from nnserve import Client
 from tests.conftest import ROOT
 from tests.stack import stack
 

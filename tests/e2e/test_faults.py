@@ -180,7 +180,7 @@ def start_up(cwd: Path, port: int) -> subprocess.Popen:
     env.update(NNSERVE_LOG_LEVEL="WARNING")
     with open(cwd / "up.log", "ab") as log:
         up = subprocess.Popen(
-            [sys.executable, "-m", "nnserve.service.cli", "up", "--port", str(port), "--workers", "1"],
+            [sys.executable, "-m", "nnserve", "up", "--port", str(port), "--workers", "1"],
             cwd=cwd,
             env=env,
             stdout=log,

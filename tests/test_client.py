@@ -1,4 +1,4 @@
-"""``service.client.Client`` against a running service: ``nnserve api`` and ``nnserve worker`` processes."""
+"""``nnserve.client.Client`` against a running service: ``nnserve api`` and ``nnserve worker`` processes."""
 
 from __future__ import annotations
 
@@ -10,21 +10,21 @@ import pytest
 from werkzeug.serving import make_server
 
 from nnserve import engine
-from nnserve.service.builtin import load
-from nnserve.service.client import (
-    ApiError,
-    BadRequest,
+from nnserve.client import (
+    AuthenticationError,
+    BadRequestError,
     Client,
-    Conflict,
-    Invalid,
+    ConflictError,
     JobFailed,
-    NotFound,
+    NnserveError,
+    NotFoundError,
     Prediction,
     ProgressBar,
     RateLimited,
-    Unauthorized,
-    Unavailable,
+    ServiceUnavailable,
+    ValidationFailed,
 )
+from nnserve.service.builtin import load
 from tests.conftest import free_port
 from tests.service.helpers import IRIS_MODEL, IRIS_TRAINING
 from tests.stack import stack
@@ -76,7 +76,7 @@ def test_datasets_from_arrays_and_csv(nn, tmp_path):
     assert from_csv["target_name"] == "height" and from_csv["target_kind"] == "continuous"
 
     nn.delete_dataset(uploaded["id"])
-    with pytest.raises(NotFound) as raised:
+    with pytest.raises(NotFoundError) as raised:
         nn.get_dataset(uploaded["id"])
     assert raised.value.status == 404 and raised.value.problem["status"] == 404
     assert uploaded["id"] in raised.value.problem["detail"]
@@ -114,7 +114,7 @@ def test_train_wait_predict_evaluate_and_weights(nn):
     assert engine.loads(blob).n_features == 4
 
     nn.delete_model(done["model_id"])
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         nn.predict(done["model_id"], x[:1])
 
 
@@ -134,30 +134,30 @@ def test_regressor_predictions_are_values(nn):
 
 
 def test_errors_are_typed_and_carry_the_problem(nn, url):
-    with pytest.raises(Invalid) as raised:
+    with pytest.raises(ValidationFailed) as raised:
         nn.train("iris", {"layers": [{"type": "dense", "units": 0}]})
     assert raised.value.status == 422
     assert raised.value.errors[0]["loc"] == "model.layers.0.units"
     assert raised.value.problem["type"].startswith("urn:nnserve:problem:")
 
-    with pytest.raises(Invalid) as raised:
+    with pytest.raises(ValidationFailed) as raised:
         nn.train("no-such-dataset", IRIS_MODEL)
     assert raised.value.errors[0]["loc"] == "dataset"
 
-    with pytest.raises(Conflict) as raised:
+    with pytest.raises(ConflictError) as raised:
         nn.delete_dataset("iris")
     assert raised.value.status == 409 and "built-in" in raised.value.detail
 
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         nn.get_job("job_missing")
-    with pytest.raises(ApiError) as raised:  # every error is an ApiError
+    with pytest.raises(NnserveError) as raised:  # every error is an NnserveError
         nn.get_model("mdl_missing")
-    assert isinstance(raised.value, NotFound)
+    assert isinstance(raised.value, NotFoundError)
 
     with pytest.raises(ValueError, match="JSON"):  # NaN cannot travel in JSON: refused before sending
         nn.predict("mdl_missing", [[float("nan")]])
 
-    with Client(f"http://127.0.0.1:{free_port()}", timeout=5) as nobody, pytest.raises(Unavailable) as raised:
+    with Client(f"http://127.0.0.1:{free_port()}", timeout=5) as nobody, pytest.raises(ServiceUnavailable) as raised:
         nobody.list_models()
     assert raised.value.status is None and "no answer" in str(raised.value)
 
@@ -165,7 +165,7 @@ def test_errors_are_typed_and_carry_the_problem(nn, url):
 def test_a_file_that_is_not_text_is_a_bad_request(nn, tmp_path):
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes("caf\xe9,x\n1,2\n".encode("latin-1"))
-    with pytest.raises(BadRequest) as raised:
+    with pytest.raises(BadRequestError) as raised:
         nn.upload_csv(latin1)
     assert raised.value.status == 400 and "UTF-8" in raised.value.detail
 
@@ -220,10 +220,10 @@ def test_wait_polls_behind_a_proxy_that_drops_event_streams(url, redis_server):
 
 
 def test_api_keys_and_rate_limits(keyed_url):
-    with Client(keyed_url) as anonymous, pytest.raises(Unauthorized) as raised:
+    with Client(keyed_url) as anonymous, pytest.raises(AuthenticationError) as raised:
         anonymous.list_models()
     assert raised.value.status == 401 and raised.value.problem["title"] == "Unauthorized"
-    with Client(keyed_url, api_key="not-the-key-0123456789") as stranger, pytest.raises(Unauthorized):
+    with Client(keyed_url, api_key="not-the-key-0123456789") as stranger, pytest.raises(AuthenticationError):
         stranger.list_datasets()
 
     with Client(keyed_url, api_key=KEY) as nn:

@@ -28,7 +28,7 @@ def url(redis_server, tmp_path_factory):
 def nnserve(*args: str, url: str | None = None, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("NNSERVE_")}
     environ.update(**env)
-    command = [sys.executable, "-m", "nnserve.service.cli", *args, *(["--url", url] if url else [])]
+    command = [sys.executable, "-m", "nnserve", *args, *(["--url", url] if url else [])]
     return subprocess.run(command, check=False, input=stdin, capture_output=True, text=True, env=environ, timeout=300)
 
 

