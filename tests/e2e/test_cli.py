@@ -11,7 +11,6 @@ import requests
 
 from tests.conftest import free_port, wait_until
 
-
 DECOYS = {
     "service/app.py": "def create_app():\n    raise SystemExit('the decoy service.app was imported')\n",
     "service/__init__.py": "",

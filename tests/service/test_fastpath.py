@@ -26,30 +26,23 @@ class FlaskCalls:
         self.count += 1
 
 
-def cached(app, client, model_id, headers=None):
+def cached(app, client, iris_model, headers=None):
     """Predict until this process's cache holds the model (its invalidation listener must be up first)."""
     cache = app.extensions["nnserve"].cache
 
     def loaded():
-        client.post(f"/v1/models/{model_id}/predict", json={"inputs": [ROW]}, headers=headers)
-        return model_id in cache
+        client.post(f"/v1/models/{iris_model}/predict", json={"inputs": [ROW]}, headers=headers)
+        return iris_model in cache
 
     wait_until(loaded, timeout=10, what="the model in the cache")
 
 
-@pytest.fixture
-def model_id(client, run_jobs):
-    job = train(client, run_jobs)
-    assert job["status"] == "succeeded"
-    return job["model_id"]
-
-
-def test_a_cached_prediction_skips_flask_and_answers_the_same(app, client, model_id):
-    first = client.post(f"/v1/models/{model_id}/predict", json={"inputs": [ROW, ROW]})
-    cached(app, client, model_id)
+def test_a_cached_prediction_skips_flask_and_answers_the_same(app, client, iris_model):
+    first = client.post(f"/v1/models/{iris_model}/predict", json={"inputs": [ROW, ROW]})
+    cached(app, client, iris_model)
     calls = FlaskCalls(app)
 
-    again = client.post(f"/v1/models/{model_id}/predict", json={"inputs": [ROW, ROW]})
+    again = client.post(f"/v1/models/{iris_model}/predict", json={"inputs": [ROW, ROW]})
 
     assert calls.count == 0
     assert again.status_code == 200 and again.mimetype == "application/json"
@@ -69,11 +62,11 @@ def test_a_cached_prediction_skips_flask_and_answers_the_same(app, client, model
     ],
     ids=["width", "strings", "range", "field", "broken JSON", "content type"],
 )
-def test_errors_on_a_cached_model_are_the_routes_own(app, client, model_id, body, content_type, status, detail):
-    cached(app, client, model_id)
+def test_errors_on_a_cached_model_are_the_routes_own(app, client, iris_model, body, content_type, status, detail):
+    cached(app, client, iris_model)
     calls = FlaskCalls(app)
 
-    response = client.post(f"/v1/models/{model_id}/predict", data=body, content_type=content_type)
+    response = client.post(f"/v1/models/{iris_model}/predict", data=body, content_type=content_type)
 
     assert calls.count == 1
     assert response.status_code == status and response.mimetype == "application/problem+json"
@@ -91,11 +84,11 @@ def test_the_body_limit_holds_on_the_fast_path(make_app, run_jobs):
     assert response.status_code == 413
 
 
-def test_a_deleted_model_is_not_served_from_the_fast_path(app, client, model_id):
-    cached(app, client, model_id)
-    assert client.delete(f"/v1/models/{model_id}").status_code == 204
+def test_a_deleted_model_is_not_served_from_the_fast_path(app, client, iris_model):
+    cached(app, client, iris_model)
+    assert client.delete(f"/v1/models/{iris_model}").status_code == 204
 
-    response = client.post(f"/v1/models/{model_id}/predict", json={"inputs": [ROW]})
+    response = client.post(f"/v1/models/{iris_model}/predict", json={"inputs": [ROW]})
 
     assert response.status_code == 404
 
@@ -141,11 +134,11 @@ def test_a_predict_rate_limit_turns_the_fast_path_off(make_app, run_jobs):
     assert calls.count == 5
 
 
-def test_metrics_count_fast_path_answers_under_the_predict_route(app, client, model_id):
-    cached(app, client, model_id)
+def test_metrics_count_fast_path_answers_under_the_predict_route(app, client, iris_model):
+    cached(app, client, iris_model)
     calls = FlaskCalls(app)
     for _ in range(3):
-        client.post(f"/v1/models/{model_id}/predict", json={"inputs": [ROW]})
+        client.post(f"/v1/models/{iris_model}/predict", json={"inputs": [ROW]})
     assert calls.count == 0
 
     text = client.get("/metrics").get_data(as_text=True)

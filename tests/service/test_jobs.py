@@ -21,9 +21,7 @@ def test_submit_and_train(client, run_jobs, redis):
     assert job["progress"] == {"epoch": 0, "epochs": 60}
     # Enqueued by dotted path with the id only, JSON-serialized.
     rq_job = Job.fetch(job["id"], connection=redis, serializer=JSONSerializer)
-    assert (rq_job.func_name == "nnserve.worker.jobs.train" and rq_job.args == [job["id"]]) or rq_job.args == (
-        job["id"],
-    )
+    assert rq_job.func_name == "nnserve.worker.jobs.train" and list(rq_job.args) == [job["id"]]
     assert b"pickle" not in redis.hget(f"rq:job:{job['id']}", "data")
     # The normalized specs: every default, the resolved loss, the default metric, the seed.
     assert job["training"]["loss"] == "sparse_categorical_crossentropy"

@@ -16,13 +16,6 @@ LINEAR_MODEL = {"layers": [{"type": "dense", "units": 1}], "input_scaling": "non
 LINEAR_TRAINING = {"optimizer": {"name": "adam", "learning_rate": 0.1}, "epochs": 400, "batch_size": 4, "seed": 0}
 
 
-@pytest.fixture
-def iris_model(client, run_jobs) -> str:
-    job = train(client, run_jobs)
-    assert job["status"] == "succeeded"
-    return job["model_id"]
-
-
 def predict(client, model_id, inputs):
     return client.post(f"/v1/models/{model_id}/predict", json={"inputs": inputs})
 

@@ -21,13 +21,6 @@ LINEAR = {
 }
 
 
-@pytest.fixture
-def iris_model(client, run_jobs) -> str:
-    job = train(client, run_jobs)
-    assert job["status"] == "succeeded"
-    return job["model_id"]
-
-
 def tensor(rows, name="input", datatype="FP32", flat=False):
     data = np.asarray(rows).ravel().tolist() if flat else rows
     return {"name": name, "shape": list(np.shape(rows)), "datatype": datatype, "data": data}
