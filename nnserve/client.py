@@ -333,11 +333,10 @@ class Client:
             headers["Content-Type"] = content_type
         for attempt in (1, 2):
             reused = self._connection is not None
-            if not reused:
-                self._connection = self._connect(self.timeout)
+            connection = self._connection = self._connection or self._connect(self.timeout)
             try:
-                self._connection.request(method, self._path(path), body=raw, headers=headers)
-                response = self._connection.getresponse()
+                connection.request(method, self._path(path), body=raw, headers=headers)
+                response = connection.getresponse()
                 data = response.read()
                 break
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
@@ -413,7 +412,7 @@ def _multipart(fields: dict[str, str], file_field: str, filename: str, content: 
 
 def _sse(response: http.client.HTTPResponse) -> Iterator[tuple[str, dict]]:
     """``(event, data)`` for each Server-Sent Event of ``response``, its data parsed as JSON."""
-    event, data = "message", []
+    event, data = "message", list[str]()
     for raw in response:
         line = raw.decode("utf-8").rstrip("\r\n")
         if not line:
@@ -446,7 +445,7 @@ class ProgressBar:
 
     def update(self, event: dict) -> None:
         """From an ``epoch`` event: ``{epoch, loss, val_loss?, metrics...}``."""
-        values = {}
+        values: dict[str, float] = {}
         for key, value in event.items():
             if isinstance(value, dict):  # metrics sent as an object rather than side by side
                 values.update((k, v) for k, v in value.items() if isinstance(v, (int, float)))

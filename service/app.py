@@ -41,8 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)  # service/static is the dashboard's; its blueprint serves it
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     if settings.forwarded_hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops)
-    app.json.sort_keys = False
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops)  # type: ignore[method-assign]
 
     connection = store.connect(settings.redis_url, settings.redis_timeout)
     app.extensions["nnserve"] = Services(
@@ -72,5 +71,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     fast = PredictFastPath(
         app.wsgi_app, services.cache, keys, settings.max_body_bytes, enabled=settings.rate_limit_predict is None
     )
-    app.wsgi_app = services.monitoring.wrap(fast)
+    # Flask's documented way to wrap its WSGI callable in middleware.
+    app.wsgi_app = services.monitoring.wrap(fast)  # type: ignore[method-assign]
     return app

@@ -14,9 +14,11 @@ if TYPE_CHECKING:
 
 def services() -> Services:
     """The store, queue, cache and settings of the app handling this request (``app.extensions``)."""
-    return current_app.extensions["nnserve"]  # type: ignore[no-any-return]
+    services: Services = current_app.extensions["nnserve"]
+    return services
 
 
 def tenant() -> str:
     """Whose records this request may see: the API key's tenant (``g.tenant``, set by ``auth``), else ``public``."""
-    return g.get("tenant", store.PUBLIC)  # type: ignore[no-any-return]
+    who: str = g.get("tenant", store.PUBLIC)
+    return who

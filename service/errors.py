@@ -20,7 +20,7 @@ import orjson
 import redis
 from flask import Flask, Response, has_request_context, request
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from nnserve.engine import SpecError
 
@@ -121,9 +121,9 @@ def validation_errors(error: ValidationError, data: Any) -> list[dict[str, Any]]
         node, parts = data, []
         loc = item["loc"]
         for i, part in enumerate(loc):
-            if (isinstance(node, dict) and part in node) or (
-                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-            ):
+            if isinstance(node, dict) and part in node:  # noqa: SIM114 (apart, each index is type-checked)
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
                 node = node[part]
             elif isinstance(node, dict) and i == len(loc) - 1:
                 pass  # the name of a missing field
@@ -162,7 +162,7 @@ def register(app: Flask) -> None:
         # Keep werkzeug's status (404 unknown route, 405, 413, ...) but never its HTML page.
         slug = (error.name or "error").lower().replace(" ", "-")
         response = problem(error.code or 500, error.name, error.description or error.name, slug)
-        if error.code == 405 and error.valid_methods:
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
 

@@ -65,7 +65,8 @@ class Streams:
         return Stream(self, r, job_id, after)
 
     def _release(self) -> None:
-        self._slots.release()
+        if self._slots is not None:
+            self._slots.release()
 
 
 class Stream:

@@ -54,7 +54,7 @@ def install(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def rate_limit() -> None:
-        limit = limits.get(request.endpoint)
+        limit = limits.get(request.endpoint or "")
         if limit is None:
             return
         scope, rate, field, what = limit

@@ -84,7 +84,9 @@ class Monitoring:
         registry = CollectorRegistry()
         if self.metrics_dir:
             MultiProcessCollector(registry, path=str(self.metrics_dir))
-        text = generate_latest(registry if self.metrics_dir else self.registry)
+        elif self.registry is not None:
+            registry = self.registry
+        text = generate_latest(registry)
         jobs = CollectorRegistry()
         jobs.register(_StoreCollector(r, queue))
         return text + generate_latest(jobs), CONTENT_TYPE_LATEST

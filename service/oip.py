@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import orjson
@@ -154,10 +153,16 @@ def model_metadata(record: dict[str, Any]) -> ModelMetadata:
 # Requests ------------------------------------------------------------------------------------
 
 
-def read_request(body: bytes, headers: Mapping[str, str]) -> tuple[InferenceRequest, bytes]:
+class Headers(Protocol):
+    """What ``read_request`` reads of the request's headers (a dict, or werkzeug's ``Headers``)."""
+
+    def get(self, key: str) -> str | None: ...
+
+
+def read_request(body: bytes, headers: Headers) -> tuple[InferenceRequest, bytes]:
     """The inference request and the binary bytes after its JSON (empty without the extension).
     Any Content-Type is taken: tritonclient sends none. Raises BadRequest."""
-    encoding = headers.get("Content-Encoding", "identity").strip().lower()
+    encoding = (headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
     header_length = headers.get(HEADER_LENGTH)
@@ -247,7 +252,7 @@ def encode_response(
         if not isinstance(binary, bool):
             raise BadRequest(f"outputs: {output.name}: binary_data must be true or false; received {binary!r}")
         values = tensors[output.name]
-        described = {"name": output.name, "shape": list(values.shape), "datatype": _datatype(values)}
+        described: dict[str, Any] = {"name": output.name, "shape": list(values.shape), "datatype": _datatype(values)}
         if binary:
             chunk = _bytes_of(values)
             described["parameters"] = {"binary_data_size": len(chunk)}

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from . import auth
 from .errors import OIP_PATH, PROBLEM_JSON
@@ -70,7 +70,7 @@ def doc(
 
 def document(app: Flask, title: str, version: str) -> dict[str, Any]:
     routes = []
-    keyed = {(Problem, "serialization"), (InferenceError, "serialization")}
+    keyed: set[tuple[type[BaseModel], JsonSchemaMode]] = {(Problem, "serialization"), (InferenceError, "serialization")}
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
         meta = getattr(view, "openapi", None)
@@ -88,11 +88,12 @@ def document(app: Flask, title: str, version: str) -> dict[str, Any]:
     # stay unique, so a rule with more path arguments than the view's shortest one is named by them.
     shortest: dict[str, set[str]] = {}
     for rule, _, _ in routes:
-        shortest[rule.endpoint] = min(shortest.get(rule.endpoint, rule.arguments), rule.arguments, key=len)
+        arguments = set(rule.arguments or ())
+        shortest[rule.endpoint] = min(shortest.get(rule.endpoint, arguments), arguments, key=len)
     for rule, view, meta in sorted(routes, key=lambda item: item[0].rule):
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            extra = sorted(rule.arguments - shortest[rule.endpoint])
+        for method in sorted(set(rule.methods or ()) - {"HEAD", "OPTIONS"}):
+            extra = sorted(set(rule.arguments or ()) - shortest[rule.endpoint])
             operation_id = rule.endpoint.replace(".", "_") + (f"_by_{'_'.join(extra)}" if extra else "")
             paths.setdefault(path, {})[method.lower()] = _operation(rule, view, meta, refs, operation_id)
     return {

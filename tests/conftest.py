@@ -150,10 +150,10 @@ def client(app):
 @pytest.fixture
 def run_jobs(settings):
     """Run every queued job in this process (RQ's SimpleWorker, burst mode)."""
-    from nnserve.worker.main import make_worker
+    from nnserve.worker.main import SimpleWorker, make_worker
 
     def run() -> None:
-        make_worker(settings, simple=True).work(burst=True, with_scheduler=False)
+        make_worker(settings, SimpleWorker).work(burst=True, with_scheduler=False)
 
     return run
 

@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+from typing import TypeVar
 
 import numpy  # noqa: F401  (preloaded before the fork, see above)
 import redis
@@ -44,7 +45,7 @@ PR_SET_PDEATHSIG = 1
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-class _Tuned:
+class _Tuned(rq.Worker):
     """RQ's worker with the timings a training service wants.
 
     RQ takes a busy worker for dead 60 s after a missed heartbeat and, while idle,
@@ -57,7 +58,7 @@ class _Tuned:
     abandoned_after = 60
     max_connection_wait_time = 5.0
 
-    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+    def get_heartbeat_ttl(self, job: rq.job.Job, working_time: float = 0.0) -> int:
         return super().get_heartbeat_ttl(job, working_time) - 60 + self.abandoned_after
 
     @property
@@ -65,7 +66,7 @@ class _Tuned:
         return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
 
 
-class Worker(_Tuned, rq.Worker):
+class Worker(_Tuned):
     """RQ's forking worker whose warm shutdown requeues the running job (see the module docstring)."""
 
     shutdown_timeout = 8.0
@@ -143,9 +144,13 @@ class SimpleWorker(_Tuned, rq.SimpleWorker):
     """Runs jobs in its own process (no fork): for tests and debugging."""
 
 
-def make_worker(settings: Settings, *, simple: bool = False, name: str | None = None) -> rq.Worker:
+W = TypeVar("W", bound=_Tuned)
+
+
+def make_worker(settings: Settings, kind: type[W] = Worker, name: str | None = None) -> W:  # type: ignore[assignment]
+    """A worker of ``kind`` (``Worker``, or ``SimpleWorker`` for tests) on the ``nnserve`` queue."""
     connection = store.connect(settings.redis_url, settings.redis_timeout, settings.redis_retry_window)
-    worker = (SimpleWorker if simple else Worker)(
+    worker = kind(
         [make_queue(connection)],
         name=name,
         connection=connection,
@@ -155,7 +160,8 @@ def make_worker(settings: Settings, *, simple: bool = False, name: str | None = 
         work_horse_killed_handler=jobs.on_work_horse_killed,
     )
     worker.abandoned_after = settings.abandoned_after
-    worker.shutdown_timeout = settings.shutdown_timeout
+    if isinstance(worker, Worker):
+        worker.shutdown_timeout = settings.shutdown_timeout
     return worker
 
 
@@ -166,12 +172,12 @@ def run(settings: Settings, burst: bool = False) -> bool:
     # cores steal each other's time slices, and an epoch can take 40x longer.
     threadpool_limits(limits=settings.blas_threads, user_api="blas")
     while True:
-        worker = None
+        worker: Worker | None = None
         try:
             worker = make_worker(settings)
             _note_stop_signals(worker)
             log.info("worker %s listening on %s", worker.name, settings.redis_url)
-            worked = worker.work(burst=burst, logging_level=settings.log_level.upper(), with_scheduler=False)
+            worked: bool = worker.work(burst=burst, logging_level=settings.log_level.upper(), with_scheduler=False)
             if burst or worker.told_to_stop or _answers(worker.connection):
                 return worked
         except REDIS_ERRORS as error:

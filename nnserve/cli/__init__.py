@@ -44,5 +44,5 @@ def main(argv: list[str] | None = None) -> int:
         return run_client_verb(args)
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "workers") and v is not None}
     settings = Settings(**overrides)
-    verb = {"up": server.cmd_up, "api": server.cmd_api, "worker": server.cmd_worker}[args.verb]
-    return verb(settings, args)
+    command = {"up": server.cmd_up, "api": server.cmd_api, "worker": server.cmd_worker}[args.verb]
+    return command(settings, args)

@@ -91,7 +91,7 @@ def evaluate(model_id: str):
     r = services().redis
     dataset = store.get_dataset(r, body.dataset, tenant())
     arrays = store.load_dataset(r, body.dataset) if dataset is not None else None
-    if arrays is None:
+    if dataset is None or arrays is None:
         raise Invalid("dataset", f"no dataset {body.dataset!r}")
     if store.task_of(dataset)[0] != entry.model.task:
         raise Invalid("dataset", f"has {dataset['target_kind']} targets; this is a {entry.model.task} model")

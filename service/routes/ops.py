@@ -57,7 +57,8 @@ def metrics():
 @doc(responses={200: "application/json; the OpenAPI 3.0 document"})
 def openapi():
     """This API's OpenAPI document."""
-    return respond(_document(current_app._get_current_object()))
+    # The app itself, not the per-request proxy: the cache below is keyed by it.
+    return respond(_document(current_app._get_current_object()))  # type: ignore[attr-defined]
 
 
 @functools.cache
