@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import fcntl
 import os
 import shutil
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import IO
 
 from nnserve.service.settings import Settings
 
-from .supervisor import Supervisor, free_port, wait_for_port
+from .supervisor import Supervisor, check_port_free, free_port, wait_for_port
 
 SAFE_PATH = ["-P"]
 """Python's option that keeps the working directory off ``sys.path``: the children import nnserve as
@@ -18,7 +24,7 @@ installed, whatever folder ``nnserve up`` is started from (its modules all live 
 a user's own ``service`` or ``engine`` package could not shadow them anyway)."""
 
 
-def cmd_worker(settings: Settings, args) -> int:
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # Imported here: the other verbs need neither RQ nor the engine.
     from nnserve.worker.main import run
 
@@ -26,18 +32,23 @@ def cmd_worker(settings: Settings, args) -> int:
     return 0
 
 
-def cmd_api(settings: Settings, args) -> int:
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    check_port_free(settings.host, settings.port, "--port")
     with Supervisor() as supervisor:
         supervisor.start("api", gunicorn_command(settings), api_env(settings, supervisor, dict(os.environ)))
         return supervisor.wait()
 
 
-def cmd_up(settings: Settings, args) -> int:
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    check_port_free(settings.host, settings.port, "--port")
     with Supervisor() as supervisor:
         env = dict(os.environ)
         if "redis_url" not in settings.model_fields_set:
+            supervisor.cleanup.append(lock_data_dir(data_dir).close)
+            if settings.embedded_redis_port:
+                check_port_free("127.0.0.1", settings.embedded_redis_port, "NNSERVE_EMBEDDED_REDIS_PORT")
             port = start_redis(supervisor, data_dir, settings.embedded_redis_port or free_port())
             env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
             settings = settings.model_copy(update={"redis_url": env["REDIS_URL"]})
@@ -47,8 +58,62 @@ def cmd_up(settings: Settings, args) -> int:
                 f"worker-{i + 1}", [sys.executable, *SAFE_PATH, "-m", "nnserve", "worker"], env, restart=True
             )
         url = f"http://{settings.host}:{settings.port}"
+        code = wait_until_ready(supervisor, f"http://{_loopback(settings.host)}:{settings.port}/readyz")
+        if code is not None:
+            return code
         print(f"nnserve is up at {url}  (API docs: {url}/docs; Redis: {settings.redis_url}; Ctrl-C stops)", flush=True)
         return supervisor.wait()
+
+
+READY_TIMEOUT = 120.0
+"""Seconds ``nnserve up`` waits for the API to answer /readyz before it gives up."""
+
+
+def wait_until_ready(supervisor: Supervisor, readyz: str) -> int | None:
+    """Until ``readyz`` answers 200 (None), a stop signal (0) or a child that stopped everything (its
+    exit code); exits when the API is not ready within READY_TIMEOUT."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not supervisor.stopping:
+        code = supervisor.poll()
+        if code is not None:
+            return code
+        try:
+            with urllib.request.urlopen(readyz, timeout=2) as response:
+                if response.status == 200:
+                    return None
+        except (OSError, urllib.error.URLError):  # not listening yet, or 503 while Redis starts
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"nnserve up: the API did not answer {readyz} within {READY_TIMEOUT:.0f} s")
+        time.sleep(0.2)
+    return 0
+
+
+def _loopback(host: str) -> str:
+    """Where to reach an API listening on ``host`` from this machine."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, f"[{host}]" if ":" in host else host)
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold ``data_dir`` for this ``nnserve up`` (an exclusive lock, released when the returned file is
+    closed or the process dies); exits naming the holder when another ``nnserve up`` has it: two
+    embedded Redis servers on one append-only file would each see different data."""
+    lock = open(data_dir / "nnserve.lock", "a+")  # noqa: SIM115 (held for the supervisor's life)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise SystemExit(
+            f"nnserve up: {data_dir} is in use by another nnserve up (pid {holder}); stop it first, "
+            "or give this one its own --data-dir"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def gunicorn_command(settings: Settings) -> list[str]:

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -19,10 +20,21 @@ from nnserve.client import DEFAULT_URL, Client, JobFailed, NnserveError
 CLIENT_VERBS = ("train", "predict", "models", "jobs")
 
 
-def add_client_verbs(verbs) -> None:
+def add_client_options(parser: argparse.ArgumentParser, after_verb: bool = False) -> None:
+    """``--url`` and ``--api-key``, accepted before the verb (``nnserve --url U models``) and after it.
+    After the verb they default to nothing at all, so that they override the ones before it only when given."""
+    default = argparse.SUPPRESS if after_verb else None
+    parser.add_argument(
+        "--url", default=default, help="the nnserve API (default: $NNSERVE_URL, else http://127.0.0.1:8000)"
+    )
+    parser.add_argument(
+        "--api-key", default=default, help="sent as 'Authorization: Bearer KEY' (default: $NNSERVE_API_KEY)"
+    )
+
+
+def add_client_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the nnserve API (default: $NNSERVE_URL, else http://127.0.0.1:8000)")
-    common.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY' (default: $NNSERVE_API_KEY)")
+    add_client_options(common, after_verb=True)
     train = verbs.add_parser("train", parents=[common], help="submit a training job")
     train.add_argument("--dataset", required=True, help="dataset id: iris, blobs, linear or an uploaded one")
     train.add_argument("--spec", required=True, type=Path, help='JSON file: {"model": {...}, "training": {...}}')
@@ -38,7 +50,9 @@ def add_client_verbs(verbs) -> None:
         listing.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
 
 
-def run_client_verb(args) -> int:
+def run_client_verb(args: argparse.Namespace) -> int:
+    # Die quietly of a closed pipe (nnserve predict ... | head), as Unix tools do, not with a traceback.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     url = args.url or os.environ.get("NNSERVE_URL") or DEFAULT_URL
     api_key = args.api_key or os.environ.get("NNSERVE_API_KEY")
     verb = {"train": cmd_train, "predict": cmd_predict, "models": cmd_models, "jobs": cmd_jobs}[args.verb]
@@ -49,9 +63,14 @@ def run_client_verb(args) -> int:
         print(f"nnserve: {error}", file=sys.stderr)
         return 1
     except NnserveError as error:
-        print(f"nnserve {args.verb}: {error}", file=sys.stderr)
-        for item in error.errors:
-            print(f"  {item['loc'] or 'body'}: {item['msg']}", file=sys.stderr)
+        if error.errors:  # the detail repeats them: say what the server said once, a field per line
+            print(
+                f"nnserve {args.verb}: {error.status} {error.problem.get('title', 'invalid request')}", file=sys.stderr
+            )
+            for item in error.errors:
+                print(f"  {item['loc'] or 'body'}: {item['msg']}", file=sys.stderr)
+        else:
+            print(f"nnserve {args.verb}: {error}", file=sys.stderr)
         return 1
     except (UsageError, ValueError) as error:  # ValueError: a malformed --url, or NaN in the input
         print(f"nnserve {args.verb}: {error}", file=sys.stderr)

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+import nnserve as nnserve_package
 from nnserve.service.builtin import load
 from tests.conftest import ROOT, free_port
 from tests.stack import stack
@@ -143,6 +144,7 @@ def test_errors_exit_non_zero_with_the_problem(url, tmp_path):
     bad.write_text(json.dumps({"model": {"layers": [{"type": "dense", "units": 0}]}}))
     invalid = nnserve("train", "--dataset", "iris", "--spec", str(bad), url=url)
     assert invalid.returncode == 1 and "model.layers.0.units:" in invalid.stderr
+    assert invalid.stderr.count("model.layers.0.units") == 1  # the field's message, once
 
     bad.write_text(json.dumps({"layers": []}))
     unusable = nnserve("train", "--dataset", "iris", "--spec", str(bad), url=url)
@@ -152,3 +154,38 @@ def test_errors_exit_non_zero_with_the_problem(url, tmp_path):
     assert nobody.returncode == 1 and "no answer" in nobody.stderr
     malformed = nnserve("models", url="127.0.0.1:8000")
     assert malformed.returncode == 2 and "url must be http" in malformed.stderr
+
+
+def test_client_options_go_before_or_after_the_verb(trained, url):
+    before = subprocess.run(
+        [sys.executable, "-m", "nnserve", "--url", url, "models", "--json"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert before.returncode == 0, before.stderr
+    assert trained[1]["model"] in [model["id"] for model in json.loads(before.stdout)]
+    # After the verb wins over before it.
+    after = subprocess.run(
+        [sys.executable, "-m", "nnserve", "--url", f"http://127.0.0.1:{free_port()}", "models", "--url", url],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert after.returncode == 0, after.stderr
+
+
+def test_version():
+    run = nnserve("--version")
+    assert run.returncode == 0 and run.stdout.strip() == f"nnserve {nnserve_package.__version__}"
+
+
+def test_a_closed_pipe_ends_quietly(trained, url):
+    """``nnserve predict ... | head -1``: the reader goes away; no BrokenPipeError traceback."""
+    rows = "\n".join(["5.1,3.5,1.4,0.2"] * 20000)
+    command = f"{sys.executable} -m nnserve predict {trained[1]['model']} --input - --url {url} | head -1"
+    run = subprocess.run(["bash", "-c", command], check=False, input=rows, capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "prediction,p_setosa,p_versicolor,p_virginica"
+    assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr
