@@ -20,8 +20,9 @@
 Hash fields hold JSON values, so numbers, lists and null come back as they went in.
 The built-in datasets are not stored: they come from ``service.builtin``. Job status
 changes go through one Lua script, so they are atomic and the per-status counts stay
-true. This module imports redis and NumPy only (never Flask): the API and the worker
-share it, each passing its own Redis client.
+true. Every Lua script is registered once (``_script``) and run by its SHA1. This module
+imports redis and NumPy only (never Flask): the API and the worker share it, each passing
+its own Redis client.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 import orjson
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.commands.core import Script
 from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
@@ -178,6 +180,14 @@ def _score(created_at: str) -> float:
     return datetime.fromisoformat(created_at).timestamp()
 
 
+def _script(text: str) -> Script:
+    """A Lua script, registered once for every client: redis-py's ``Script`` runs it by its SHA1
+    (EVALSHA), so its text crosses the network only when a server does not know it yet (it answers
+    NOSCRIPT after a restart or a SCRIPT FLUSH; the script is then loaded and run again). Given as
+    bytes, the text needs no client to encode it; each call names its client."""
+    return Script(None, text.encode())  # type: ignore[arg-type]  # the client only encodes str text
+
+
 # Datasets ------------------------------------------------------------------------------
 
 
@@ -256,7 +266,7 @@ class LeaseLost(Exception):
 # holds the job), n allowed, allowed..., then field/value pairs. Returns {1, old} when
 # applied, {0, current} when the job was in another status or held by another lease, nil
 # when there is no such job.
-_TRANSITION = """
+_TRANSITION = _script("""
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return nil end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[3] then return {0, current} end
@@ -278,13 +288,13 @@ if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('HSET', KEYS[3], 'status', ARGV[2])
 end
 return {1, current}
-"""
+""")
 
 # Records one finished epoch for the attempt holding ``lease``. The history is first cut to
 # ``epoch`` entries, so a call retried through a dropped connection never logs an epoch twice.
 # KEYS: job, history. ARGV: lease, epoch (0-based), logs. Returns -1 when another attempt
 # holds the job, else 1 when a cancel was asked for, else 0.
-_RECORD_EPOCH = """
+_RECORD_EPOCH = _script("""
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return -1 end
 local epoch = tonumber(ARGV[2])
 if epoch == 0 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, epoch - 1) end
@@ -292,16 +302,16 @@ redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[1], 'epoch', epoch + 1)
 if redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 1 end
 return 0
-"""
+""")
 
 # Stores a checkpoint for the attempt holding ``lease``. KEYS: job, checkpoint.
 # ARGV: lease, blob, epochs it covers. Returns 0 when another attempt holds the job.
-_SAVE_CHECKPOINT = """
+_SAVE_CHECKPOINT = _script("""
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[1], 'checkpoint_epoch', ARGV[3])
 return 1
-"""
+""")
 
 
 def transition(
@@ -324,7 +334,8 @@ def transition(
     args += [len(allowed), *allowed]
     for name, value in _encode(fields or {}).items():
         args += [name, value]
-    result = r.eval(_TRANSITION, 3, job_key(job["id"]), JOB_STATS, model_key(job["model_id"]), *args)
+    keys = [job_key(job["id"]), JOB_STATS, model_key(job["model_id"])]
+    result = _TRANSITION(keys=keys, args=args, client=r)
     if result is None:
         return False, None
     return bool(result[0]), orjson.loads(result[1])
@@ -443,7 +454,8 @@ def record_epoch(r: redis.Redis, job_id: str, lease: str, epoch: int, logs: dict
     """Append one epoch's logs, advance the progress, and say whether a cancel was asked for (one round trip).
     Raises LeaseLost when another attempt holds the job."""
     logs_json = orjson.dumps(logs, option=orjson.OPT_SERIALIZE_NUMPY)
-    result = r.eval(_RECORD_EPOCH, 2, job_key(job_id), history_key(job_id), orjson.dumps(lease), epoch, logs_json)
+    keys = [job_key(job_id), history_key(job_id)]
+    result = _RECORD_EPOCH(keys=keys, args=[orjson.dumps(lease), epoch, logs_json], client=r)
     if result < 0:
         raise LeaseLost(job_id)
     return result == 1
@@ -462,7 +474,8 @@ def restart_history(r: redis.Redis, job_id: str, epochs_kept: int) -> None:
 
 def save_checkpoint(r: redis.Redis, job_id: str, lease: str, blob: bytes, epoch: int) -> None:
     """Keep ``blob`` as the job's checkpoint, covering ``epoch`` epochs. Raises LeaseLost."""
-    if not r.eval(_SAVE_CHECKPOINT, 2, job_key(job_id), checkpoint_key(job_id), orjson.dumps(lease), blob, epoch):
+    keys = [job_key(job_id), checkpoint_key(job_id)]
+    if not _SAVE_CHECKPOINT(keys=keys, args=[orjson.dumps(lease), blob, epoch], client=r):
         raise LeaseLost(job_id)
 
 
@@ -562,7 +575,7 @@ def delete_model(r: redis.Redis, model: dict[str, Any]) -> None:
 # ARGV[1] ms (the counter's expiry). One script, so concurrent API processes share one count
 # and a counter can never be left without its expiry. KEYS: counter.
 # Returns {requests counted in the window, ms until it ends}.
-_COUNT_REQUEST = """
+_COUNT_REQUEST = _script("""
 local n = redis.call('INCR', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
@@ -570,13 +583,13 @@ if ttl < 0 then
   ttl = tonumber(ARGV[1])
 end
 return {n, ttl}
-"""
+""")
 
 
 def count_request(r: redis.Redis, scope: str, who: str, seconds: int) -> tuple[int, float]:
     """Count one request of ``who`` in its current ``seconds``-long window (one round trip):
     ``(requests in the window so far, seconds until the window ends)``."""
-    count, ttl = r.eval(_COUNT_REQUEST, 1, rate_key(scope, who), seconds * 1000)
+    count, ttl = _COUNT_REQUEST(keys=[rate_key(scope, who)], args=[seconds * 1000], client=r)
     return int(count), int(ttl) / 1000
 
 
@@ -584,30 +597,30 @@ def count_request(r: redis.Redis, scope: str, who: str, seconds: int) -> tuple[i
 # record already there is returned (a finished response, or a request still in flight).
 # (SET NX GET does both, but only from Redis 7; managed Redis is often older.)
 # KEYS: idempotency key. ARGV: record, ms to keep it.
-_RESERVE = """
+_RESERVE = _script("""
 local existing = redis.call('GET', KEYS[1])
 if existing then return existing end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
-"""
+""")
 
 # Deletes the key only if it still holds ARGV[1]: a finished response written over the
 # reservation is kept. KEYS: idempotency key.
-_RELEASE = """
+_RELEASE = _script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""")
 
 
 def reserve_idempotency_key(r: redis.Redis, key: str, record: bytes, seconds: float) -> bytes | None:
     """Hold ``key`` with ``record`` for ``seconds`` and return None; or, when it is already held,
     return what it holds (nothing is changed)."""
-    return r.eval(_RESERVE, 1, key, record, int(seconds * 1000))
+    return _RESERVE(keys=[key], args=[record, int(seconds * 1000)], client=r)
 
 
 def release_idempotency_key(r: redis.Redis, key: str, record: bytes) -> None:
     """Free ``key`` if it still holds ``record`` (the request it was reserved for created nothing)."""
-    r.eval(_RELEASE, 1, key, record)
+    _RELEASE(keys=[key], args=[record], client=r)
 
 
 def keep_idempotent_response(pipe, key: str, record: bytes, seconds: int) -> None:
