@@ -10,7 +10,6 @@ predict route's rows, which skips pydantic because it is the hot path.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -26,6 +25,7 @@ from nnserve.engine.metrics import METRICS
 from nnserve.engine.optimizers import OPTIMIZERS
 
 from .errors import BadRequest, Invalid, RequestValidationError, UnsupportedMediaType
+from .lifecycle import JobStatus, ModelStatus, ServiceStatus
 
 
 def _choice(names) -> Any:
@@ -229,14 +229,6 @@ class DatasetList(BaseModel):
 # Jobs ----------------------------------------------------------------------------------
 
 
-class JobStatus(StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    canceled = "canceled"
-
-
 class JobCreate(Request):
     dataset: str = Field(description="Id of the dataset to train on (`iris`, `blobs`, `linear` or an uploaded one).")
     name: Name | None = None
@@ -297,7 +289,7 @@ class ModelOutput(BaseModel):
 class ModelPublic(BaseModel):
     id: str
     name: str | None = None
-    status: Literal["pending", "ready", "failed", "canceled"]
+    status: ModelStatus
     job_id: str
     dataset_id: str
     model: dict[str, Any]
@@ -342,7 +334,7 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "unavailable"]
+    status: ServiceStatus
     redis: bool
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from redis.commands.core import Script
 
-from nnserve.service import store
+from nnserve.service import lifecycle, store
 from tests.service.helpers import submit
 
 
@@ -58,13 +58,14 @@ def test_arrays_are_npz_without_pickle():
 
 def test_transitions_are_conditional_and_counted(client, redis):
     job = store.get_job(redis, submit(client).json["id"])
-    assert store.transition(redis, job, "running", ["queued"]) == (True, "queued")
-    assert store.transition(redis, job, "canceled", ["queued"]) == (False, "running")
-    assert store.finish_job(redis, job, "failed", {"type": "X", "detail": "y"})
+    assert store.transition(redis, job, [store.Step(["queued"], "running")]) == (0, "queued")
+    assert store.transition(redis, job, [store.Step(["queued"], "canceled")]) == (None, "running")
+    assert lifecycle.fail(redis, job, {"type": "X", "detail": "y"})
     assert store.get_job(redis, job["id"])["error"] == {"type": "X", "detail": "y"}
     assert store.get_model(redis, job["model_id"], "public")["status"] == "failed"
     assert store.job_counts(redis) == {"queued": 0, "running": 0, "failed": 1}
-    assert store.transition(redis, {"id": "job_nope", "model_id": "mdl_nope"}, "running", ["queued"]) == (False, None)
+    nothing = {"id": "job_nope", "model_id": "mdl_nope"}
+    assert store.transition(redis, nothing, [store.Step(["queued"], "running")]) == (None, None)
 
 
 def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redis):
@@ -76,7 +77,7 @@ def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redi
 
     def every_script(attempt: int) -> None:
         lease = f"lease-{attempt}"
-        assert store.start_job(redis, job, lease)[0]
+        assert lifecycle.start(redis, job, lease)[0]
         assert store.record_epoch(redis, job["id"], lease, 0, {"loss": 1.0}) is False
         store.save_checkpoint(redis, job["id"], lease, b"checkpoint", 1)
         assert store.count_request(redis, "predict", f"tenant-{attempt}", 60)[0] == 1
