@@ -33,12 +33,12 @@ import redis
 
 from . import store
 from .errors import Unavailable
+from .lifecycle import FINISHED
 
 POLL_INTERVAL = 0.5
 """Seconds between reads of a job's history by an open stream."""
 RECONNECT_MS = 2000
 """The ``retry:`` a stream asks EventSource to wait before reconnecting, in milliseconds."""
-FINISHED = ("succeeded", "failed", "canceled")
 
 
 def event(kind: str, data: dict, event_id: int | None = None) -> bytes:

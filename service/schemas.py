@@ -8,7 +8,6 @@ the output width against the classes, the loss against the task) in ``engine.val
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, WithJsonSchema
@@ -19,6 +18,8 @@ from nnserve.engine.layers import LAYERS
 from nnserve.engine.losses import LOSSES
 from nnserve.engine.metrics import METRICS
 from nnserve.engine.optimizers import OPTIMIZERS
+
+from .lifecycle import JobStatus, ModelStatus, ServiceStatus
 
 
 def _choice(names) -> Any:
@@ -222,14 +223,6 @@ class DatasetList(BaseModel):
 # Jobs ----------------------------------------------------------------------------------
 
 
-class JobStatus(StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    canceled = "canceled"
-
-
 class JobCreate(Request):
     dataset: str = Field(description="Id of the dataset to train on (`iris`, `blobs`, `linear` or an uploaded one).")
     name: Name | None = None
@@ -290,7 +283,7 @@ class ModelOutput(BaseModel):
 class ModelPublic(BaseModel):
     id: str
     name: str | None = None
-    status: Literal["pending", "ready", "failed", "canceled"]
+    status: ModelStatus
     job_id: str
     dataset_id: str
     model: dict[str, Any]
@@ -335,7 +328,7 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "unavailable"]
+    status: ServiceStatus
     redis: bool
 
 

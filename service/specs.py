@@ -22,6 +22,7 @@ from nnserve import engine
 
 from . import store
 from .errors import Invalid, spec_error
+from .lifecycle import JobStatus, ModelStatus
 from .schemas import JobCreate, KerasModel, ModelSpec
 from .settings import Settings
 
@@ -83,7 +84,7 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
         "name": body.name,
         "dataset_id": dataset["id"],
         "model_id": model_id,
-        "status": "queued",
+        "status": JobStatus.queued,
         "task": task,
         "model": model.spec(),
         "training": config,
@@ -103,7 +104,7 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
         "name": body.name,
         "job_id": job_id,
         "dataset_id": dataset["id"],
-        "status": "pending",
+        "status": ModelStatus.pending,
         "model": model.spec(),
         "training": config,
         "metrics": {},

@@ -19,9 +19,11 @@
 
 Hash fields hold JSON values, so numbers, lists and null come back as they went in.
 The built-in datasets are not stored: they come from ``service.builtin``. Job status
-changes go through one Lua script, so they are atomic and the per-status counts stay
-true. This module imports redis and NumPy only (never Flask): the API and the worker
-share it, each passing its own Redis client.
+changes go through one Lua script (``transition``), so they are atomic and the per-status
+counts stay true; which moves exist is ``service.lifecycle``'s business, not this module's.
+Every Lua script is registered once (``_script``) and run by its SHA1. This module imports
+redis and NumPy only (never Flask): the API and the worker share it, each passing its own
+Redis client.
 """
 
 from __future__ import annotations
@@ -29,14 +31,15 @@ from __future__ import annotations
 import hashlib
 import io
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.commands.core import Script
 from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
@@ -107,7 +110,7 @@ def connect(url: str, timeout: float, retry_window: float = 0.0) -> redis.Redis:
     With a ``retry_window`` (workers), a command that fails to connect or times out is tried
     again with exponential backoff for about that many seconds, so a Redis restart only pauses
     training. Our job writes do no harm when repeated (see ``record_epoch``), and a duplicate that
-    RQ might enqueue that way is stopped by the job's lease (see ``start_job``)."""
+    RQ might enqueue that way is stopped by the job's lease (see ``lifecycle.start``)."""
     retry = Retry(NoBackoff(), 1)
     if retry_window > 0:
         backoff, attempts, waited = ExponentialBackoff(cap=RETRY_BACKOFF_CAP, base=0.05), 0, 0.0
@@ -176,6 +179,14 @@ def _page(r: redis.Redis, tenant: str, kind: str, offset: int, limit: int) -> li
 
 def _score(created_at: str) -> float:
     return datetime.fromisoformat(created_at).timestamp()
+
+
+def _script(text: str) -> Script:
+    """A Lua script, registered once for every client: redis-py's ``Script`` runs it by its SHA1
+    (EVALSHA), so its text crosses the network only when a server does not know it yet (it answers
+    NOSCRIPT after a restart or a SCRIPT FLUSH; the script is then loaded and run again). Given as
+    bytes, the text needs no client to encode it; each call names its client."""
+    return Script(None, text.encode())  # type: ignore[arg-type]  # the client only encodes str text
 
 
 # Datasets ------------------------------------------------------------------------------
@@ -250,41 +261,52 @@ class LeaseLost(Exception):
     without writing anything more."""
 
 
-# Moves a job from one of the allowed statuses to another, setting extra fields, counting
-# the move in JOB_STATS and (optionally) setting the model's status, all in one step.
-# KEYS: job, stats, model. ARGV: new status, model status ("" = leave), lease ("" = whoever
-# holds the job), n allowed, allowed..., then field/value pairs. Returns {1, old} when
-# applied, {0, current} when the job was in another status or held by another lease, nil
-# when there is no such job.
-_TRANSITION = """
+# Moves a job by the first of one or more steps whose allowed statuses hold its status: sets
+# the step's fields, counts the move in JOB_STATS, sets the model's status and drops the job's
+# checkpoint if the step says so, all in one step. KEYS: job, stats, model, checkpoint.
+# ARGV: lease ("" = whoever holds the job), then each step: new status, model status ("" =
+# leave), "1" to drop the checkpoint (else "0"), n allowed, allowed..., n fields, then that
+# many field/value pairs. Returns {i, old} when step i (from 1) was applied, {0, current} when
+# none applies or another lease holds the job, nil when there is no such job.
+_TRANSITION = _script("""
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return nil end
-if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[3] then return {0, current} end
-local n = tonumber(ARGV[4])
-local allowed = false
-for i = 5, 4 + n do
-  if ARGV[i] == current then allowed = true end
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return {0, current} end
+local i, step = 2, 0
+while i <= #ARGV do
+  step = step + 1
+  local to, model, drop, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local allowed = false
+  for j = i + 4, i + 3 + n do
+    if ARGV[j] == current then allowed = true end
+  end
+  local counted = i + 4 + n
+  local n_fields = tonumber(ARGV[counted])
+  if allowed then
+    for f = counted + 1, counted + 2 * n_fields, 2 do
+      redis.call('HSET', KEYS[1], ARGV[f], ARGV[f + 1])
+    end
+    if to ~= current then
+      redis.call('HSET', KEYS[1], 'status', to)
+      redis.call('HINCRBY', KEYS[2], current, -1)
+      redis.call('HINCRBY', KEYS[2], to, 1)
+    end
+    if model ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+      redis.call('HSET', KEYS[3], 'status', model)
+    end
+    if drop == '1' then redis.call('DEL', KEYS[4]) end
+    return {step, current}
+  end
+  i = counted + 1 + 2 * n_fields
 end
-if not allowed then return {0, current} end
-for i = 5 + n, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-if ARGV[1] ~= current then
-  redis.call('HSET', KEYS[1], 'status', ARGV[1])
-  redis.call('HINCRBY', KEYS[2], current, -1)
-  redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-end
-if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HSET', KEYS[3], 'status', ARGV[2])
-end
-return {1, current}
-"""
+return {0, current}
+""")
 
 # Records one finished epoch for the attempt holding ``lease``. The history is first cut to
 # ``epoch`` entries, so a call retried through a dropped connection never logs an epoch twice.
 # KEYS: job, history. ARGV: lease, epoch (0-based), logs. Returns -1 when another attempt
 # holds the job, else 1 when a cancel was asked for, else 0.
-_RECORD_EPOCH = """
+_RECORD_EPOCH = _script("""
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return -1 end
 local epoch = tonumber(ARGV[2])
 if epoch == 0 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, epoch - 1) end
@@ -292,42 +314,48 @@ redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[1], 'epoch', epoch + 1)
 if redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 1 end
 return 0
-"""
+""")
 
 # Stores a checkpoint for the attempt holding ``lease``. KEYS: job, checkpoint.
 # ARGV: lease, blob, epochs it covers. Returns 0 when another attempt holds the job.
-_SAVE_CHECKPOINT = """
+_SAVE_CHECKPOINT = _script("""
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[1], 'checkpoint_epoch', ARGV[3])
 return 1
-"""
+""")
+
+
+class Step(NamedTuple):
+    """One move ``transition`` may make: from any status in ``allowed`` to ``to``, writing ``fields``,
+    setting the model's status to ``model_status`` (None: leave it), dropping the job's checkpoint."""
+
+    allowed: Collection[str]
+    to: str
+    fields: Mapping[str, Any] | None = None
+    model_status: str | None = None
+    drop_checkpoint: bool = False
 
 
 def transition(
-    r: redis.Redis,
-    job: dict[str, Any],
-    to: str,
-    allowed: Iterable[str],
-    fields: dict[str, Any] | None = None,
-    model_status: str | None = None,
-    lease: str | None = None,
-) -> tuple[bool, str | None]:
-    """Move ``job`` to status ``to`` if it is in one of ``allowed`` (and, given a ``lease``, still held
-    by it); returns (applied, previous status)."""
-    args = [
-        orjson.dumps(to),
-        orjson.dumps(model_status) if model_status else b"",
-        orjson.dumps(lease) if lease else b"",
-    ]
-    allowed = [orjson.dumps(s) for s in allowed]
-    args += [len(allowed), *allowed]
-    for name, value in _encode(fields or {}).items():
-        args += [name, value]
-    result = r.eval(_TRANSITION, 3, job_key(job["id"]), JOB_STATS, model_key(job["model_id"]), *args)
+    r: redis.Redis, job: Mapping[str, Any], steps: Sequence[Step], lease: str | None = None
+) -> tuple[int | None, str | None]:
+    """Move ``job`` by the first of ``steps`` that applies to its status (and, given a ``lease``, only
+    while the lease holds it), atomically: ``(index of the step applied or None, the status it was in)``,
+    the status None when there is no such job."""
+    args: list[bytes | int | str] = [orjson.dumps(lease) if lease else b""]
+    for step in steps:
+        allowed = [orjson.dumps(status) for status in step.allowed]
+        fields = _encode(dict(step.fields or {}))
+        args += [orjson.dumps(step.to), orjson.dumps(step.model_status) if step.model_status else b""]
+        args += [b"1" if step.drop_checkpoint else b"0", len(allowed), *allowed, len(fields)]
+        for name, value in fields.items():
+            args += [name, value]
+    keys = [job_key(job["id"]), JOB_STATS, model_key(job["model_id"]), checkpoint_key(job["id"])]
+    result = _TRANSITION(keys=keys, args=args, client=r)
     if result is None:
-        return False, None
-    return bool(result[0]), orjson.loads(result[1])
+        return None, None
+    return (int(result[0]) - 1 if result[0] else None), orjson.loads(result[1])
 
 
 class ActiveJobLimit(Exception):
@@ -345,20 +373,21 @@ def create_job(
     enqueue: Callable[[Any], None],
     also: Callable[[Any], None] | None = None,
     max_active: int = 0,
+    active: Collection[str] = (),
 ) -> None:
-    """Store a queued job and its (untrained) model, and enqueue it, in one transaction:
+    """Store a new job and its (untrained) model, and enqueue it, in one transaction:
     ``enqueue(pipeline)`` adds the queue's own commands, ``also(pipeline)`` others (an idempotency record).
 
     With ``max_active``, raises ActiveJobLimit (storing nothing) when the tenant already has that
-    many jobs queued or running. The count is WATCHed and the job joins it in the same
-    transaction, so concurrent submissions cannot overshoot the limit."""
+    many jobs in an ``active`` status (``lifecycle.ACTIVE``). The count is WATCHed and the job joins
+    it in the same transaction, so concurrent submissions cannot overshoot the limit."""
     active_key = active_jobs_key(job["tenant"])
     with r.pipeline() as pipe:
         while True:
             try:
                 if max_active:
                     pipe.watch(active_key)
-                    finished = _finished_jobs(r, pipe, active_key, max_active)
+                    finished = _finished_jobs(r, pipe, active_key, max_active, active)
                 pipe.multi()  # explicitly, as RQ expects of a pipeline it is handed
                 pipe.hset(job_key(job["id"]), mapping=_encode(job))
                 pipe.hset(model_key(model["id"]), mapping=_encode(model))
@@ -378,9 +407,9 @@ def create_job(
                 continue
 
 
-def _finished_jobs(r: redis.Redis, watching, active_key: str, limit: int) -> list[bytes]:
-    """Ids in ``active_key`` whose jobs have finished (or are gone), to drop from it; raises
-    ActiveJobLimit when the others already number ``limit``.
+def _finished_jobs(r: redis.Redis, watching: Any, active_key: str, limit: int, active: Collection[str]) -> list[bytes]:
+    """Ids in ``active_key`` whose jobs are in no ``active`` status (they finished, or are gone), to drop
+    from it; raises ActiveJobLimit when the others already number ``limit``.
 
     The set is only pruned when it reaches the limit: jobs finish in the worker, which need not
     know about the set. A status read here can only be stale towards "still active", since a
@@ -392,7 +421,7 @@ def _finished_jobs(r: redis.Redis, watching, active_key: str, limit: int) -> lis
         for job_id in ids:
             batch.hget(job_key(job_id.decode()), "status")
         statuses = batch.execute()
-    finished = [job_id for job_id, status in zip(ids, statuses) if status not in (b'"queued"', b'"running"')]
+    finished = [job_id for job_id, status in zip(ids, statuses) if status is None or orjson.loads(status) not in active]
     if len(ids) - len(finished) >= limit:
         raise ActiveJobLimit(len(ids) - len(finished), limit)
     return finished
@@ -431,19 +460,12 @@ def history_since(r: redis.Redis, job_id: str, start: int) -> tuple[list[dict[st
     return [orjson.loads(line) for line in lines], state
 
 
-def start_job(r: redis.Redis, job: dict[str, Any], lease: str) -> tuple[bool, str | None]:
-    """Claim ``job`` for one attempt: ``running``, one more attempt, and ``lease`` as its holder, so that
-    an older attempt still alive somewhere (its worker was taken for dead) stops at its next write.
-    ``running`` is allowed too: RQ may requeue a job whose worker died before our record moved back."""
-    fields = {"started_at": now(), "attempts": job["attempts"] + 1, "lease": lease}
-    return transition(r, job, "running", ["queued", "running"], fields)
-
-
 def record_epoch(r: redis.Redis, job_id: str, lease: str, epoch: int, logs: dict[str, float]) -> bool:
     """Append one epoch's logs, advance the progress, and say whether a cancel was asked for (one round trip).
     Raises LeaseLost when another attempt holds the job."""
     logs_json = orjson.dumps(logs, option=orjson.OPT_SERIALIZE_NUMPY)
-    result = r.eval(_RECORD_EPOCH, 2, job_key(job_id), history_key(job_id), orjson.dumps(lease), epoch, logs_json)
+    keys = [job_key(job_id), history_key(job_id)]
+    result = _RECORD_EPOCH(keys=keys, args=[orjson.dumps(lease), epoch, logs_json], client=r)
     if result < 0:
         raise LeaseLost(job_id)
     return result == 1
@@ -462,7 +484,8 @@ def restart_history(r: redis.Redis, job_id: str, epochs_kept: int) -> None:
 
 def save_checkpoint(r: redis.Redis, job_id: str, lease: str, blob: bytes, epoch: int) -> None:
     """Keep ``blob`` as the job's checkpoint, covering ``epoch`` epochs. Raises LeaseLost."""
-    if not r.eval(_SAVE_CHECKPOINT, 2, job_key(job_id), checkpoint_key(job_id), orjson.dumps(lease), blob, epoch):
+    keys = [job_key(job_id), checkpoint_key(job_id)]
+    if not _SAVE_CHECKPOINT(keys=keys, args=[orjson.dumps(lease), blob, epoch], client=r):
         raise LeaseLost(job_id)
 
 
@@ -475,43 +498,14 @@ def load_checkpoint(r: redis.Redis, job_id: str) -> tuple[bytes, int] | None:
     return (blob, int(epoch)) if blob is not None and epoch is not None else None
 
 
-def requeue_job(
-    r: redis.Redis, job: dict[str, Any], error: dict[str, str] | None = None, lease: str | None = None
-) -> bool:
-    """Back to ``queued`` from ``running`` (its checkpoint kept), noting why; True when it was still running."""
-    applied, _ = transition(r, job, "queued", ["running"], {"error": error}, lease=lease)
-    return applied
-
-
-def finish_job(
-    r: redis.Redis,
-    job: dict[str, Any],
-    status: str,
-    error: dict[str, str] | None = None,
-    allowed=("running",),
-    lease: str | None = None,
-) -> bool:
-    """End a job as failed or canceled (the model gets the same status); True when it was ``allowed`` to."""
-    applied, _ = transition(
-        r, job, status, allowed, {"finished_at": now(), "error": error}, model_status=status, lease=lease
-    )
-    if applied:
-        r.delete(checkpoint_key(job["id"]))
-    return applied
-
-
 def save_model(
-    r: redis.Redis,
-    job: dict[str, Any],
-    lease: str,
-    weights: bytes,
-    fields: dict[str, Any],
-    epochs: list[dict[str, float]],
-) -> bool:
+    r: redis.Redis, job: Mapping[str, Any], weights: bytes, fields: dict[str, Any], epochs: list[dict[str, float]]
+) -> None:
     """Store the trained weights, metadata and the whole history (``epochs``: one dict of logs each, as
-    training kept them, which heals any epoch record lost with a Redis restart), and mark job and
-    model succeeded/ready if ``lease`` still holds the job. Another attempt that took over trains
-    the same model from the same checkpoint, so writing the weights before that check is harmless."""
+    training kept them, which heals any epoch record lost with a Redis restart); ``lifecycle.succeed``
+    then marks job and model succeeded/ready if its lease still holds the job. Another attempt that
+    took over trains the same model from the same checkpoint, so writing the weights before that
+    check is harmless."""
     with r.pipeline() as pipe:
         pipe.set(weights_key(job["model_id"]), weights)
         pipe.hset(model_key(job["model_id"]), mapping=_encode(fields))
@@ -521,11 +515,6 @@ def save_model(
                 history_key(job["id"]), *(orjson.dumps(logs, option=orjson.OPT_SERIALIZE_NUMPY) for logs in epochs)
             )
         pipe.execute()
-    done = {"finished_at": now(), "epoch": len(epochs), "error": None}  # a retry's reason no longer applies
-    applied, _ = transition(r, job, "succeeded", ["running"], done, model_status="ready", lease=lease)
-    if applied:
-        r.delete(checkpoint_key(job["id"]))
-    return applied
 
 
 def job_counts(r: redis.Redis) -> dict[str, int]:
@@ -562,7 +551,7 @@ def delete_model(r: redis.Redis, model: dict[str, Any]) -> None:
 # ARGV[1] ms (the counter's expiry). One script, so concurrent API processes share one count
 # and a counter can never be left without its expiry. KEYS: counter.
 # Returns {requests counted in the window, ms until it ends}.
-_COUNT_REQUEST = """
+_COUNT_REQUEST = _script("""
 local n = redis.call('INCR', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
@@ -570,13 +559,13 @@ if ttl < 0 then
   ttl = tonumber(ARGV[1])
 end
 return {n, ttl}
-"""
+""")
 
 
 def count_request(r: redis.Redis, scope: str, who: str, seconds: int) -> tuple[int, float]:
     """Count one request of ``who`` in its current ``seconds``-long window (one round trip):
     ``(requests in the window so far, seconds until the window ends)``."""
-    count, ttl = r.eval(_COUNT_REQUEST, 1, rate_key(scope, who), seconds * 1000)
+    count, ttl = _COUNT_REQUEST(keys=[rate_key(scope, who)], args=[seconds * 1000], client=r)
     return int(count), int(ttl) / 1000
 
 
@@ -584,30 +573,30 @@ def count_request(r: redis.Redis, scope: str, who: str, seconds: int) -> tuple[i
 # record already there is returned (a finished response, or a request still in flight).
 # (SET NX GET does both, but only from Redis 7; managed Redis is often older.)
 # KEYS: idempotency key. ARGV: record, ms to keep it.
-_RESERVE = """
+_RESERVE = _script("""
 local existing = redis.call('GET', KEYS[1])
 if existing then return existing end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
-"""
+""")
 
 # Deletes the key only if it still holds ARGV[1]: a finished response written over the
 # reservation is kept. KEYS: idempotency key.
-_RELEASE = """
+_RELEASE = _script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""")
 
 
 def reserve_idempotency_key(r: redis.Redis, key: str, record: bytes, seconds: float) -> bytes | None:
     """Hold ``key`` with ``record`` for ``seconds`` and return None; or, when it is already held,
     return what it holds (nothing is changed)."""
-    return r.eval(_RESERVE, 1, key, record, int(seconds * 1000))
+    return _RESERVE(keys=[key], args=[record, int(seconds * 1000)], client=r)
 
 
 def release_idempotency_key(r: redis.Redis, key: str, record: bytes) -> None:
     """Free ``key`` if it still holds ``record`` (the request it was reserved for created nothing)."""
-    r.eval(_RELEASE, 1, key, record)
+    _RELEASE(keys=[key], args=[record], client=r)
 
 
 def keep_idempotent_response(pipe, key: str, record: bytes, seconds: int) -> None:

@@ -1,13 +1,14 @@
 """The job functions RQ runs, by dotted path: ``train(job_id)`` and its failure callbacks.
 
 ``train`` reads everything from the store by id and writes everything back there; it
-imports the engine and the store, never Flask. Failures propagate to RQ, and
-``on_failure`` / ``on_worker_lost`` keep our job record (the one users see) in step:
-a deterministic failure (a bad spec, diverging training, a timeout) ends the job
-``failed`` at once; a lost worker sends it back to ``queued`` while retries remain,
-and a retry resumes from the last checkpoint. A worker told to stop (``PREEMPT_SIGNAL``
-reaches its work horse) has the job checkpoint at the next epoch boundary and requeue
-itself, without using up a retry.
+imports the engine and the store, never Flask, and moves the job only by the verbs of
+``service.lifecycle``. Failures propagate to RQ, and its callbacks keep our job record (the
+one users see) in step through one failure verb, ``_failed``: a deterministic failure (a bad
+spec, diverging training, a timeout) ends the job ``failed`` at once; a lost worker sends it
+back to ``queued`` while retries remain, and a retry resumes from the last checkpoint. A job
+whose cancel was asked for ends ``canceled`` instead of being retried (``_cancel_if_requested``).
+A worker told to stop (``PREEMPT_SIGNAL`` reaches its work horse) has the job checkpoint at the
+next epoch boundary and requeue itself, without using up a retry.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from rq.timeouts import JobTimeoutException
 
 from nnserve import engine
 from nnserve.engine.training import Trainer
-from nnserve.service import store
+from nnserve.service import lifecycle, store
+from nnserve.service.lifecycle import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +58,10 @@ def train(job_id: str) -> dict[str, Any] | Retry:
     if job is None:
         raise JobError(f"job {job_id!r} no longer exists")
     if job["cancel_requested"]:
-        store.finish_job(r, job, "canceled", allowed=("queued", "running"))
-        return {"status": "canceled"}
+        lifecycle.honour_cancel(r, job)
+        return {"status": JobStatus.canceled}
     lease = secrets.token_hex(8)
-    started, status = store.start_job(r, job, lease)
+    started, status = lifecycle.start(r, job, lease)
     if not started:
         return {"status": status}  # canceled while queued, or already finished
 
@@ -102,11 +104,11 @@ def train(job_id: str) -> dict[str, Any] | Retry:
         return _walk_away(job_id)
 
     if stopped_for == "cancel":
-        store.finish_job(r, job, "canceled", lease=lease)
-        return {"status": "canceled", "epochs": len(history.epoch)}
+        lifecycle.honour_cancel(r, job, lease=lease)
+        return {"status": JobStatus.canceled, "epochs": len(history.epoch)}
     if stopped_for == "shutdown":
         note = {"type": "WorkerStopped", "detail": f"its worker was stopped; requeued from epoch {trainer.epoch}"}
-        if not store.requeue_job(r, job, note, lease=lease):
+        if not lifecycle.requeue(r, job, note, lease=lease):
             return _walk_away(job_id)
         log.info("job %s: checkpointed at epoch %d and requeued (worker stopping)", job_id, trainer.epoch)
         return Retry(max=MAX_PREEMPTIONS, enqueue_at_front=True)
@@ -114,9 +116,9 @@ def train(job_id: str) -> dict[str, Any] | Retry:
     metrics = {name: values[-1] for name, values in history.history.items() if name != "learning_rate"}
     fields = {"metrics": metrics, "trained_at": store.now(), "n_parameters": model.n_parameters}
     epochs = [dict(zip(history.history, values)) for values in zip(*history.history.values())]
-    if not store.save_model(r, job, lease, engine.dumps(model), fields, epochs):
+    if not lifecycle.succeed(r, job, lease, engine.dumps(model), fields, epochs):
         return _walk_away(job_id)
-    return {"status": "succeeded", "epochs": len(history.epoch)}
+    return {"status": JobStatus.succeeded, "epochs": len(history.epoch)}
 
 
 in_work_horse = False
@@ -144,9 +146,9 @@ def on_failure(rq_job, connection, exc_type, exc_value, traceback) -> None:
     if issubclass(exc_type, AbandonedJobError):
         on_worker_lost(rq_job, connection, "its worker stopped sending heartbeats (killed or out of memory)")
         return
-    if issubclass(exc_type, DETERMINISTIC):
-        rq_job.retries_left = 0  # the same input fails the same way: a retry cannot help
-    _failed(rq_job, connection, {"type": exc_type.__name__, "detail": str(exc_value) or exc_type.__name__})
+    error = {"type": exc_type.__name__, "detail": str(exc_value) or exc_type.__name__}
+    deterministic = issubclass(exc_type, DETERMINISTIC)  # the same input fails the same way: a retry cannot help
+    _failed(rq_job, connection, store.get_job(connection, rq_job.id), error, retry=not deterministic)
 
 
 def on_work_horse_killed(rq_job, retpid, ret_val, rusage) -> None:
@@ -159,39 +161,43 @@ def on_preempted_horse_killed(rq_job, connection) -> None:
     boundary within the shutdown timeout. RQ retries the job next (it resumes from its last
     periodic checkpoint); a shutdown is not the job's fault, so that retry is not counted."""
     job = store.get_job(connection, rq_job.id)
-    if job is not None and job["cancel_requested"]:
-        rq_job.retries_left = 0
-        store.finish_job(connection, job, "canceled", allowed=("queued", "running"))
+    if _cancel_if_requested(rq_job, connection, job):
         return
     rq_job.retries_left = (rq_job.retries_left or 0) + 1  # RQ's retry takes this one back
     if job is not None:
         epoch = job.get("checkpoint_epoch") or 0
-        store.requeue_job(
-            connection,
-            job,
-            {"type": "WorkerStopped", "detail": f"its worker was stopped mid-epoch; requeued from epoch {epoch}"},
-        )
+        note = {"type": "WorkerStopped", "detail": f"its worker was stopped mid-epoch; requeued from epoch {epoch}"}
+        lifecycle.requeue(connection, job, note)
 
 
 def on_worker_lost(rq_job, connection, reason: str) -> None:
     job = store.get_job(connection, rq_job.id)
-    if job is not None and job["cancel_requested"]:
+    if not _cancel_if_requested(rq_job, connection, job):
+        _failed(rq_job, connection, job, {"type": "WorkerLost", "detail": reason})
+
+
+def _cancel_if_requested(rq_job, connection, job: dict[str, Any] | None) -> bool:
+    """End as ``canceled``, never to be retried, a job whose attempt was lost while its cancel was
+    asked for; True when it was."""
+    if job is None or not job["cancel_requested"]:
+        return False
+    rq_job.retries_left = 0
+    lifecycle.honour_cancel(connection, job)
+    return True
+
+
+def _failed(rq_job, connection, job: dict[str, Any] | None, error: dict[str, str], retry: bool = True) -> None:
+    """An attempt failed with ``error``: back to ``queued`` when RQ will retry the job, else ``failed``.
+    ``retry=False`` tells RQ not to, whatever retries are left."""
+    if not retry:
         rq_job.retries_left = 0
-        store.finish_job(connection, job, "canceled", allowed=("queued", "running"))
-        return
-    _failed(rq_job, connection, {"type": "WorkerLost", "detail": reason})
-
-
-def _failed(rq_job, connection, error: dict[str, str]) -> None:
-    """Back to ``queued`` when RQ will retry the job, else ``failed`` with ``error``."""
-    job = store.get_job(connection, rq_job.id)
     if job is None:
         return
     if rq_job.retries_left:
         error = {**error, "detail": f"{error['detail']}; retrying ({rq_job.retries_left} retries left)"}
-        store.requeue_job(connection, job, error)
+        lifecycle.requeue(connection, job, error)
     else:
         if error["type"] == "WorkerLost":
             error = {**error, "detail": f"{error['detail']}; gave up after {job['attempts']} attempts"}
-        store.finish_job(connection, job, "failed", error, allowed=("queued", "running"))
+        lifecycle.fail(connection, job, error)
     log.warning("job %s: %s: %s", rq_job.id, error["type"], error["detail"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from .. import queue, specs, store
+from .. import lifecycle, queue, specs, store
 from ..context import services, tenant
 from ..errors import Conflict, Invalid, NotFound, TooManyRequests
 from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
@@ -44,7 +44,7 @@ def create():
     job, model = specs.plan(body, dataset, ctx.settings, tenant())
     response = respond(public(job, with_history=False), 202, {"Location": f"/v1/jobs/{job['id']}"})
     try:
-        store.create_job(
+        lifecycle.submit(
             ctx.redis,
             job,
             model,
@@ -80,14 +80,11 @@ def show(job_id: str):
 def cancel(job_id: str):
     """Cancel a job: a queued one never starts, a running one stops within an epoch."""
     ctx = services()
-    job = get_job(job_id)
-    applied, status = store.transition(ctx.redis, job, "canceled", ["queued"], {"finished_at": store.now()}, "canceled")
-    if applied:
-        queue.discard(ctx.queue, job_id)
-    elif status == "running":  # the worker reads the flag after each epoch
-        applied, status = store.transition(ctx.redis, job, "running", ["running"], {"cancel_requested": True})
-    if not applied and status != "canceled":
-        raise Conflict(f"job {job_id!r} has already {status}")
+    try:
+        if lifecycle.cancel(ctx.redis, get_job(job_id)) is lifecycle.Move.cancel:
+            queue.discard(ctx.queue, job_id)  # it was queued: it never starts
+    except lifecycle.Refused as refused:
+        raise Conflict(f"job {job_id!r} has already {refused.status}") from None
     return respond(public(get_job(job_id)), 202)
 
 

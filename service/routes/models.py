@@ -11,6 +11,7 @@ from .. import store
 from ..cache import Entry
 from ..context import services, tenant
 from ..errors import Conflict, Invalid, NotFound
+from ..lifecycle import ModelStatus
 from ..openapi import doc
 from ..parsing import page, parse, parse_inputs
 from ..schemas import (
@@ -45,9 +46,10 @@ def trained(model_id: str) -> Entry:
 
 def _load(model_id: str) -> Entry:
     record = get_model(model_id)
-    blob = store.load_weights(services().redis, model_id) if record["status"] == "ready" else None
+    status = record["status"]
+    blob = store.load_weights(services().redis, model_id) if status == ModelStatus.ready else None
     if blob is None:
-        state = "is not trained yet" if record["status"] == "pending" else f"has no weights: its job {record['status']}"
+        state = "is not trained yet" if status == ModelStatus.pending else f"has no weights: its job {status}"
         raise Conflict(f"model {model_id!r} {state} (job {record['job_id']})")
     model = engine.loads(blob)
     classes = np.asarray(model.classes) if model.task == "classification" else None
@@ -108,7 +110,7 @@ def evaluate(model_id: str):
 def weights(model_id: str):
     """Download the weights: an .npz of arrays in Keras get_weights() order plus the architecture as JSON."""
     record = get_model(model_id)
-    blob = store.load_weights(services().redis, model_id) if record["status"] == "ready" else None
+    blob = store.load_weights(services().redis, model_id) if record["status"] == ModelStatus.ready else None
     if blob is None:
         raise Conflict(f"model {model_id!r} has no weights: its job is {record['status']}")
     return Response(
@@ -123,7 +125,7 @@ def weights(model_id: str):
 def delete(model_id: str):
     """Delete a model (not while its job is queued or running)."""
     record = get_model(model_id)
-    if record["status"] == "pending":
+    if record["status"] == ModelStatus.pending:
         raise Conflict(f"model {model_id!r} is still being trained by job {record['job_id']}; cancel the job first")
     store.delete_model(services().redis, record)
     services().cache.evict(model_id)

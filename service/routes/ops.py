@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, send_from_directory
 from nnserve import __version__
 
 from ..context import services
+from ..lifecycle import ServiceStatus
 from ..openapi import doc, document
 from ..schemas import Health, Readiness
 from . import respond
@@ -40,8 +41,8 @@ def readyz():
     try:
         services().redis.ping()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        return respond(Readiness(status="unavailable", redis=False), 503)
-    return respond(Readiness(status="ready", redis=True))
+        return respond(Readiness(status=ServiceStatus.unavailable, redis=False), 503)
+    return respond(Readiness(status=ServiceStatus.ready, redis=True))
 
 
 @bp.get("/metrics")

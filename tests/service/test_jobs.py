@@ -172,7 +172,9 @@ def test_cancel_of_a_finished_job_conflicts(client, run_jobs):
 def test_a_cancel_that_reaches_a_dequeued_job_stops_it(client, run_jobs, redis):
     """A cancel that lands after a worker took the job but before it started: it never trains."""
     job = submit(client).json
-    store.transition(redis, store.get_job(redis, job["id"]), "queued", ["queued"], {"cancel_requested": True})
+    store.transition(
+        redis, store.get_job(redis, job["id"]), [store.Step(["queued"], "queued", {"cancel_requested": True})]
+    )
     run_jobs()
     assert client.get(f"/v1/jobs/{job['id']}").json["status"] == "canceled"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from redis.commands.core import Script
 
-from nnserve.service import store
+from nnserve.service import lifecycle, store
 from tests.service.helpers import submit
 
 
@@ -57,10 +58,46 @@ def test_arrays_are_npz_without_pickle():
 
 def test_transitions_are_conditional_and_counted(client, redis):
     job = store.get_job(redis, submit(client).json["id"])
-    assert store.transition(redis, job, "running", ["queued"]) == (True, "queued")
-    assert store.transition(redis, job, "canceled", ["queued"]) == (False, "running")
-    assert store.finish_job(redis, job, "failed", {"type": "X", "detail": "y"})
+    assert store.transition(redis, job, [store.Step(["queued"], "running")]) == (0, "queued")
+    assert store.transition(redis, job, [store.Step(["queued"], "canceled")]) == (None, "running")
+    assert lifecycle.fail(redis, job, {"type": "X", "detail": "y"})
     assert store.get_job(redis, job["id"])["error"] == {"type": "X", "detail": "y"}
     assert store.get_model(redis, job["model_id"], "public")["status"] == "failed"
     assert store.job_counts(redis) == {"queued": 0, "running": 0, "failed": 1}
-    assert store.transition(redis, {"id": "job_nope", "model_id": "mdl_nope"}, "running", ["queued"]) == (False, None)
+    nothing = {"id": "job_nope", "model_id": "mdl_nope"}
+    assert store.transition(redis, nothing, [store.Step(["queued"], "running")]) == (None, None)
+
+
+def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redis):
+    """Every script runs by its SHA1 (EVALSHA): its text goes to Redis only when Redis does not know
+    it, as after a restart or a SCRIPT FLUSH, and the call still succeeds then."""
+    job = store.get_job(redis, submit(client).json["id"])
+    scripts = [value for value in vars(store).values() if isinstance(value, Script)]
+    assert len(scripts) == 6  # transition, record epoch, checkpoint, rate count, idempotency reserve/release
+
+    def every_script(attempt: int) -> None:
+        lease = f"lease-{attempt}"
+        assert lifecycle.start(redis, job, lease)[0]
+        assert store.record_epoch(redis, job["id"], lease, 0, {"loss": 1.0}) is False
+        store.save_checkpoint(redis, job["id"], lease, b"checkpoint", 1)
+        assert store.count_request(redis, "predict", f"tenant-{attempt}", 60)[0] == 1
+        key = store.idempotency_key(store.PUBLIC, f"key-{attempt}")
+        assert store.reserve_idempotency_key(redis, key, b"reserved", 60) is None
+        assert store.reserve_idempotency_key(redis, key, b"other", 60) == b"reserved"
+        store.release_idempotency_key(redis, key, b"reserved")
+        assert not redis.exists(key)
+
+    def calls(command: str) -> int:
+        """Calls of ``command`` since the last reset (subcommands too: Redis 7.2 counts ``script|load`` apart)."""
+        stats = redis.info("commandstats")
+        return sum(stat["calls"] for name, stat in stats.items() if name.split("|")[0] == f"cmdstat_{command}")
+
+    redis.script_flush()
+    redis.config_resetstat()
+    every_script(1)  # each script is loaded once, on its first NOSCRIPT
+    assert calls("eval") == 0 and calls("script") == len(scripts)
+    assert redis.script_exists(*(script.sha for script in scripts)) == [True] * len(scripts)
+
+    redis.config_resetstat()
+    every_script(2)  # now known: by their SHA1 alone
+    assert calls("eval") == 0 and calls("script") == 0 and calls("evalsha") == 7

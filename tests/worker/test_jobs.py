@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nnserve import engine
-from nnserve.service import store
+from nnserve.service import lifecycle, store
 from tests.conftest import wait_until
 from tests.service.helpers import submit
 
@@ -285,7 +285,7 @@ def test_an_attempt_that_lost_its_lease_stops_and_the_job_is_rescued(client, pro
     worker = started_worker(processes, redis)
     submitted = long_job(client)
     wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 20, timeout=30, what="some epochs")
-    assert store.start_job(redis, store.get_job(redis, submitted["id"]), lease="someone-else")[0]
+    assert lifecycle.start(redis, store.get_job(redis, submitted["id"]), lease="someone-else")[0]
     epoch = store.get_job(redis, submitted["id"])["epoch"]
     time.sleep(0.5)  # dozens of epochs, but less than the 3 s before the sweep can step in
     stalled = store.get_job(redis, submitted["id"])

@@ -1,0 +1,194 @@
+"""The job lifecycle: every status a job and its model can have, and every move between them.
+
+A job is born ``queued`` with a ``pending`` model (``submit``). After that it changes only by
+the rows of ``Move``, each applied by one Lua script (``store.transition``) in one atomic step:
+a move applies only from its source statuses (and, for a worker's attempt, only while the
+attempt's ``lease`` still holds the job), writes its fields, counts itself in the per-status
+job statistics, sets the model's status and, into a finished status, drops the job's checkpoint.
+
+| move           | from            | to        | model    | writes                      | made by                                |
+|----------------|-----------------|-----------|----------|-----------------------------|----------------------------------------|
+| start          | queued, running | running   |          | started_at, attempts, lease | the worker, as an attempt begins       |
+| requeue        | running         | queued    |          | error                       | the worker: a retry, or it is stopping |
+| cancel         | queued          | canceled  | canceled | finished_at                 | the API: the job never starts          |
+| request_cancel | running         | running   |          | cancel_requested            | the API: it stops at its next epoch    |
+| honour_cancel  | queued, running | canceled  | canceled | finished_at, error          | the worker, finding a cancel request   |
+| fail           | queued, running | failed    | failed   | finished_at, error          | the worker's RQ failure callbacks      |
+| succeed        | running         | succeeded | ready    | finished_at, epoch, error   | the worker, with the trained weights   |
+
+``start`` applies to a ``running`` job too: RQ may requeue a job whose worker died before our
+record moved back. The API's ``cancel`` tries its two rows (``cancel``, ``request_cancel``) in
+that one step, so what it does is decided atomically.
+
+``ACTIVE`` statuses may still train (the active-job limit counts them); ``FINISHED`` ones, every
+other status, never move again. A new status (a sweep's ``pruned``, say) is one member of its
+enum and one row of ``Move``; ``FINISHED`` follows.
+
+No Flask and no RQ here: the API and the worker share this module. It moves jobs through the
+store's primitives, so ``service.store`` stays the one place that builds keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum, StrEnum, unique
+from typing import Any, Final
+
+import redis
+
+from . import store
+
+
+class JobStatus(StrEnum):
+    """A job's ``status``; the values are what the API shows and the store keeps."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+
+class ModelStatus(StrEnum):
+    """A model's ``status``: ``pending`` while its job may still train, then ``ready`` (it has weights),
+    or the way its job ended."""
+
+    pending = "pending"
+    ready = "ready"
+    failed = "failed"
+    canceled = "canceled"
+
+
+class ServiceStatus(StrEnum):
+    """The API's own readiness (``GET /readyz``), kept here with every other status word the API sends."""
+
+    ready = "ready"
+    unavailable = "unavailable"
+
+
+ACTIVE: Final = frozenset({JobStatus.queued, JobStatus.running})
+"""A job in one of these may still train; the tenant's active-job limit counts it."""
+FINISHED: Final = frozenset(JobStatus) - ACTIVE
+"""A job in one of these never moves again."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One allowed move: from any of ``sources`` to ``target``, setting the model's status to ``model``
+    (None: leaving it), and writing exactly the job's fields ``writes`` besides its status."""
+
+    sources: frozenset[JobStatus]
+    target: JobStatus
+    model: ModelStatus | None
+    writes: frozenset[str]
+
+
+def _row(sources: Iterable[JobStatus], target: JobStatus, model: ModelStatus | None, writes: str) -> Row:
+    return Row(frozenset(sources), target, model, frozenset(writes.split()))
+
+
+@unique
+class Move(Enum):
+    """The table of allowed moves (see the module docstring)."""
+
+    _value_: Row
+    start = _row(ACTIVE, JobStatus.running, None, "started_at attempts lease")
+    requeue = _row({JobStatus.running}, JobStatus.queued, None, "error")
+    cancel = _row({JobStatus.queued}, JobStatus.canceled, ModelStatus.canceled, "finished_at")
+    request_cancel = _row({JobStatus.running}, JobStatus.running, None, "cancel_requested")
+    honour_cancel = _row(ACTIVE, JobStatus.canceled, ModelStatus.canceled, "finished_at error")
+    fail = _row(ACTIVE, JobStatus.failed, ModelStatus.failed, "finished_at error")
+    succeed = _row({JobStatus.running}, JobStatus.succeeded, ModelStatus.ready, "finished_at epoch error")
+
+
+class Refused(Exception):
+    """The job's ``status`` allows none of the moves asked for (None: there is no such job)."""
+
+    def __init__(self, job_id: str, status: JobStatus | None):
+        super().__init__(f"job {job_id!r} is {status or 'gone'}")
+        self.status = status
+
+
+Job = Mapping[str, Any]
+Error = dict[str, str]
+
+
+def _apply(
+    r: redis.Redis, job: Job, *moves: tuple[Move, Mapping[str, Any]], lease: str | None = None
+) -> tuple[Move | None, JobStatus | None]:
+    """Apply the first of ``moves`` whose row allows the job's status, writing the fields given with
+    it, in one atomic step: ``(the move applied or None, the status the job was in or None)``."""
+    steps = []
+    for move, fields in moves:
+        row = move.value
+        if fields.keys() != row.writes:  # the table says what each move writes: keep it true
+            raise ValueError(f"the move {move.name} writes {sorted(row.writes)}, not {sorted(fields)}")
+        steps.append(store.Step(row.sources, row.target, fields, row.model, drop_checkpoint=row.target in FINISHED))
+    index, previous = store.transition(r, job, steps, lease)
+    return (None if index is None else moves[index][0]), (None if previous is None else JobStatus(previous))
+
+
+def submit(
+    r: redis.Redis,
+    job: dict[str, Any],
+    model: dict[str, Any],
+    enqueue: Callable[[Any], None],
+    also: Callable[[Any], None] | None = None,
+    max_active: int = 0,
+) -> None:
+    """Store a new job (``queued``) with its model (``pending``) and enqueue it (``store.create_job``);
+    with ``max_active``, raises store.ActiveJobLimit when the tenant already has that many ACTIVE jobs."""
+    store.create_job(r, job, model, enqueue, also, max_active, active=ACTIVE)
+
+
+def start(r: redis.Redis, job: Job, lease: str) -> tuple[bool, JobStatus | None]:
+    """Claim ``job`` for one attempt: ``running``, one more attempt, and ``lease`` as its holder, so that
+    an older attempt still alive somewhere (its worker was taken for dead) stops at its next write.
+    Returns (started, the status it was in)."""
+    fields = {"started_at": store.now(), "attempts": job["attempts"] + 1, "lease": lease}
+    move, previous = _apply(r, job, (Move.start, fields))
+    return move is not None, previous
+
+
+def requeue(r: redis.Redis, job: Job, error: Error | None, lease: str | None = None) -> bool:
+    """Back to ``queued`` from ``running`` (its checkpoint kept), noting why; True when it was running."""
+    move, _ = _apply(r, job, (Move.requeue, {"error": error}), lease=lease)
+    return move is not None
+
+
+def cancel(r: redis.Redis, job: Job) -> Move | None:
+    """The API's cancel, decided in one step: a queued job is canceled at once (returns ``Move.cancel``:
+    take it off the queue), a running one is asked to stop (``Move.request_cancel``: the worker reads
+    the flag after each epoch), a canceled one is left as it is (None). Raises Refused for a job that
+    has finished otherwise."""
+    move, previous = _apply(
+        r, job, (Move.cancel, {"finished_at": store.now()}), (Move.request_cancel, {"cancel_requested": True})
+    )
+    if move is None and previous != JobStatus.canceled:
+        raise Refused(job["id"], previous)
+    return move
+
+
+def honour_cancel(r: redis.Redis, job: Job, lease: str | None = None) -> bool:
+    """End as ``canceled`` a job whose cancel was asked for (its worker found the request, or lost the
+    job with it); True when it was still queued or running."""
+    move, _ = _apply(r, job, (Move.honour_cancel, {"finished_at": store.now(), "error": None}), lease=lease)
+    return move is not None
+
+
+def fail(r: redis.Redis, job: Job, error: Error) -> bool:
+    """End the job as ``failed`` with ``error`` (``{type, detail}``); True when it was still queued or running."""
+    move, _ = _apply(r, job, (Move.fail, {"finished_at": store.now(), "error": error}))
+    return move is not None
+
+
+def succeed(
+    r: redis.Redis, job: Job, lease: str, weights: bytes, fields: dict[str, Any], epochs: list[dict[str, float]]
+) -> bool:
+    """Store the trained model (``store.save_model``) and mark job and model succeeded/ready, if ``lease``
+    still holds the job; False when another attempt has taken it over."""
+    store.save_model(r, job, weights, fields, epochs)
+    done = {"finished_at": store.now(), "epoch": len(epochs), "error": None}  # a retry's reason no longer applies
+    move, _ = _apply(r, job, (Move.succeed, done), lease=lease)
+    return move is not None
