@@ -91,9 +91,10 @@ def cmd_up(settings: Settings, args) -> int:
 
 
 def gunicorn_command(settings: Settings) -> list[str]:
-    # gthread: a thread per request, so a slow client or a long-lived event stream holds one
-    # thread, not a whole process, and NumPy releases the GIL for the heavy part of predict. Event
-    # streams may take at most Settings.stream_limit of the threads (service/events.py).
+    # gthread whose event loop reads each request whole before a thread serves it, so a slow client
+    # holds no thread (service/http_worker.py); a long-lived event stream holds one thread, not a
+    # whole process, and NumPy releases the GIL for the heavy part of predict. Event streams may
+    # take at most Settings.stream_limit of the threads (service/events.py).
     return [
         sys.executable,
         "-m",
@@ -103,7 +104,7 @@ def gunicorn_command(settings: Settings) -> list[str]:
         "--workers",
         str(settings.api_workers),
         "--worker-class",
-        "gthread",
+        "nnserve.service.http_worker.BufferingWorker",
         "--threads",
         str(settings.api_threads),
         "--config",
