@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, free_port
 
 TEMPLATE = ROOT / "deploy" / "nginx.conf.template"
@@ -39,8 +41,15 @@ http {{
 """
 
 
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+def nginx_binary() -> str:
+    """Debian's nginx (in /usr/sbin, which a non-root PATH may lack). CI must run the proxy tests: there
+    a missing nginx is a failure, elsewhere a skip."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed (apt-get install nginx; .ci/run does)")
+        pytest.skip("needs Debian's nginx (apt-get install nginx)")
+    return found
 
 
 def render(template: str, env: dict[str, str]) -> str:
@@ -68,7 +77,6 @@ class Nginx:
 
     def __enter__(self) -> Nginx:
         binary = nginx_binary()
-        assert binary, "nginx is not installed (apt-get install nginx)"
         self.prefix.mkdir(parents=True, exist_ok=True)
         text = render(TEMPLATE.read_text(), self.env)
         assert "${" not in text, "the template uses a variable the compose file does not set"
