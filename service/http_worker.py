@@ -14,8 +14,8 @@ Python servers, do:
   client costs a few kilobytes and a file descriptor, never a thread;
 - a request's headers must arrive within ``header_timeout`` of its first byte, and its body may
   pause ``body_timeout`` at most; past that the client gets 408 problem+json and the connection
-  closes. A thread writing to a client that stops reading (for ``body_timeout``, however long the
-  answer takes in all) gives up then too;
+  closes. A thread writing an answer gives up once the client has taken nothing for
+  ``body_timeout`` (a large answer may take longer than that in all);
 - what the loop refuses (a body over ``max_body_bytes``, a badly framed chunked body) and what
   gunicorn's parser refuses (a bad request line, a long URI, too many or too large headers) is
   answered with problem+json, like every other error of the API, instead of gunicorn's HTML page;
@@ -29,7 +29,9 @@ end in a bare LF, a head over gunicorn's limits) it hands over what it has at on
 the connection after the answer: a request is never served on framing the loop and gunicorn might
 read differently.
 
-Plain HTTP/1.1 only: TLS and HTTP/2 end at the proxy in front (docs/deployment.md).
+Plain HTTP/1.1 only: TLS and HTTP/2 end at the proxy in front (docs/deployment.md). The class
+overrides gthread's own steps (``accept``, ``handle``, ``finish_request``, ``murder_pending``), which
+change between gunicorn's major versions: pyproject.toml pins the one it is written for.
 """
 
 from __future__ import annotations
