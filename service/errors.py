@@ -65,6 +65,19 @@ class Conflict(ApiError):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class RequestTimeout(ApiError):
+    status, title, slug = 408, "Request Timeout", "request-timeout"
+
+
+class ContentTooLarge(ApiError):
+    """413 for a body over ``limit`` bytes: from Flask, or from the HTTP worker before the body is read."""
+
+    status, title, slug = 413, "Content Too Large", "content-too-large"
+
+    def __init__(self, limit: int):
+        super().__init__(f"the request body is over the server's limit of {limit} bytes (NNSERVE_MAX_BODY_BYTES)")
+
+
 class UnsupportedMediaType(ApiError):
     status, title, slug = 415, "Unsupported Media Type", "unsupported-media-type"
 
@@ -168,13 +181,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge):
-        limit = app.config["MAX_CONTENT_LENGTH"]
-        return problem(
-            413,
-            "Content Too Large",
-            f"the request body is over the server's limit of {limit} bytes (NNSERVE_MAX_BODY_BYTES)",
-            "content-too-large",
-        )
+        return api_error(ContentTooLarge(app.config["MAX_CONTENT_LENGTH"]))
 
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)

@@ -151,6 +151,18 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(32, ge=0, description="Trained models kept in memory per API process.")
     api_workers: int = Field(2, gt=0, description="gunicorn worker processes.")
     api_threads: int = Field(8, gt=0, description="Threads per gunicorn worker.")
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a request's headers may take to arrive, from its first byte (or from the "
+        "connection); then 408. No thread waits meanwhile: the worker's event loop reads requests.",
+    )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may pause between two reads (then 408), and a response may wait "
+        "for a client that stops reading (then the connection closes).",
+    )
     api_streams: int | None = Field(
         None,
         gt=0,

@@ -1,6 +1,7 @@
 """The Dockerfile and docker-compose.yml, checked against the code (there is no Docker engine here):
 the commands are real CLI verbs and flags, the environment names are settings, the ports agree,
 the health checks ask real routes, the image runs as a non-root user with an exec-form entry point,
+the proxy fronts the API with the shipped nginx config (run for real in tests/e2e/test_slow_clients.py),
 and every setting is documented."""
 
 from __future__ import annotations
@@ -205,9 +206,51 @@ def test_the_api_service(monkeypatch):
     api = SERVICES["api"]
     assert api["build"] == "." and api["depends_on"] == {"redis": {"condition": "service_healthy"}}
     settings, _ = run_cli(api["command"], monkeypatch)
-    published, container = api["ports"][0].split(":")
-    assert int(container) == settings.port == int(one("EXPOSE")) == int(published)
-    assert settings.host == "0.0.0.0"
+    assert settings.port == int(one("EXPOSE")) and settings.host == "0.0.0.0"
+    assert "ports" not in api  # clients come through the proxy
+
+
+def compose_env(service: dict, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's environment as compose sets it: ``${NAME:-default}`` and ``${NAME}`` filled in from
+    ``environ`` (the environment of ``docker compose``, empty here)."""
+    environ = environ or {}
+
+    def fill(match: re.Match) -> str:
+        name, default = match.group(1), match.group(3)
+        return environ.get(name) or (default if default is not None else "")
+
+    pairs = (entry.split("=", 1) for entry in service["environment"] if "=" in entry)
+    return {name: re.sub(r"\$\{(\w+)(:-([^}]*))?\}", fill, value) for name, value in pairs}
+
+
+def test_the_proxy_service_fronts_the_api_with_the_shipped_config(monkeypatch):
+    proxy = SERVICES["proxy"]
+    assert proxy["image"].startswith("nginx:")  # the official image, which renders templates at start
+    source, target, mode = proxy["volumes"][0].split(":")
+    assert (ROOT / source).resolve() == ROOT / "deploy" / "nginx.conf.template" and mode == "ro"
+    assert target.startswith("/etc/nginx/templates/") and target.endswith(".conf.template")
+    env = compose_env(proxy)
+    settings, _ = run_cli(SERVICES["api"]["command"], monkeypatch)
+    assert env["NNSERVE_API"] == f"api:{settings.port}"
+    assert env["NNSERVE_MAX_BODY_BYTES"] == str(Settings().max_body_bytes)
+    assert compose_env(proxy, {"NNSERVE_MAX_BODY_BYTES": "1000"})["NNSERVE_MAX_BODY_BYTES"] == "1000"
+    published, container = proxy["ports"][0].split(":")
+    assert int(published) == 8000 and container == env["NGINX_PORT"]
+    assert proxy["depends_on"] == {"api": {"condition": "service_healthy"}}
+    # Every variable the template uses is set (the image substitutes only those; nginx's own stay).
+    used = set(re.findall(r"\$\{(\w+)\}", (ROOT / "deploy" / "nginx.conf.template").read_text()))
+    assert used == set(env)
+
+
+def test_the_proxy_and_the_api_agree_on_timeouts():
+    text = (ROOT / "deploy" / "nginx.conf.template").read_text()
+    defaults = Settings()
+    assert re.search(r"client_header_timeout (\d+)s;", text).group(1) == f"{defaults.header_timeout:g}"
+    assert re.search(r"client_body_timeout (\d+)s;", text).group(1) == f"{defaults.body_timeout:g}"
+    # nginx drops idle upstream connections before gunicorn does (a POST on one gunicorn closed is not retried).
+    command = cli.server.gunicorn_command(defaults)
+    keepalive = command[command.index("--keep-alive") + 1]
+    assert int(re.search(r"keepalive_timeout (\d+)s;", text).group(1)) < int(keepalive)
 
 
 def test_the_worker_service_scales(monkeypatch):
@@ -242,9 +285,7 @@ def test_every_environment_name_is_a_setting():
     for name in ("api", "worker"):
         for env_name in env_names(SERVICES[name]):
             setting_of(env_name)
-    assert dict(e.split("=", 1) for e in SERVICES["api"]["environment"] if "=" in e) == {
-        "REDIS_URL": "redis://redis:6379/0"
-    }
+    assert compose_env(SERVICES["api"]) == {"REDIS_URL": "redis://redis:6379/0", "NNSERVE_FORWARDED_HOPS": "1"}
 
 
 def test_every_setting_reaches_the_containers_or_is_known_not_to():
@@ -257,10 +298,10 @@ def test_every_setting_reaches_the_containers_or_is_known_not_to():
 
 def test_compose_environment_makes_valid_settings(monkeypatch):
     """With only what compose sets, the settings validate (the unset names stay unset)."""
-    for entry in SERVICES["api"]["environment"]:
-        if "=" in entry:
-            monkeypatch.setenv(*entry.split("=", 1))
-    assert Settings().redis_url == "redis://redis:6379/0"
+    for name, value in compose_env(SERVICES["api"]).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.redis_url == "redis://redis:6379/0" and settings.forwarded_hops == 1
 
 
 # The documentation ----------------------------------------------------------------------------------

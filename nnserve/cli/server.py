@@ -117,9 +117,10 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
 
 
 def gunicorn_command(settings: Settings) -> list[str]:
-    # gthread: a thread per request, so a slow client or a long-lived event stream holds one
-    # thread, not a whole process, and NumPy releases the GIL for the heavy part of predict. Event
-    # streams may take at most Settings.stream_limit of the threads (service/events.py).
+    # gthread whose event loop reads each request whole before a thread serves it, so a slow client
+    # holds no thread (service/http_worker.py); a long-lived event stream holds one thread, not a
+    # whole process, and NumPy releases the GIL for the heavy part of predict. Event streams may
+    # take at most Settings.stream_limit of the threads (service/events.py).
     return [
         sys.executable,
         *SAFE_PATH,
@@ -130,7 +131,7 @@ def gunicorn_command(settings: Settings) -> list[str]:
         "--workers",
         str(settings.api_workers),
         "--worker-class",
-        "gthread",
+        "nnserve.service.http_worker.BufferingWorker",
         "--threads",
         str(settings.api_threads),
         "--config",

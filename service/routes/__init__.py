@@ -19,7 +19,9 @@ def respond(
 ) -> Response:
     """A JSON response (orjson; NumPy arrays allowed in dicts); None gives an empty body."""
     if body is None:
-        return Response(status=status, headers=headers)
+        response = Response(status=status, headers=headers)
+        del response.headers["Content-Type"]  # Flask's default, text/html, for a body that is not there
+        return response
     if isinstance(body, BaseModel):
         body = body.model_dump(mode="json", exclude_none=True)
     return Response(
