@@ -15,6 +15,8 @@
 | nnserve:idempotency:{tenant}:{sha256} | string     | JSON: a POST's fingerprint and response, by its key     |
 | nnserve:ratelimit:{scope}:{who}       | string     | requests counted in the current window (expires with it) |
 | nnserve:events:models (pub/sub)       | channel    | ids of deleted models, so API processes drop them       |
+| nnserve:apikeys                       | hash       | SHA-256 (hex) of each stored API key: JSON id, tenant, scopes, created_at, revoked_at |
+| nnserve:events:keys (pub/sub)         | channel    | SHA-256 (hex) of each key created or revoked            |
 | rq:*                                  | RQ's own   | the ``nnserve`` queue and its registries                |
 
 Hash fields hold JSON values, so numbers, lists and null come back as they went in.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -613,3 +616,54 @@ def release_idempotency_key(r: redis.Redis, key: str, record: bytes) -> None:
 def keep_idempotent_response(pipe, key: str, record: bytes, seconds: int) -> None:
     """Add to ``pipe`` (the transaction creating the resource) the write of its response over the reservation."""
     pipe.set(key, record, ex=seconds)
+
+
+# API keys made at run time ---------------------------------------------------------------
+
+API_KEYS = f"{PREFIX}:apikeys"
+"""Hash: the SHA-256 (hex) of each key made by ``nnserve keys create`` → its JSON record. A revoked key
+keeps its record (with ``revoked_at``), so the table never empties once a key was made: see ``auth``."""
+KEY_EVENTS = f"{PREFIX}:events:keys"
+"""Pub/sub channel carrying the SHA-256 (hex) of each key created or revoked."""
+TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""What a tenant may be called: tenants are part of key names, so never a ``:`` or a glob character."""
+
+
+def save_api_key(r: redis.Redis, digest: str, record: dict[str, Any]) -> None:
+    """Store (or replace) the key with SHA-256 ``digest`` (hex) and tell every API process."""
+    with r.pipeline() as pipe:
+        pipe.hset(API_KEYS, digest, orjson.dumps(record))
+        pipe.publish(KEY_EVENTS, digest)
+        pipe.execute()
+
+
+def api_keys(r: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Every stored key's record, revoked ones included, by SHA-256 (hex)."""
+    return {digest.decode(): orjson.loads(record) for digest, record in r.hgetall(API_KEYS).items()}
+
+
+def find_api_key(r: redis.Redis, digest: str | None) -> tuple[bool, dict[str, Any] | None]:
+    """``(whether any key was ever stored, the record of the key with SHA-256 digest, or None)``, in one round trip."""
+    with r.pipeline(transaction=False) as pipe:
+        pipe.exists(API_KEYS)
+        if digest is not None:
+            pipe.hget(API_KEYS, digest)
+        replies = pipe.execute()
+    record = replies[1] if digest is not None else None
+    return bool(replies[0]), orjson.loads(record) if record is not None else None
+
+
+def revoke_api_key(r: redis.Redis, key_id: str) -> dict[str, Any] | None:
+    """Mark the stored key ``key_id`` revoked (once) and tell every API process; its record, or None."""
+    for digest, record in api_keys(r).items():
+        if record["id"] == key_id:
+            if record.get("revoked_at") is None:
+                record["revoked_at"] = now()
+                save_api_key(r, digest, record)
+            return record
+    return None
+
+
+def has_records(r: redis.Redis, tenant: str) -> bool:
+    """Whether ``tenant`` has a dataset, job or model."""
+    return bool(r.exists(*(index_key(tenant, kind) for kind in (DATASETS, JOBS, MODELS))))
