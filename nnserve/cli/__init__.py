@@ -8,10 +8,12 @@
     nnserve predict MODEL --input rows.csv [--format csv|json]   predict for rows of features
     nnserve models | jobs [--json]                               list them
     nnserve keys create --scope S [--tenant T] | list | revoke ID API keys stored in Redis (no restart needed)
+    nnserve backup -o FILE [--tenant T]                          datasets, jobs, models and keys, to one archive
+    nnserve restore FILE [--force]                               and back into Redis
 
 The client verbs (train, predict, models, jobs) reach the API at ``--url`` (default
 ``$NNSERVE_URL`` or http://127.0.0.1:8000) with ``--api-key`` (default ``$NNSERVE_API_KEY``),
-given before or after the verb. The operator's verb (keys) talks to Redis directly
+given before or after the verb. The operator's verbs (keys, backup, restore) talk to Redis directly
 (``REDIS_URL``). Exit codes: 0 done, 1 the server said no (or did not answer), 2 a usage error.
 
 Settings come from the environment (see ``nnserve.service.settings``); the options override them.

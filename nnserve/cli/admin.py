@@ -1,8 +1,8 @@
-"""The operator's verbs: ``nnserve keys create | list | revoke``.
+"""The operator's verbs: ``nnserve keys create | list | revoke``, ``nnserve backup`` and ``nnserve restore``.
 
 They talk to Redis directly (``REDIS_URL``), not to the API: they are for whoever runs the service,
 on a machine (or in a container) that reaches its Redis. Exit codes: 0 done, 1 refused (an unknown
-key, Redis unreachable), 2 a usage error.
+key, records that already exist, Redis unreachable), 2 a usage error.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import redis
 
-from nnserve.service import auth, store
+from nnserve.service import auth, backup, store
 from nnserve.service.settings import SCOPES, ApiKey, Settings, parse_scopes
 
-ADMIN_VERBS = ("keys",)
+ADMIN_VERBS = ("keys", "backup", "restore")
 
 
 def add_admin_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,6 +42,17 @@ def add_admin_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
     revoke = actions.add_parser("revoke", help="stop a stored key working, on every API process at once")
     revoke.add_argument("id", help="the key's id (key_…), as `nnserve keys list` shows it")
 
+    save = verbs.add_parser("backup", help="every dataset, job, model and stored key, to one archive")
+    save.add_argument("-o", "--output", required=True, type=Path, help="the archive to write (.zip)")
+    save.add_argument("--tenant", type=_tenant, help="only this tenant's records and keys (default: all)")
+    load = verbs.add_parser("restore", help="write a backup's records and keys into Redis")
+    load.add_argument("archive", type=Path, help="an archive written by nnserve backup")
+    load.add_argument(
+        "--force",
+        action="store_true",
+        help="replace records and keys that already exist (without it nothing is written when any does)",
+    )
+
 
 def _scopes(text: str) -> frozenset[str]:
     try:
@@ -56,10 +68,12 @@ def _tenant(text: str) -> str:
 
 
 def run_admin_verb(settings: Settings, args: argparse.Namespace) -> int:
-    name = f"{args.verb} {args.action}"
+    name = f"{args.verb} {args.action}" if args.verb == "keys" else args.verb
     r = store.connect(settings.redis_url, settings.redis_timeout)
     try:
-        return {"create": cmd_create, "list": cmd_list, "revoke": cmd_revoke}[args.action](r, settings, args)
+        if args.verb == "keys":
+            return {"create": cmd_create, "list": cmd_list, "revoke": cmd_revoke}[args.action](r, settings, args)
+        return {"backup": cmd_backup, "restore": cmd_restore}[args.verb](r, settings, args)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
         print(f"nnserve {name}: cannot reach Redis (REDIS_URL): {error}", file=sys.stderr)
         return 1
@@ -130,3 +144,35 @@ def cmd_revoke(r: redis.Redis, settings: Settings, args: argparse.Namespace) -> 
         return 1
     print(f"revoked {record['id']} (tenant {record['tenant']}) at {record['revoked_at']}", file=sys.stderr)
     return 0
+
+
+def cmd_backup(r: redis.Redis, settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        counts = backup.backup(r, args.output, args.tenant)
+    except OSError as error:
+        print(f"nnserve backup: cannot write {args.output}: {error}", file=sys.stderr)
+        return 1
+    whose = f"tenant {args.tenant}" if args.tenant else "all tenants"
+    print(f"backed up {_counted(counts)} of {whose} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_restore(r: redis.Redis, settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        counts = backup.restore(r, args.archive, force=args.force)
+    except backup.ArchiveError as error:
+        print(f"nnserve restore: {error}; nothing was restored", file=sys.stderr)
+        return 1
+    except backup.RestoreConflict as conflict:
+        print(
+            f"nnserve restore: {conflict}; nothing was restored. --force replaces them (and leaves everything "
+            "else in Redis as it is)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"restored {_counted(counts)} from {args.archive}", file=sys.stderr)
+    return 0
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {name}" for name, n in counts.items())
