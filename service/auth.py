@@ -23,8 +23,9 @@ can only tell something about the digests, and a digest gives no way back to its
 **Stored keys** (``nnserve keys create | list | revoke``) live in Redis (``store.API_KEYS``). Each API
 process keeps the whole table and reloads it whenever a key is created or revoked (``store.KEY_EVENTS``,
 as the model cache hears of deletions), so a known key costs no Redis call and a revoked one is refused
-by every process as soon as the message arrives (milliseconds). While that subscription is down, each
-request looks its key up in Redis instead.
+by every process as soon as the message arrives (milliseconds). A key the copy does not know is looked
+up in Redis, so a new key works from its first request (an unknown key costs one Redis call). While
+the subscription is down, every request looks its key up in Redis.
 """
 
 from __future__ import annotations
@@ -146,7 +147,11 @@ class StoredKeys:
         self._subscription.ensure_started()
         if self._subscription.listening:
             stored, table = self._state
-            return stored, table.get(key_digest) if key_digest is not None else None
+            found = table.get(key_digest) if key_digest is not None else None
+            if found is not None or key_digest is None:
+                return stored, found
+        # Not listening, or a key this copy does not know: perhaps made a moment ago, so Redis decides. (The
+        # copy is not updated from here: a revocation heard meanwhile could be undone.)
         stored, record = store.find_api_key(self._redis, key_digest.hex() if key_digest is not None else None)
         return stored, _active(record)
 
