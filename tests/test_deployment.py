@@ -1,6 +1,8 @@
 """The Dockerfile and docker-compose.yml, checked against the code (there is no Docker engine here):
 the commands are real CLI verbs and flags, the environment names are settings, the ports agree,
-the health checks ask real routes, the image runs as a non-root user with an exec-form entry point,
+the health checks ask real routes on the configured port, the image runs as a non-root user with an
+exec-form entry point and installs its dependencies from the committed constraints in a layer of their
+own, the API is published on loopback unless the operator says otherwise, workers have a memory limit,
 and every setting is documented."""
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ import tomllib
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from nnserve import cli
 from nnserve.service.settings import Settings
 from tests.conftest import ROOT, free_port
 
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
 NOT_IN_COMPOSE = {
-    "host": "given as --host in the api command",
-    "port": "given as --port in the api command",
+    "host": "the image's NNSERVE_HOST: a container listens on all its interfaces; ports decide what reaches it",
     "workers": "nnserve up only; compose scales the worker service instead",
     "embedded_redis_port": "nnserve up only; compose runs its own Redis",
     "data_dir": "nnserve up only",
@@ -64,9 +68,19 @@ def one(word: str) -> str:
     return found[0]
 
 
-def run_cli(argv: list[str], monkeypatch) -> tuple[Settings, object]:
-    """What ``nnserve <argv>`` would run, with what settings: the real parser and settings, with the
-    verb recorded instead of started. Unknown verbs or flags exit, as they would in the container."""
+def image_env() -> dict[str, str]:
+    """The final stage's ENV, as every container of the image starts with it."""
+    env = {}
+    for word, args in final_stage():
+        if word == "ENV":
+            env.update(dict(pair.split("=", 1) for pair in args.split()))
+    return env
+
+
+def run_cli(argv: list[str], monkeypatch, env: dict[str, str] | None = None) -> tuple[Settings, object]:
+    """What ``nnserve <argv>`` would run in the image (its ENV, plus ``env``), with what settings: the real
+    parser and settings, with the verb recorded instead of started. Unknown verbs or flags exit, as they
+    would in the container."""
     ran = []
     for verb in ("up", "api", "worker"):
         monkeypatch.setattr(
@@ -74,6 +88,8 @@ def run_cli(argv: list[str], monkeypatch) -> tuple[Settings, object]:
         )
     for name in [n for n in os.environ if n.startswith("NNSERVE_") or n == "REDIS_URL"]:
         monkeypatch.delenv(name)
+    for name, value in {**image_env(), **(env or {})}.items():
+        monkeypatch.setenv(name, value)
     assert cli.main(argv) == 0
     verb, settings, args = ran[0]
     assert verb == argv[0]
@@ -97,14 +113,62 @@ def setting_of(env_name: str) -> str:
 # The image ------------------------------------------------------------------------------------------
 
 
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Each build stage's instructions by its name (the final one: "final")."""
+    starts = [i for i, (word, _) in enumerate(DOCKERFILE) if word == "FROM"]
+    found = {}
+    for start, end in zip(starts, [*starts[1:], len(DOCKERFILE)]):
+        base, _, name = DOCKERFILE[start][1].partition(" AS ")
+        assert base == "python:3.11-slim"
+        found[name or "final"] = DOCKERFILE[start + 1 : end]
+    return found
+
+
 def test_the_image_is_multi_stage_from_slim_python_and_installs_the_built_wheel():
-    stages = [args for word, args in DOCKERFILE if word == "FROM"]
-    assert len(stages) == 2 and stages[0] == "python:3.11-slim AS build" and stages[1] == "python:3.11-slim"
-    build = DOCKERFILE[: [w for w, _ in DOCKERFILE].index("FROM", 1)]
-    assert any(word == "RUN" and "pip wheel" in args and "--wheel-dir /wheels" in args for word, args in build)
+    assert list(stages()) == ["dependencies", "build", "final"]
+    build = stages()["build"]
+    assert any(word == "RUN" and "pip wheel" in args and "--no-deps" in args for word, args in build)
     install = [args for word, args in final_stage() if word == "RUN" and "pip install" in args]
-    assert len(install) == 1 and "from=build" in install[0] and "--no-index" in install[0] and "nnserve" in install[0]
+    assert len(install) == 2
+    assert "from=build" in install[1] and "--no-index" in install[1] and "--no-deps" in install[1]
+    assert install[1].endswith("&& pip check")  # nnserve's own requirements are met by the constraints
     assert not any(word == "COPY" and "--from" not in args for word, args in final_stage())  # no sources
+
+
+def test_the_dependency_layers_come_from_the_committed_constraints_alone():
+    """The dependencies stage sees the constraints file and nothing else, and the final stage installs its
+    wheels in a layer before (and apart from) nnserve's: a change to the source reuses both from the cache."""
+    dependencies = stages()["dependencies"]
+    assert [word for word, _ in dependencies] == ["COPY", "RUN"]
+    assert dependencies[0][1].split()[0] == "requirements/constraints.txt"
+    assert "pip wheel" in dependencies[1][1] and "-r /wheels/constraints.txt" in dependencies[1][1]
+    install = [args for word, args in final_stage() if word == "RUN" and "pip install" in args]
+    assert (
+        "from=dependencies" in install[0] and "--no-index" in install[0] and "-r /wheels/constraints.txt" in install[0]
+    )
+
+
+def constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and " " not in line, f"not an exact pin: {line}"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_constraints_pin_every_runtime_dependency_within_pyproject():
+    """requirements/lock.sh writes them; after a change to the dependencies, this fails until it is run."""
+    pins = constraints()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is a dependency but requirements/constraints.txt does not pin it"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {requirement.specifier}"
+    for dev_only in ("pytest", "keras", "jax", "ruff", "mypy", "torch", "nnserve"):
+        assert dev_only not in pins
 
 
 def test_the_build_context_has_what_the_build_copies():
@@ -127,13 +191,14 @@ def test_the_build_context_has_what_the_build_copies():
     for word, args in DOCKERFILE:
         if word == "COPY" and "--from" not in args:
             sources += args.split()[:-1]
-    assert {"pyproject.toml", "README.md", "nnserve", "engine", "service", "worker"} <= set(sources)
+    expected = {"pyproject.toml", "README.md", "nnserve", "engine", "service", "worker", "requirements/constraints.txt"}
+    assert expected <= set(sources)
     for source in sources:
         assert (ROOT / source).exists(), source
         assert not ignored(source), f"{source} is excluded by .dockerignore"
     for inside in ("nnserve/__init__.py", "service/builtin/iris.csv", "engine/model.py", "worker/jobs.py"):
         assert not ignored(inside)
-    for kept_out in (".venv", ".git", "tests", "bench", ".nnserve", "service/__pycache__"):
+    for kept_out in (".venv", ".git", "tests", "bench", ".nnserve", "service/__pycache__", "requirements/lock.sh"):
         assert ignored(kept_out), kept_out
 
 
@@ -159,6 +224,8 @@ def test_the_default_command_starts_the_api_on_the_exposed_port(monkeypatch):
     command = exec_form(one("CMD"))
     settings, _ = run_cli(command, monkeypatch)
     assert settings.host == "0.0.0.0" and settings.port == int(one("EXPOSE")) == 8000
+    moved, _ = run_cli(command, monkeypatch, {"NNSERVE_PORT": "9100"})
+    assert moved.port == 9100
 
 
 def healthcheck_code() -> str:
@@ -170,20 +237,25 @@ def healthcheck_code() -> str:
     return argv[2]
 
 
-def test_the_health_check_asks_a_real_route_on_the_exposed_port(app):
-    url = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", healthcheck_code())
-    assert url and int(url.group(1)) == int(one("EXPOSE"))
-    assert url.group(2) in {rule.rule for rule in app.url_map.iter_rules()} and url.group(2) == "/healthz"
-    assert app.test_client().get(url.group(2)).status_code == 200
-
-
-def test_the_health_check_passes_against_a_running_api_and_fails_without_one(processes):
-    api = processes.api()
+def test_the_health_check_asks_a_real_route_on_the_configured_port(app):
     code = healthcheck_code()
-    here = code.replace("http://127.0.0.1:8000", api)
-    assert subprocess.run([sys.executable, "-c", here], check=False, capture_output=True, timeout=30).returncode == 0
-    nowhere = code.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{free_port()}")
-    assert subprocess.run([sys.executable, "-c", nowhere], check=False, capture_output=True, timeout=30).returncode != 0
+    assert "http://127.0.0.1:%s/healthz" in code and "os.environ.get('NNSERVE_PORT', '8000')" in code
+    assert image_env()["NNSERVE_PORT"] == one("EXPOSE") == "8000"
+    assert "/healthz" in {rule.rule for rule in app.url_map.iter_rules()}
+    assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_the_health_check_follows_the_port_of_a_running_api_and_fails_without_one(processes):
+    api = processes.api()
+    port = api.rsplit(":", 1)[1]
+
+    def check(env_port: str) -> int:
+        env = {**os.environ, "NNSERVE_PORT": env_port}
+        command = [sys.executable, "-c", healthcheck_code()]
+        return subprocess.run(command, check=False, capture_output=True, timeout=30, env=env).returncode
+
+    assert check(port) == 0
+    assert check(str(free_port())) != 0
 
 
 # The compose file ---------------------------------------------------------------------------------
@@ -201,13 +273,49 @@ def test_redis_is_durable_and_checked():
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
 
 
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ``${NAME:-default}``: the variable when it is set and not empty, else the default."""
+    result = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), text)
+    assert "$" not in result, text
+    return result
+
+
 def test_the_api_service(monkeypatch):
     api = SERVICES["api"]
     assert api["build"] == "." and api["depends_on"] == {"redis": {"condition": "service_healthy"}}
     settings, _ = run_cli(api["command"], monkeypatch)
-    published, container = api["ports"][0].split(":")
+    _, published, container = interpolate(api["ports"][0], {}).split(":")
     assert int(container) == settings.port == int(one("EXPOSE")) == int(published)
     assert settings.host == "0.0.0.0"
+
+
+def test_the_api_is_published_on_loopback_unless_the_operator_says_otherwise(monkeypatch):
+    """Without keys the API is open, so by default only this machine reaches it; the operator widens it on
+    purpose, and moving NNSERVE_PORT moves the container's port, the published one and the health check."""
+    ports = SERVICES["api"]["ports"]
+    assert len(ports) == 1 and interpolate(ports[0], {}) == "127.0.0.1:8000:8000"
+    wide = {"API_PUBLISH_ADDRESS": "0.0.0.0", "NNSERVE_PORT": "9100"}
+    assert interpolate(ports[0], wide) == "0.0.0.0:9100:9100"
+    settings, _ = run_cli(SERVICES["api"]["command"], monkeypatch, {"NNSERVE_PORT": "9100"})
+    assert settings.port == 9100 and "NNSERVE_PORT" in env_names(SERVICES["api"])
+    assert "API_PUBLISH_ADDRESS" in COMPOSE_TEXT.split("services:")[0]  # explained in the file's top comments
+
+
+def memory(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)b?", size.lower()).groups()
+    return int(number) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit]
+
+
+def test_workers_have_a_memory_limit_and_no_swap_beyond_it():
+    worker = SERVICES["worker"]
+    limit, swap = interpolate(worker["mem_limit"], {}), interpolate(worker["memswap_limit"], {})
+    assert limit == swap and memory(limit) >= 512 * 2**20
+    assert (
+        interpolate(worker["mem_limit"], {"WORKER_MEMORY": "8g"})
+        == "8g"
+        == interpolate(worker["memswap_limit"], {"WORKER_MEMORY": "8g"})
+    )
+    assert "OOM killer" in COMPOSE_TEXT and "Memory limits" in (ROOT / "docs" / "operations.md").read_text()
 
 
 def test_the_worker_service_scales(monkeypatch):
