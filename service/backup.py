@@ -205,7 +205,7 @@ def _checked_record(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
     """The record file ``name``, checked to be one the store could have written (its blobs opened as npz
     without pickle); raises ArchiveError naming what is wrong."""
     document = _read_json(archive, str(name))
-    family = FAMILIES.get(document.get("family")) if isinstance(document, dict) else None
+    family = FAMILIES.get(str(document.get("family"))) if isinstance(document, dict) else None
     if family is None:
         raise ArchiveError(f"{name}: 'family' must be one of {', '.join(FAMILIES)}")
     record_id, tenant = document.get("id"), document.get("tenant")

@@ -759,7 +759,7 @@ def restore_record(r: redis.Redis, family: Family, record_id: str, parts: dict[s
             pipe.zrem(index_key(old["tenant"], family.name), record_id)
         for part in family.parts:
             value = parts.get(part.name)
-            if part.kind == "hash":
+            if part.kind == "hash" and value:
                 pipe.hset(part.key(record_id), mapping=_encode(value))
             elif part.kind == "list" and value:
                 pipe.rpush(part.key(record_id), *(orjson.dumps(item) for item in value))
