@@ -59,11 +59,10 @@ GRANTS: dict[str, frozenset[str]] = {
 }
 """What a key with each scope may do, in terms of the scopes routes ask for."""
 
-READS = ("read",)
+READS, WRITES = ("read",), ("train",)
 BY_METHOD = {"GET": READS, "HEAD": READS, "OPTIONS": READS}
-"""What a route needs unless ``NEEDS`` names it: reading needs ``read``; any other method ``train``
+"""What a route needs unless ``NEEDS`` names it: reading needs ``read``; any other method, ``WRITES``
 (uploading, submitting, canceling, deleting)."""
-WRITES = ("train",)
 
 NEEDS: dict[str, tuple[str, ...]] = {
     # Predictions write nothing; evaluate scores a model on a dataset and answers only the figures.
