@@ -33,6 +33,7 @@ class Services:
     cache: ModelCache
     monitoring: Monitoring
     streams: Streams
+    keys: auth.Keys
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -44,13 +45,18 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops)  # type: ignore[method-assign]
 
     connection = store.connect(settings.redis_url, settings.redis_timeout)
+
+    def subscriber() -> Redis:  # each pub/sub listener (model cache, stored keys) holds a client of its own
+        return store.connect(settings.redis_url, settings.redis_timeout)
+
     app.extensions["nnserve"] = Services(
         settings=settings,
         redis=connection,
         queue=make_queue(connection),
-        cache=ModelCache(lambda: store.connect(settings.redis_url, settings.redis_timeout), settings.model_cache_size),
+        cache=ModelCache(subscriber, settings.model_cache_size),
         monitoring=Monitoring(app, settings),
         streams=Streams(settings.stream_limit, settings.stream_lifetime, settings.stream_heartbeat),
+        keys=auth.keys_of(settings, connection, subscriber),
     )
 
     from .routes import dashboard, datasets, jobs, models, ops, v2
@@ -59,17 +65,20 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
 
     # Keys first: the rate limits count per key.
-    keys = auth.keys_of(settings)
-    auth.install(app, keys)
+    services = app.extensions["nnserve"]
+    auth.install(app, services.keys)
     limits.install(app, settings)
     errors.register(app)
 
     # The WSGI stack, outermost first: request metrics; the predict fast path, which answers
     # cache hits without entering Flask and leaves everything else to it (off while a predict
     # rate limit must be counted); (ProxyFix); Flask.
-    services = app.extensions["nnserve"]
     fast = PredictFastPath(
-        app.wsgi_app, services.cache, keys, settings.max_body_bytes, enabled=settings.rate_limit_predict is None
+        app.wsgi_app,
+        services.cache,
+        services.keys,
+        settings.max_body_bytes,
+        enabled=settings.rate_limit_predict is None,
     )
     # Flask's documented way to wrap its WSGI callable in middleware.
     app.wsgi_app = services.monitoring.wrap(fast)  # type: ignore[method-assign]

@@ -2,19 +2,15 @@
 
 Weights never change once trained, so a cached model can only become wrong by being
 deleted. Deletions are published on ``store.MODEL_EVENTS``; a daemon thread in each
-process listens and evicts. While that subscription is down (Redis restarting, say) the
-cache is bypassed, and it is emptied whenever the subscription is made again, since
-deletions may have been missed meanwhile. So a deleted model stops being served as soon
-as its deletion message arrives (milliseconds), in every API process.
+process listens and evicts (``subscription.Subscription``). While that subscription is down
+(Redis restarting, say) the cache is bypassed, and it is emptied whenever the subscription is
+made again, since deletions may have been missed meanwhile. So a deleted model stops being
+served as soon as its deletion message arrives (milliseconds), in every API process.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +20,7 @@ import numpy as np
 import redis
 
 from . import store
-
-log = logging.getLogger(__name__)
+from .subscription import Subscription
 
 
 @dataclass(frozen=True)
@@ -47,13 +42,11 @@ class Entry:
 
 class ModelCache:
     def __init__(self, connect: Callable[[], redis.Redis], size: int):
-        self._connect = connect
         self._size = size
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self._listener_pid: int | None = None
         self._evictions = 0  # bumped by every eviction, so a load that raced one is not kept
+        self._subscription = Subscription(connect, store.MODEL_EVENTS, self, "model cache")
 
     def peek(self, model_id: str) -> Entry | None:
         """The cached entry for ``model_id``, or None; never loads."""
@@ -68,10 +61,11 @@ class ModelCache:
         entry = self.peek(model_id)
         if entry is not None:
             return entry
-        self._ensure_listener()
+        if self._size:
+            self._subscription.ensure_started()
         evictions = self._evictions
         entry = load()
-        if self._size and self._subscribed.is_set():
+        if self._size and self._subscription.listening:
             with self._lock:
                 if evictions != self._evictions:
                     return entry
@@ -95,46 +89,15 @@ class ModelCache:
 
     @property
     def listening(self) -> bool:
-        return self._subscribed.is_set()
+        return self._subscription.listening
 
-    def _ensure_listener(self) -> None:
-        # Started on first use rather than at app creation: gunicorn forks its workers after
-        # importing the app factory module, and a thread does not survive a fork.
-        if self._listener_pid == os.getpid() or not self._size:
-            return
-        with self._lock:
-            if self._listener_pid == os.getpid():
-                return
-            self._listener_pid = os.getpid()
-            self._subscribed.clear()
-            self._entries.clear()
-        threading.Thread(target=self._listen, name="nnserve-model-cache", daemon=True).start()
+    # The subscription's listener: every message is the id of a deleted model.
 
-    def _listen(self) -> None:
-        delay = 0.1
-        while True:
-            pubsub = None
-            try:
-                pubsub = self._connect().pubsub()
-                pubsub.subscribe(store.MODEL_EVENTS)
-                while True:
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        pubsub.ping()  # notices a dead connection within the socket timeout
-                    elif message["type"] == "subscribe":
-                        self.clear()
-                        self._subscribed.set()
-                        delay = 0.1
-                    elif message["type"] == "message":
-                        self.evict(message["data"].decode())
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-                if self._subscribed.is_set():
-                    log.warning("model cache: lost the invalidation channel (%s); bypassing the cache", error)
-                self._subscribed.clear()
-                self.clear()
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(redis.exceptions.RedisError):
-                        pubsub.close()
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    def on_subscribed(self) -> None:
+        self.clear()
+
+    def on_message(self, data: bytes) -> None:
+        self.evict(data.decode())
+
+    def on_lost(self) -> None:
+        self.clear()

@@ -6,7 +6,7 @@ errors and Redis being unreachable are translated here, in one place, so bad inp
 never surface as HTML, a traceback or a 5xx.
 
 On ``/v2`` (the Open Inference Protocol) the same errors keep their status and headers (a 401's
-``WWW-Authenticate``, a 429's ``Retry-After``) but take the protocol's body, ``{"error": detail}``,
+or 403's ``WWW-Authenticate``, a 429's ``Retry-After``) but take the protocol's body, ``{"error": detail}``,
 since that is what its clients read.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -54,6 +55,17 @@ class Unauthorized(ApiError):
 
     def __init__(self, detail: str, error: str | None = None):
         challenge = 'Bearer realm="nnserve"' + (f', error="{error}"' if error else "")
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(ApiError):
+    """403 for a valid key that lacks the scope a route needs, with RFC 6750's ``insufficient_scope``
+    challenge naming the scopes of which it needs one."""
+
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+    def __init__(self, detail: str, scopes: Iterable[str]):
+        challenge = f'Bearer realm="nnserve", error="insufficient_scope", scope="{" ".join(scopes)}"'
         super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 

@@ -6,12 +6,13 @@ success case, ``POST /v1/models/{id}/predict`` when
 
 - the body is JSON of a known length within the body limit,
 - the model is in this process's cache (so no Redis call) and the caller's tenant owns it,
+- the caller's key has a scope the route needs,
 - no predict rate limit is set (counting needs Redis and the route's hook),
 
-and it answers it with the functions the Flask route uses: ``auth.bearer`` and ``Keys.tenant``,
+and it answers it with the functions the Flask route uses: ``Keys.identify`` and ``auth.needs``,
 ``parsing.inputs_array``, ``Entry.prediction``. Everything else — another route, a cache miss,
-a missing or wrong key, any error in the body — goes to the Flask app unchanged (with the body
-put back), so each error has exactly one rendering: the route's.
+a missing, wrong or under-scoped key, any error in the body — goes to the Flask app unchanged
+(with the body put back), so each error has exactly one rendering: the route's.
 """
 
 from __future__ import annotations
@@ -20,27 +21,30 @@ import io
 import re
 
 import orjson
+import redis
 
 from nnserve import engine
 
-from . import store
-from .auth import Keys, bearer
+from .auth import Keys, needs
 from .cache import ModelCache
-from .errors import Invalid
+from .errors import ApiError, Invalid
 from .parsing import inputs_array
 
 PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
 ROUTE = "/v1/models/<model_id>/predict"
 """The Flask rule this lane stands in for, as the request metrics label it."""
+ENDPOINT = "models.predict"
+"""Its endpoint, whose scopes the key must have."""
 ROUTE_KEY = "nnserve.route"
 """Where the lane leaves that label in the WSGI environ for the metrics."""
 
 
 class PredictFastPath:
-    def __init__(self, app, cache: ModelCache, keys: Keys | None, max_body_bytes: int, enabled: bool = True):
+    def __init__(self, app, cache: ModelCache, keys: Keys, max_body_bytes: int, enabled: bool = True):
         self.app = app
         self.cache = cache
         self.keys = keys
+        self.needed = needs(ENDPOINT, "POST")
         self.max_body_bytes = max_body_bytes
         self.enabled = enabled
 
@@ -78,7 +82,9 @@ class PredictFastPath:
         return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
 
     def _tenant(self, environ) -> str | None:
-        if self.keys is None:
-            return store.PUBLIC
-        presented = bearer(environ.get("HTTP_AUTHORIZATION"))
-        return self.keys.tenant(presented) if presented is not None else None
+        """The caller's tenant when its key may predict; None to leave the 401, 403 or 503 to Flask."""
+        try:
+            access = self.keys.identify(environ.get("HTTP_AUTHORIZATION"))
+        except (ApiError, redis.exceptions.RedisError):
+            return None
+        return access.tenant if access.allows(self.needed) else None

@@ -24,6 +24,7 @@ from .schemas import Problem
 STANDARD_ERRORS = {
     400: "Malformed body",
     401: "No valid API key (when the server has keys)",
+    403: "The API key lacks the scope this route needs",
     404: "Unknown id",
     409: "Wrong state",
     413: "Body too large",
@@ -36,7 +37,8 @@ BEARER = {
     "bearer": {
         "type": "http",
         "scheme": "bearer",
-        "description": "An API key, required on /v1 routes when the server has NNSERVE_API_KEYS",
+        "description": "An API key, required on /v1 and /v2 routes once the server has keys (NNSERVE_API_KEYS "
+        "or `nnserve keys create`); each operation's x-scopes lists the scopes of which the key needs one",
     }
 }
 
@@ -52,7 +54,7 @@ def doc(
 ) -> Callable:
     """Attach the route's OpenAPI description: ``responses`` maps a status to a model, None (no
     body) or a media type string; ``errors`` lists the problem statuses it can answer besides 503
-    (and 401 on the versioned API); ``query`` and ``headers`` map optional parameters to their text."""
+    (and 401 and 403 on the versioned API); ``query`` and ``headers`` map optional parameters to their text."""
 
     def attach(view):
         view.openapi = {
@@ -95,7 +97,7 @@ def document(app: Flask, title: str, version: str) -> dict[str, Any]:
         for method in sorted(set(rule.methods or ()) - {"HEAD", "OPTIONS"}):
             extra = sorted(set(rule.arguments or ()) - shortest[rule.endpoint])
             operation_id = rule.endpoint.replace(".", "_") + (f"_by_{'_'.join(extra)}" if extra else "")
-            paths.setdefault(path, {})[method.lower()] = _operation(rule, view, meta, refs, operation_id)
+            paths.setdefault(path, {})[method.lower()] = _operation(rule, method, view, meta, refs, operation_id)
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version},
@@ -104,7 +106,7 @@ def document(app: Flask, title: str, version: str) -> dict[str, Any]:
     }
 
 
-def _operation(rule, view, meta, refs, operation_id: str) -> dict[str, Any]:
+def _operation(rule, method: str, view, meta, refs, operation_id: str) -> dict[str, Any]:
     summary = (view.__doc__ or rule.endpoint).strip().splitlines()[0]
     operation: dict[str, Any] = {"summary": summary, "operationId": operation_id, "tags": [rule.endpoint.split(".")[0]]}
     parameters = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}} for arg in rule.arguments]
@@ -144,10 +146,11 @@ def _operation(rule, view, meta, refs, operation_id: str) -> dict[str, Any]:
     if OIP_PATH.match(rule.rule):  # the Open Inference Protocol's own error form
         problem = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceError"}}}}
     protected = auth.protects(rule.rule)
-    for status in sorted({*meta["errors"], 503} | ({401} if protected else set())):
+    for status in sorted({*meta["errors"], 503} | ({401, 403} if protected else set())):
         responses[str(status)] = {"description": STANDARD_ERRORS[status], **problem}
     if protected:
         operation["security"] = [{"bearer": []}]
+        operation["x-scopes"] = list(auth.needs(rule.endpoint, method))
     operation["responses"] = responses
     return operation
 

@@ -7,6 +7,7 @@ conventional name; everything else is ``NNSERVE_<FIELD>`` (``NNSERVE_MAX_EPOCHS=
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -43,16 +44,78 @@ def _rate(value):
     return Rate(int(count), PERIODS[period])
 
 
+SCOPES = ("read", "predict", "train", "admin")
+"""The scopes an API key may have; what each one allows is decided in ``service/auth.py``."""
+
+SCOPE_WORDS = re.compile(r"[A-Za-z]+(?:\s*\+\s*[A-Za-z]+)*")
+"""What is taken for scopes after a key: ``predict`` or ``predict+read`` (any case, so that a mistyped
+``Predict`` is refused rather than taken for the end of a key with every scope)."""
+
+
+class ApiKey(SecretStr):
+    """An API key with its scopes: all of them unless some were named. (A plain SecretStr has them all too.)"""
+
+    def __init__(self, secret_value: str, scopes: frozenset[str] = frozenset(SCOPES)):
+        super().__init__(secret_value)
+        self.scopes = scopes
+
+
+def parse_scopes(text: str) -> frozenset[str]:
+    """``"predict+read"`` as ``{"predict", "read"}``; raises ValueError naming a word that is no scope."""
+    words = [word.strip().lower() for word in text.split("+")]
+    for word in words:
+        if word not in SCOPES:
+            raise ValueError(f"unknown scope {word!r}; the scopes are {', '.join(SCOPES)}")
+    return frozenset(words)
+
+
 def _keys(value):
-    """A comma-separated list of API keys, blanks dropped; each one 16 characters or more."""
-    keys = tuple(key.strip() for key in value.split(",") if key.strip()) if isinstance(value, str) else tuple(value)
-    for i, key in enumerate(keys):
-        if len(key.get_secret_value() if isinstance(key, SecretStr) else key) < 16:
+    """``NNSERVE_API_KEYS``: comma-separated entries, blanks dropped, each a key of 16 characters or more,
+    optionally followed by its scopes::
+
+        entries = entry ("," entry)*
+        entry   = key [":" scopes] ("," scopes)*     a key without scopes has all of them
+        scopes  = scope ("+" scope)*                 scope: read | predict | train | admin
+
+    so ``k1:predict,read,k2`` and ``k1:predict+read,k2`` give k1 the scopes predict and read and k2
+    every scope. A word after a comma that is short and made of scope words continues the scopes of
+    the key before it (keys are 16 characters or more, so the two cannot be confused); a key that
+    itself ends in ``:`` and lowercase letters cannot be written here. Messages never quote a key.
+    """
+    if not isinstance(value, str):
+        return tuple(value)
+    keys: list[ApiKey] = []
+    scoped = False  # whether the last key named its scopes, so that more may follow after a comma
+    for number, entry in enumerate((e.strip() for e in value.split(",") if e.strip()), start=1):
+        if len(entry) < 16 and SCOPE_WORDS.fullmatch(entry):
+            if not scoped:
+                raise ValueError(
+                    f"entry {number} is too short for an API key and follows no 'key:scope' entry; "
+                    f"scopes ({', '.join(SCOPES)}) are written key:predict or key:predict+read"
+                )
+            keys[-1] = ApiKey(keys[-1].get_secret_value(), keys[-1].scopes | _scopes_of_key(entry, len(keys)))
+            continue
+        secret, colon, tail = (part.strip() for part in entry.rpartition(":"))
+        scoped = bool(colon) and SCOPE_WORDS.fullmatch(tail) is not None
+        if not scoped:
+            secret = entry
+        if len(secret) < 16:
             raise ValueError(
-                f"API key {i + 1} is shorter than 16 characters; make keys with "
+                f"API key {len(keys) + 1} is shorter than 16 characters; make keys with "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
-    return keys
+        keys.append(ApiKey(secret, _scopes_of_key(tail, len(keys) + 1)) if scoped else ApiKey(secret))
+    return tuple(keys)
+
+
+def _scopes_of_key(text: str, number: int) -> frozenset[str]:
+    try:
+        return parse_scopes(text)
+    except ValueError:  # not quoted: a mistyped key could end in letters taken for scopes
+        raise ValueError(
+            f"API key {number} names an unknown scope; the scopes are {', '.join(SCOPES)}, "
+            "written key:predict or key:predict+read"
+        ) from None
 
 
 # NoDecode: these come as plain text ("30/minute", "key1,key2"), not as the JSON that
@@ -77,8 +140,10 @@ class Settings(BaseSettings):
     # Access. SecretStr: the keys never show in a repr or a log line.
     api_keys: ApiKeys = Field(
         (),
-        description="Comma-separated API keys (16 characters or more). When set, every /v1 request needs "
-        "`Authorization: Bearer <key>`, and each key is a tenant that sees only its own datasets, jobs and models.",
+        description="Comma-separated API keys (16 characters or more), each optionally with its scopes "
+        "(`key:predict`, `key:predict+read`; read, predict, train, admin; none named: all). When set, every "
+        "versioned request needs `Authorization: Bearer <key>`, and each key is a tenant that sees only its own "
+        "datasets, jobs and models. Keys can also be created at run time (`nnserve keys create`).",
     )
     forwarded_hops: int = Field(
         0,

@@ -15,6 +15,8 @@
 | nnserve:idempotency:{tenant}:{sha256} | string     | JSON: a POST's fingerprint and response, by its key     |
 | nnserve:ratelimit:{scope}:{who}       | string     | requests counted in the current window (expires with it) |
 | nnserve:events:models (pub/sub)       | channel    | ids of deleted models, so API processes drop them       |
+| nnserve:apikeys                       | hash       | SHA-256 (hex) of each stored API key: JSON id, tenant, scopes, created_at, revoked_at |
+| nnserve:events:keys (pub/sub)         | channel    | SHA-256 (hex) of each key created or revoked            |
 | rq:*                                  | RQ's own   | the ``nnserve`` queue and its registries                |
 
 Hash fields hold JSON values, so numbers, lists and null come back as they went in.
@@ -30,8 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -602,3 +606,159 @@ def release_idempotency_key(r: redis.Redis, key: str, record: bytes) -> None:
 def keep_idempotent_response(pipe, key: str, record: bytes, seconds: int) -> None:
     """Add to ``pipe`` (the transaction creating the resource) the write of its response over the reservation."""
     pipe.set(key, record, ex=seconds)
+
+
+# API keys made at run time ---------------------------------------------------------------
+
+API_KEYS = f"{PREFIX}:apikeys"
+"""Hash: the SHA-256 (hex) of each key made by ``nnserve keys create`` → its JSON record. A revoked key
+keeps its record (with ``revoked_at``), so the table never empties once a key was made: see ``auth``."""
+KEY_EVENTS = f"{PREFIX}:events:keys"
+"""Pub/sub channel carrying the SHA-256 (hex) of each key created or revoked."""
+TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""What a tenant may be called: tenants are part of key names, so never a ``:`` or a glob character."""
+
+
+def save_api_key(r: redis.Redis, digest: str, record: dict[str, Any]) -> None:
+    """Store (or replace) the key with SHA-256 ``digest`` (hex) and tell every API process."""
+    with r.pipeline() as pipe:
+        pipe.hset(API_KEYS, digest, orjson.dumps(record))
+        pipe.publish(KEY_EVENTS, digest)
+        pipe.execute()
+
+
+def api_keys(r: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Every stored key's record, revoked ones included, by SHA-256 (hex)."""
+    return {digest.decode(): orjson.loads(record) for digest, record in r.hgetall(API_KEYS).items()}
+
+
+def find_api_key(r: redis.Redis, digest: str | None) -> tuple[bool, dict[str, Any] | None]:
+    """``(whether any key was ever stored, the record of the key with SHA-256 digest, or None)``, in one round trip."""
+    with r.pipeline(transaction=False) as pipe:
+        pipe.exists(API_KEYS)
+        if digest is not None:
+            pipe.hget(API_KEYS, digest)
+        replies = pipe.execute()
+    record = replies[1] if digest is not None else None
+    return bool(replies[0]), orjson.loads(record) if record is not None else None
+
+
+def revoke_api_key(r: redis.Redis, key_id: str) -> dict[str, Any] | None:
+    """Mark the stored key ``key_id`` revoked (once) and tell every API process; its record, or None."""
+    for digest, record in api_keys(r).items():
+        if record["id"] == key_id:
+            if record.get("revoked_at") is None:
+                record["revoked_at"] = now()
+                save_api_key(r, digest, record)
+            return record
+    return None
+
+
+# Backups: the families of records --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One key of a record: ``key(id)`` holding a ``hash`` of JSON values, a ``list`` of JSON values or an
+    ``npz`` blob."""
+
+    name: str
+    key: Callable[[str], str]
+    kind: str
+
+
+@dataclass(frozen=True)
+class Family:
+    """Records listed per tenant in ``index_key(tenant, name)`` (a sorted set by creation time), each stored
+    under the keys of its ``parts``; the first part is the record itself, a hash with its ``tenant``."""
+
+    name: str
+    parts: tuple[Part, ...]
+
+
+FAMILIES = (
+    Family(DATASETS, (Part("record", dataset_key, "hash"), Part("arrays", arrays_key, "npz"))),
+    Family(JOBS, (Part("record", job_key, "hash"), Part("history", history_key, "list"))),
+    Family(MODELS, (Part("record", model_key, "hash"), Part("weights", weights_key, "npz"))),
+)
+"""What ``nnserve backup`` saves of each tenant besides its API keys, and ``restore`` writes back. A new kind
+of record is one more line here, its parts built by the key functions above. Left out on purpose: job
+checkpoints (only a job in flight has one, and a restored job is never in flight), the active-jobs sets,
+idempotency records and rate-limit counters (short-lived), and RQ's own keys."""
+
+
+def tenants(r: redis.Redis) -> set[str]:
+    """Every tenant with a record of some family or a stored API key."""
+    found = {record["tenant"] for record in api_keys(r).values()}
+    for family in FAMILIES:
+        head, _, tail = index_key("*", family.name).partition("*")
+        for key in r.scan_iter(match=index_key("*", family.name), count=1000):
+            found.add(key.decode()[len(head) : -len(tail)])
+    return found
+
+
+def has_records(r: redis.Redis, tenant: str) -> bool:
+    """Whether ``tenant`` has a record of some family."""
+    return bool(r.exists(*(index_key(tenant, family.name) for family in FAMILIES)))
+
+
+def read_record(r: redis.Redis, family: Family, record_id: str) -> dict[str, Any] | None:
+    """Every part of one record, read in one transaction (hashes and lists decoded, blobs as bytes), or None
+    when the record is gone."""
+    with r.pipeline() as pipe:
+        for part in family.parts:
+            if part.kind == "hash":
+                pipe.hgetall(part.key(record_id))
+            elif part.kind == "list":
+                pipe.lrange(part.key(record_id), 0, -1)
+            else:
+                pipe.get(part.key(record_id))
+        replies = pipe.execute()
+    if not replies[0]:
+        return None
+    parts: dict[str, Any] = {}
+    for part, reply in zip(family.parts, replies):
+        if part.kind == "hash":
+            parts[part.name] = _decode(reply)
+        elif part.kind == "list":
+            parts[part.name] = [orjson.loads(item) for item in reply]
+        elif reply is not None:
+            parts[part.name] = reply
+    return parts
+
+
+def indexed(r: redis.Redis, tenant: str, family: Family) -> list[tuple[str, float]]:
+    """``(id, creation score)`` of each of the tenant's records of ``family``, oldest first."""
+    return [(i.decode(), score) for i, score in r.zrange(index_key(tenant, family.name), 0, -1, withscores=True)]
+
+
+def record_exists(r: redis.Redis, family: Family, record_id: str) -> bool:
+    return bool(r.exists(family.parts[0].key(record_id)))
+
+
+def restore_record(r: redis.Redis, family: Family, record_id: str, parts: dict[str, Any], score: float) -> None:
+    """Write one record (its parts as ``read_record`` gives them) in one transaction, in place of any record
+    with that id: the old one's keys are deleted, it leaves its tenant's index, a job's old status is counted
+    out of JOB_STATS (the new one in), and a model is dropped from every API process's cache."""
+    record = parts[family.parts[0].name]
+    old = _decode(r.hgetall(family.parts[0].key(record_id)))
+    with r.pipeline() as pipe:
+        pipe.delete(*(part.key(record_id) for part in family.parts))
+        if old is not None:
+            pipe.zrem(index_key(old["tenant"], family.name), record_id)
+        for part in family.parts:
+            value = parts.get(part.name)
+            if part.kind == "hash" and value:
+                pipe.hset(part.key(record_id), mapping=_encode(value))
+            elif part.kind == "list" and value:
+                pipe.rpush(part.key(record_id), *(orjson.dumps(item) for item in value))
+            elif part.kind == "npz" and value is not None:
+                pipe.set(part.key(record_id), value)
+        pipe.zadd(index_key(record["tenant"], family.name), {record_id: score})
+        if family.name == JOBS:
+            if old is not None:
+                pipe.hincrby(JOB_STATS, orjson.dumps(old["status"]), -1)
+            pipe.hincrby(JOB_STATS, orjson.dumps(record["status"]), 1)
+        if family.name == MODELS:
+            pipe.publish(MODEL_EVENTS, record_id)
+        pipe.execute()

@@ -1,7 +1,9 @@
 """The Dockerfile and docker-compose.yml, checked against the code (there is no Docker engine here):
 the commands are real CLI verbs and flags, the environment names are settings, the ports agree,
-the health checks ask real routes, the image runs as a non-root user with an exec-form entry point,
-the proxy fronts the API with the shipped nginx config (run for real in tests/e2e/test_slow_clients.py),
+the health checks ask real routes on the configured port, the image runs as a non-root user with an
+exec-form entry point and installs its dependencies from the committed constraints in a layer of their
+own, the proxy fronts the API with the shipped nginx config (run for real in tests/e2e/test_slow_clients.py)
+and is published on loopback unless the operator says otherwise, workers have a memory limit,
 and every setting is documented."""
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import tomllib
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from nnserve import cli
 from nnserve.service.settings import Settings
 from tests.conftest import ROOT, free_port
 
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
 NOT_IN_COMPOSE = {
-    "host": "given as --host in the api command",
-    "port": "given as --port in the api command",
+    "host": "the image's NNSERVE_HOST: a container listens on all its interfaces; ports decide what reaches it",
     "workers": "nnserve up only; compose scales the worker service instead",
     "embedded_redis_port": "nnserve up only; compose runs its own Redis",
     "data_dir": "nnserve up only",
@@ -65,9 +69,19 @@ def one(word: str) -> str:
     return found[0]
 
 
-def run_cli(argv: list[str], monkeypatch) -> tuple[Settings, object]:
-    """What ``nnserve <argv>`` would run, with what settings: the real parser and settings, with the
-    verb recorded instead of started. Unknown verbs or flags exit, as they would in the container."""
+def image_env() -> dict[str, str]:
+    """The final stage's ENV, as every container of the image starts with it."""
+    env = {}
+    for word, args in final_stage():
+        if word == "ENV":
+            env.update(dict(pair.split("=", 1) for pair in args.split()))
+    return env
+
+
+def run_cli(argv: list[str], monkeypatch, env: dict[str, str] | None = None) -> tuple[Settings, object]:
+    """What ``nnserve <argv>`` would run in the image (its ENV, plus ``env``), with what settings: the real
+    parser and settings, with the verb recorded instead of started. Unknown verbs or flags exit, as they
+    would in the container."""
     ran = []
     for verb in ("up", "api", "worker"):
         monkeypatch.setattr(
@@ -75,6 +89,8 @@ def run_cli(argv: list[str], monkeypatch) -> tuple[Settings, object]:
         )
     for name in [n for n in os.environ if n.startswith("NNSERVE_") or n == "REDIS_URL"]:
         monkeypatch.delenv(name)
+    for name, value in {**image_env(), **(env or {})}.items():
+        monkeypatch.setenv(name, value)
     assert cli.main(argv) == 0
     verb, settings, args = ran[0]
     assert verb == argv[0]
@@ -98,14 +114,62 @@ def setting_of(env_name: str) -> str:
 # The image ------------------------------------------------------------------------------------------
 
 
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Each build stage's instructions by its name (the final one: "final")."""
+    starts = [i for i, (word, _) in enumerate(DOCKERFILE) if word == "FROM"]
+    found = {}
+    for start, end in zip(starts, [*starts[1:], len(DOCKERFILE)]):
+        base, _, name = DOCKERFILE[start][1].partition(" AS ")
+        assert base == "python:3.11-slim"
+        found[name or "final"] = DOCKERFILE[start + 1 : end]
+    return found
+
+
 def test_the_image_is_multi_stage_from_slim_python_and_installs_the_built_wheel():
-    stages = [args for word, args in DOCKERFILE if word == "FROM"]
-    assert len(stages) == 2 and stages[0] == "python:3.11-slim AS build" and stages[1] == "python:3.11-slim"
-    build = DOCKERFILE[: [w for w, _ in DOCKERFILE].index("FROM", 1)]
-    assert any(word == "RUN" and "pip wheel" in args and "--wheel-dir /wheels" in args for word, args in build)
+    assert list(stages()) == ["dependencies", "build", "final"]
+    build = stages()["build"]
+    assert any(word == "RUN" and "pip wheel" in args and "--no-deps" in args for word, args in build)
     install = [args for word, args in final_stage() if word == "RUN" and "pip install" in args]
-    assert len(install) == 1 and "from=build" in install[0] and "--no-index" in install[0] and "nnserve" in install[0]
+    assert len(install) == 2
+    assert "from=build" in install[1] and "--no-index" in install[1] and "--no-deps" in install[1]
+    assert install[1].endswith("&& pip check")  # nnserve's own requirements are met by the constraints
     assert not any(word == "COPY" and "--from" not in args for word, args in final_stage())  # no sources
+
+
+def test_the_dependency_layers_come_from_the_committed_constraints_alone():
+    """The dependencies stage sees the constraints file and nothing else, and the final stage installs its
+    wheels in a layer before (and apart from) nnserve's: a change to the source reuses both from the cache."""
+    dependencies = stages()["dependencies"]
+    assert [word for word, _ in dependencies] == ["COPY", "RUN"]
+    assert dependencies[0][1].split()[0] == "requirements/constraints.txt"
+    assert "pip wheel" in dependencies[1][1] and "-r /wheels/constraints.txt" in dependencies[1][1]
+    install = [args for word, args in final_stage() if word == "RUN" and "pip install" in args]
+    assert (
+        "from=dependencies" in install[0] and "--no-index" in install[0] and "-r /wheels/constraints.txt" in install[0]
+    )
+
+
+def constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and " " not in line, f"not an exact pin: {line}"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_constraints_pin_every_runtime_dependency_within_pyproject():
+    """requirements/lock.sh writes them; after a change to the dependencies, this fails until it is run."""
+    pins = constraints()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is a dependency but requirements/constraints.txt does not pin it"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {requirement.specifier}"
+    for dev_only in ("pytest", "keras", "jax", "ruff", "mypy", "torch", "nnserve"):
+        assert dev_only not in pins
 
 
 def test_the_build_context_has_what_the_build_copies():
@@ -128,13 +192,14 @@ def test_the_build_context_has_what_the_build_copies():
     for word, args in DOCKERFILE:
         if word == "COPY" and "--from" not in args:
             sources += args.split()[:-1]
-    assert {"pyproject.toml", "README.md", "nnserve", "engine", "service", "worker"} <= set(sources)
+    expected = {"pyproject.toml", "README.md", "nnserve", "engine", "service", "worker", "requirements/constraints.txt"}
+    assert expected <= set(sources)
     for source in sources:
         assert (ROOT / source).exists(), source
         assert not ignored(source), f"{source} is excluded by .dockerignore"
     for inside in ("nnserve/__init__.py", "service/builtin/iris.csv", "engine/model.py", "worker/jobs.py"):
         assert not ignored(inside)
-    for kept_out in (".venv", ".git", "tests", "bench", ".nnserve", "service/__pycache__"):
+    for kept_out in (".venv", ".git", "tests", "bench", ".nnserve", "service/__pycache__", "requirements/lock.sh"):
         assert ignored(kept_out), kept_out
 
 
@@ -160,6 +225,8 @@ def test_the_default_command_starts_the_api_on_the_exposed_port(monkeypatch):
     command = exec_form(one("CMD"))
     settings, _ = run_cli(command, monkeypatch)
     assert settings.host == "0.0.0.0" and settings.port == int(one("EXPOSE")) == 8000
+    moved, _ = run_cli(command, monkeypatch, {"NNSERVE_PORT": "9100"})
+    assert moved.port == 9100
 
 
 def healthcheck_code() -> str:
@@ -171,20 +238,25 @@ def healthcheck_code() -> str:
     return argv[2]
 
 
-def test_the_health_check_asks_a_real_route_on_the_exposed_port(app):
-    url = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", healthcheck_code())
-    assert url and int(url.group(1)) == int(one("EXPOSE"))
-    assert url.group(2) in {rule.rule for rule in app.url_map.iter_rules()} and url.group(2) == "/healthz"
-    assert app.test_client().get(url.group(2)).status_code == 200
-
-
-def test_the_health_check_passes_against_a_running_api_and_fails_without_one(processes):
-    api = processes.api()
+def test_the_health_check_asks_a_real_route_on_the_configured_port(app):
     code = healthcheck_code()
-    here = code.replace("http://127.0.0.1:8000", api)
-    assert subprocess.run([sys.executable, "-c", here], check=False, capture_output=True, timeout=30).returncode == 0
-    nowhere = code.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{free_port()}")
-    assert subprocess.run([sys.executable, "-c", nowhere], check=False, capture_output=True, timeout=30).returncode != 0
+    assert "http://127.0.0.1:%s/healthz" in code and "os.environ.get('NNSERVE_PORT', '8000')" in code
+    assert image_env()["NNSERVE_PORT"] == one("EXPOSE") == "8000"
+    assert "/healthz" in {rule.rule for rule in app.url_map.iter_rules()}
+    assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_the_health_check_follows_the_port_of_a_running_api_and_fails_without_one(processes):
+    api = processes.api()
+    port = api.rsplit(":", 1)[1]
+
+    def check(env_port: str) -> int:
+        env = {**os.environ, "NNSERVE_PORT": env_port}
+        command = [sys.executable, "-c", healthcheck_code()]
+        return subprocess.run(command, check=False, capture_output=True, timeout=30, env=env).returncode
+
+    assert check(port) == 0
+    assert check(str(free_port())) != 0
 
 
 # The compose file ---------------------------------------------------------------------------------
@@ -200,6 +272,13 @@ def test_redis_is_durable_and_checked():
     volume, target = redis["volumes"][0].split(":")
     assert volume in COMPOSE["volumes"] and target == "/data"  # a named volume at the image's data directory
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ``${NAME:-default}``: the variable when it is set and not empty, else the default."""
+    result = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), text)
+    assert "$" not in result, text
+    return result
 
 
 def test_the_api_service(monkeypatch):
@@ -234,8 +313,8 @@ def test_the_proxy_service_fronts_the_api_with_the_shipped_config(monkeypatch):
     assert env["NNSERVE_API"] == f"api:{settings.port}"
     assert env["NNSERVE_MAX_BODY_BYTES"] == str(Settings().max_body_bytes)
     assert compose_env(proxy, {"NNSERVE_MAX_BODY_BYTES": "1000"})["NNSERVE_MAX_BODY_BYTES"] == "1000"
-    published, container = proxy["ports"][0].split(":")
-    assert int(published) == 8000 and container == env["NGINX_PORT"]
+    address, published, container = interpolate(proxy["ports"][0], {}).split(":")
+    assert address == "127.0.0.1" and int(published) == 8000 and container == env["NGINX_PORT"]
     assert proxy["depends_on"] == {"api": {"condition": "service_healthy"}}
     # Every variable the template uses is set (the image substitutes only those; nginx's own stay).
     used = set(re.findall(r"\$\{(\w+)\}", (ROOT / "deploy" / "nginx.conf.template").read_text()))
@@ -251,6 +330,36 @@ def test_the_proxy_and_the_api_agree_on_timeouts():
     command = cli.server.gunicorn_command(defaults)
     keepalive = command[command.index("--keep-alive") + 1]
     assert int(re.search(r"keepalive_timeout (\d+)s;", text).group(1)) < int(keepalive)
+
+
+def test_the_way_in_is_published_on_loopback_unless_the_operator_says_otherwise(monkeypatch):
+    """Without keys the API is open, so by default only this machine reaches the proxy in front of it; the
+    operator widens it on purpose. Moving NNSERVE_PORT moves the API's port, and the proxy follows."""
+    assert "ports" not in SERVICES["api"]
+    ports = SERVICES["proxy"]["ports"]
+    assert len(ports) == 1 and interpolate(ports[0], {}) == "127.0.0.1:8000:8080"
+    assert interpolate(ports[0], {"API_PUBLISH_ADDRESS": "0.0.0.0"}) == "0.0.0.0:8000:8080"
+    settings, _ = run_cli(SERVICES["api"]["command"], monkeypatch, {"NNSERVE_PORT": "9100"})
+    assert settings.port == 9100 and "NNSERVE_PORT" in env_names(SERVICES["api"])
+    assert compose_env(SERVICES["proxy"], {"NNSERVE_PORT": "9100"})["NNSERVE_API"] == "api:9100"
+    assert "API_PUBLISH_ADDRESS" in COMPOSE_TEXT.split("services:")[0]  # explained in the file's top comments
+
+
+def memory(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)b?", size.lower()).groups()
+    return int(number) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit]
+
+
+def test_workers_have_a_memory_limit_and_no_swap_beyond_it():
+    worker = SERVICES["worker"]
+    limit, swap = interpolate(worker["mem_limit"], {}), interpolate(worker["memswap_limit"], {})
+    assert limit == swap and memory(limit) >= 512 * 2**20
+    assert (
+        interpolate(worker["mem_limit"], {"WORKER_MEMORY": "8g"})
+        == "8g"
+        == interpolate(worker["memswap_limit"], {"WORKER_MEMORY": "8g"})
+    )
+    assert "OOM killer" in COMPOSE_TEXT and "Memory limits" in (ROOT / "docs" / "operations.md").read_text()
 
 
 def test_the_worker_service_scales(monkeypatch):

@@ -7,15 +7,18 @@
     nnserve train --dataset ID --spec FILE [--wait]              submit a training job (and follow it)
     nnserve predict MODEL --input rows.csv [--format csv|json]   predict for rows of features
     nnserve models | jobs [--json]                               list them
+    nnserve keys create --scope S [--tenant T] | list | revoke ID API keys stored in Redis (no restart needed)
+    nnserve backup -o FILE [--tenant T]                          datasets, jobs, models and keys, to one archive
+    nnserve restore FILE [--force]                               and back into Redis
 
 The client verbs (train, predict, models, jobs) reach the API at ``--url`` (default
 ``$NNSERVE_URL`` or http://127.0.0.1:8000) with ``--api-key`` (default ``$NNSERVE_API_KEY``),
-given before or after the verb. Exit codes: 0 done, 1 the server said no (or did not answer),
-2 a usage error.
+given before or after the verb. The operator's verbs (keys, backup, restore) talk to Redis directly
+(``REDIS_URL``). Exit codes: 0 done, 1 the server said no (or did not answer), 2 a usage error.
 
 Settings come from the environment (see ``nnserve.service.settings``); the options override them.
 Each verb is a function taking its parsed arguments: the server verbs in ``server``, the process
-supervisor they share in ``supervisor``, the client verbs in ``verbs``.
+supervisor they share in ``supervisor``, the client verbs in ``verbs``, the operator's in ``admin``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from nnserve import __version__
 from nnserve.service.settings import Settings
 
 from . import server
+from .admin import ADMIN_VERBS, add_admin_verbs, run_admin_verb
 from .verbs import CLIENT_VERBS, add_client_options, add_client_verbs, run_client_verb
 
 
@@ -49,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     worker = verbs.add_parser("worker", help="one RQ worker")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     add_client_verbs(verbs)
+    add_admin_verbs(verbs)
     args = parser.parse_args(argv)
     if args.verb in CLIENT_VERBS:  # these talk to a running API: no server settings
         return run_client_verb(args)
+    if args.verb in ADMIN_VERBS:
+        return run_admin_verb(Settings(), args)
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "workers", "data_dir") and v is not None}
     settings = Settings(**overrides)
     command = {"up": server.cmd_up, "api": server.cmd_api, "worker": server.cmd_worker}[args.verb]
