@@ -13,7 +13,7 @@
 | nnserve:tenant:{tenant}:active_jobs   | set        | ids of jobs that may be queued or running (with a limit) |
 | nnserve:stats:jobs                    | hash       | number of jobs in each status (for /metrics)            |
 | nnserve:idempotency:{tenant}:{sha256} | string     | JSON: a POST's fingerprint and response, by its key     |
-| nnserve:ratelimit:{scope}:{who}       | string     | requests counted in the current window (expires with it) |
+| nnserve:ratelimit:{scope}:{who}       | hash       | requests per tenth of the sliding window (expires with it) |
 | nnserve:events:models (pub/sub)       | channel    | ids of deleted models, so API processes drop them       |
 | rq:*                                  | RQ's own   | the ``nnserve`` queue and its registries                |
 
@@ -558,26 +558,52 @@ def delete_model(r: redis.Redis, model: dict[str, Any]) -> None:
 
 # Limits and idempotency ------------------------------------------------------------------
 
-# Counts a request in a fixed window that starts with the window's first request and lasts
-# ARGV[1] ms (the counter's expiry). One script, so concurrent API processes share one count
-# and a counter can never be left without its expiry. KEYS: counter.
-# Returns {requests counted in the window, ms until it ends}.
+RATE_BUCKETS = 10
+"""Buckets a rate-limit window is counted in: the window slides by a tenth of its length."""
+
+# Counts a request against a sliding window of ARGV[2] ms, allowing at most ARGV[1] requests in
+# any such span of time. The counter is a hash of request counts per bucket (ARGV[3] buckets per
+# window, numbered by Redis's clock). A bucket still counts in full while any part of it lies in
+# the window, so the count can only err high: no span of one window ever holds more than the
+# limit, across a window's edge included, which a fixed window (INCR + EXPIRE) allows twice over;
+# memory stays at most ARGV[3] + 1 fields, where a log of timestamps would keep one per request.
+# A refused request is not counted. Redis's own TIME keeps every API process on one clock.
+# KEYS: counter. Returns {1 allowed | 0 refused, requests in the window, ms until the oldest
+# counted bucket leaves it}.
 _COUNT_REQUEST = """
-local n = redis.call('INCR', KEYS[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local window = tonumber(ARGV[2])
+local size = window / tonumber(ARGV[3])
+local current = math.floor(now / size)
+local oldest = math.floor((now - window) / size)
+local counts = redis.call('HGETALL', KEYS[1])
+local total, first = 0, current
+for i = 1, #counts, 2 do
+  local bucket = tonumber(counts[i])
+  if bucket < oldest then
+    redis.call('HDEL', KEYS[1], counts[i])
+  else
+    total = total + tonumber(counts[i + 1])
+    if bucket < first then first = bucket end
+  end
 end
-return {n, ttl}
+local allowed = 0
+if total < tonumber(ARGV[1]) then
+  redis.call('HINCRBY', KEYS[1], current, 1)
+  redis.call('PEXPIRE', KEYS[1], window + size)
+  total = total + 1
+  allowed = 1
+end
+return {allowed, total, (first + 1) * size + window - now}
 """
 
 
-def count_request(r: redis.Redis, scope: str, who: str, seconds: int) -> tuple[int, float]:
-    """Count one request of ``who`` in its current ``seconds``-long window (one round trip):
-    ``(requests in the window so far, seconds until the window ends)``."""
-    count, ttl = r.eval(_COUNT_REQUEST, 1, rate_key(scope, who), seconds * 1000)
-    return int(count), int(ttl) / 1000
+def count_request(r: redis.Redis, scope: str, who: str, limit: int, seconds: int) -> tuple[bool, int, float]:
+    """Count one request of ``who`` unless ``limit`` requests already lie in the ``seconds`` before
+    it (one round trip): ``(allowed, requests in the window, seconds until the window frees one)``."""
+    allowed, count, reset = r.eval(_COUNT_REQUEST, 1, rate_key(scope, who), limit, seconds * 1000, RATE_BUCKETS)
+    return bool(allowed), int(count), int(reset) / 1000
 
 
 # Takes an idempotency key for one request, as SET NX would, unless it is taken: then the
