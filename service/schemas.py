@@ -215,7 +215,15 @@ class DatasetPublic(BaseModel):
     created_at: str
 
 
-class DatasetList(BaseModel):
+class Page(BaseModel):
+    """The paging fields of every list (the ``Link`` header carries the same ``next``, with ``first``,
+    ``prev`` and ``last``)."""
+
+    total: int = Field(description="Records in the whole list, on every page.")
+    next: str | None = Field(description="Relative URL of the next page; null on the last page.")
+
+
+class DatasetList(Page):
     items: list[DatasetPublic]
 
 
@@ -269,7 +277,7 @@ class JobPublic(BaseModel):
     finished_at: str | None = None
 
 
-class JobList(BaseModel):
+class JobList(Page):
     items: list[JobPublic]
 
 
@@ -303,7 +311,7 @@ class ModelPublic(BaseModel):
     trained_at: str | None = None
 
 
-class ModelList(BaseModel):
+class ModelList(Page):
     items: list[ModelPublic]
 
 

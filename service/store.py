@@ -174,6 +174,11 @@ def _page(r: redis.Redis, tenant: str, kind: str, offset: int, limit: int) -> li
     return [i.decode() for i in r.zrevrange(index_key(tenant, kind), offset, offset + limit - 1)]
 
 
+def count(r: redis.Redis, tenant: str, kind: str) -> int:
+    """How many datasets, jobs or models (``kind``) the tenant has; datasets count the built-ins too."""
+    return r.zcard(index_key(tenant, kind)) + (len(builtin.NAMES) if kind == DATASETS else 0)
+
+
 def _score(created_at: str) -> float:
     return datetime.fromisoformat(created_at).timestamp()
 
@@ -406,6 +411,30 @@ def get_job(r: redis.Redis, job_id: str, tenant: str | None = None) -> dict[str,
 
 def list_jobs(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
     return _fetch_many(r, job_key, _page(r, tenant, JOBS, offset, limit))
+
+
+# Deletes a job that has finished: its record, history and checkpoint, its place in the tenant's
+# index and in the per-status counts. KEYS: job, history, checkpoint, index, stats. ARGV: job id.
+# Returns {1, status} when deleted, {0, status} when the job is still queued or running, nil when
+# there is no such job.
+_DELETE_JOB = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return nil end
+if status == '"queued"' or status == '"running"' then return {0, status} end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], status, -1)
+return {1, status}
+"""
+
+
+def delete_job(r: redis.Redis, job: dict[str, Any]) -> tuple[bool, str | None]:
+    """Delete ``job`` unless it is queued or running (its model is left alone); returns (deleted, status)."""
+    keys = (job_key(job["id"]), history_key(job["id"]), checkpoint_key(job["id"]))
+    result = r.eval(_DELETE_JOB, 5, *keys, index_key(job["tenant"], JOBS), JOB_STATS, job["id"])
+    if result is None:
+        return False, None
+    return bool(result[0]), orjson.loads(result[1])
 
 
 def history(r: redis.Redis, job_id: str) -> dict[str, list[float]]:

@@ -21,7 +21,7 @@ from ..schemas import (
     PredictRequest,
     PredictResponse,
 )
-from . import respond
+from . import listing, respond
 
 bp = Blueprint("models", __name__)
 
@@ -60,7 +60,10 @@ def _load(model_id: str) -> Entry:
 )
 def index():
     """List your models, newest first."""
-    return respond(ModelList(items=store.list_models(services().redis, tenant(), *page())))
+    offset, limit = page()
+    r = services().redis
+    items = store.list_models(r, tenant(), offset, limit)
+    return listing(ModelList, items, store.count(r, tenant(), store.MODELS), offset, limit)
 
 
 @bp.get("/v1/models/<model_id>")
