@@ -355,3 +355,4 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = Field(None, description="422 only: each with `loc`, `msg`, `type`.")
+    request_id: str | None = Field(None, description="The request's X-Request-ID, as in the server's log lines.")

@@ -12,6 +12,7 @@
 | nnserve:tenant:{tenant}:{kind}        | sorted set | dataset / job / model ids by creation time              |
 | nnserve:tenant:{tenant}:active_jobs   | set        | ids of jobs that may be queued or running (with a limit) |
 | nnserve:stats:jobs                    | hash       | number of jobs in each status (for /metrics)            |
+| nnserve:stats:job_durations           | hash       | jobs' run times as histogram buckets per end status     |
 | nnserve:idempotency:{tenant}:{sha256} | string     | JSON: a POST's fingerprint and response, by its key     |
 | nnserve:ratelimit:{scope}:{who}       | hash       | requests per tenth of the sliding window (expires with it) |
 | nnserve:events:models (pub/sub)       | channel    | ids of deleted models, so API processes drop them       |
@@ -48,6 +49,9 @@ PUBLIC = "public"
 MODEL_EVENTS = f"{PREFIX}:events:models"
 """Pub/sub channel carrying the id of each deleted model."""
 JOB_STATS = f"{PREFIX}:stats:jobs"
+JOB_DURATIONS = f"{PREFIX}:stats:job_durations"
+JOB_DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+"""Upper bounds, in seconds, of the job run-time histogram (``/metrics``)."""
 RETRY_BACKOFF_CAP = 2.0
 """Seconds, at most, between a worker's attempts at a Redis command while Redis is unreachable."""
 
@@ -526,6 +530,7 @@ def finish_job(
     )
     if applied:
         r.delete(checkpoint_key(job["id"]))
+        _record_duration(r, job["id"], status)
     return applied
 
 
@@ -554,7 +559,34 @@ def save_model(
     applied, _ = transition(r, job, "succeeded", ["running"], done, model_status="ready", lease=lease)
     if applied:
         r.delete(checkpoint_key(job["id"]))
+        _record_duration(r, job["id"], "succeeded")
     return applied
+
+
+def _record_duration(r: redis.Redis, job_id: str, status: str) -> None:
+    """Count the run time of a job that just ended with ``status`` (from its start to its end) in
+    the cluster-wide histogram; nothing for a job that never started."""
+    started, finished = (orjson.loads(v) if v else None for v in r.hmget(job_key(job_id), "started_at", "finished_at"))
+    if started is None or finished is None:
+        return
+    seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    with r.pipeline(transaction=False) as pipe:
+        for bound in JOB_DURATION_BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(JOB_DURATIONS, f"{status}:{bound}", 1)
+        pipe.hincrby(JOB_DURATIONS, f"{status}:count", 1)
+        pipe.hincrbyfloat(JOB_DURATIONS, f"{status}:sum", seconds)
+        pipe.execute()
+
+
+def job_durations(r: redis.Redis) -> dict[str, dict[str, float]]:
+    """The run-time histogram per end status: ``{status: {"1": count ≤ 1 s, ..., "count", "sum"}}``,
+    bucket counts cumulative."""
+    histograms: dict[str, dict[str, float]] = {}
+    for field, value in r.hgetall(JOB_DURATIONS).items():
+        status, _, name = field.decode().partition(":")
+        histograms.setdefault(status, {})[name] = float(value)
+    return histograms
 
 
 def job_counts(r: redis.Redis) -> dict[str, int]:

@@ -51,7 +51,9 @@ def _load(model_id: str) -> Entry:
         raise Conflict(f"model {model_id!r} {state} (job {record['job_id']})")
     model = engine.loads(blob)
     classes = np.asarray(model.classes) if model.task == "classification" else None
-    return Entry(model=model, tenant=record["tenant"], classes=classes)
+    return Entry(
+        model=model, tenant=record["tenant"], classes=classes, name=record.get("name"), version=record.get("version")
+    )
 
 
 @bp.get("/v1/models")
@@ -80,7 +82,7 @@ def predict(model_id: str):
     entry = trained(model_id)
     x = parse_inputs()
     try:
-        return respond(entry.prediction(x))
+        return respond(services().monitoring.predict(entry, x))
     except engine.SpecError as error:
         raise Invalid("inputs", error.message) from None
 

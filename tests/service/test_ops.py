@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.service.helpers import train
 
 
@@ -30,6 +31,41 @@ def test_metrics(client, run_jobs):
     assert 'nnserve_http_request_duration_seconds_count{route="/v1/jobs"} 1.0' in text
     assert 'nnserve_jobs{status="succeeded"} 1.0' in text and 'nnserve_jobs{status="running"} 0.0' in text
     assert "nnserve_queue_depth 0.0" in text and "nnserve_redis_up 1.0" in text
+
+
+def test_metrics_per_model_cache_and_job_durations(make_app, client, run_jobs):
+    named = train(client, run_jobs, training={"epochs": 1}, name="iris-small")["model_id"]
+    unnamed = train(client, run_jobs, training={"epochs": 1})["model_id"]
+    app = make_app()
+    api = app.test_client()
+    row = [5.1, 3.5, 1.4, 0.2]
+    assert api.post(f"/v1/models/{named}/predict", json={"inputs": [row] * 2}).status_code == 200
+    wait_until(lambda: app.extensions["nnserve"].cache.listening, timeout=5, what="the cache to listen")
+    for _ in range(2):  # the model is cached by the first; the second is a hit (the fast path's)
+        assert api.post(f"/v1/models/{named}/predict", json={"inputs": [row] * 3}).status_code == 200
+    assert api.post(f"/v1/models/{named}/predict", json={"inputs": [[1.0]]}).status_code == 422
+    assert api.post(f"/v2/models/{unnamed}/infer", json=_infer([row])).status_code == 200
+
+    text = api.get("/metrics").get_data(as_text=True)
+    assert 'nnserve_model_requests_total{model="iris-small",version=""} 4.0' in text
+    assert 'nnserve_model_rows_total{model="iris-small",version=""} 8.0' in text
+    assert 'nnserve_model_errors_total{model="iris-small",version=""} 1.0' in text
+    assert 'nnserve_model_predict_duration_seconds_count{model="iris-small",version=""} 3.0' in text
+    assert 'nnserve_model_requests_total{model="unnamed",version=""} 1.0' in text
+    assert unnamed not in text and named not in text  # ids are never label values
+    hits, misses = (_sample(text, f'nnserve_model_cache_lookups_total{{result="{r}"}}') for r in ("hit", "miss"))
+    assert hits >= 1 and misses >= 1 and hits + misses == 5
+    assert 'nnserve_job_duration_seconds_count{status="succeeded"} 2.0' in text
+    assert 'nnserve_job_duration_seconds_bucket{le="+Inf",status="succeeded"} 2.0' in text
+    assert _sample(text, 'nnserve_job_duration_seconds_bucket{le="86400.0",status="succeeded"}') == 2
+
+
+def _infer(rows):
+    return {"inputs": [{"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}]}
+
+
+def _sample(text: str, series: str) -> float:
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(series + " ")))
 
 
 def test_openapi_covers_every_route(app, client):

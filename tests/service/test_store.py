@@ -33,6 +33,7 @@ def test_keys_of_a_full_round_trip(client, run_jobs, redis):
         "nnserve:tenant:public:jobs",
         "nnserve:tenant:public:models",
         "nnserve:stats:jobs",
+        "nnserve:stats:job_durations",
     }  # the checkpoint is gone once the job succeeded
     assert all(k.startswith(b"rq:") for k in redis.keys("*") if not k.startswith(b"nnserve:"))
     assert redis.type(store.history_key(job["id"])) == b"list" and redis.llen(store.history_key(job["id"])) == 3
