@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import os
 import ssl
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from nnserve.client import (
     ValidationFailed,
 )
 from nnserve.service.builtin import load
-from tests.conftest import ROOT, free_port
+from tests.conftest import free_port, run_in_terminal
 from tests.service.helpers import IRIS_MODEL, IRIS_TRAINING
 from tests.stack import stack
 
@@ -550,29 +549,3 @@ def test_the_progress_bar_redraws_one_line_within_80_columns():
     assert frames[-1].startswith("100%|") and "100/100 [" in frames[-1] and "epoch/s" in frames[-1]
     assert "loss=0.01" in frames[-1] and "learning_rate" not in screen
     assert any("<00:0" in frame for frame in frames)  # elapsed<remaining
-
-
-def run_in_terminal(command: list[str], columns: int, timeout: float = 120, env: dict | None = None) -> str:
-    """What ``command`` writes to a pseudo-terminal ``columns`` wide (stdout and stderr both)."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    process = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, env=env, cwd=ROOT)
-    os.close(follower)
-    out = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the terminal closed: the command ended
-            break
-        if not chunk:
-            break
-        out += chunk
-    process.wait(timeout=max(1.0, deadline - time.monotonic()))
-    os.close(leader)
-    return out.decode().replace("\r\n", "\n")
