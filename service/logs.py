@@ -5,7 +5,8 @@ The id is the request's ``X-Request-ID`` when it sends one (a proxy or the clien
 ``MAX_LENGTH`` characters of a safe set so that it cannot forge log lines or headers, else a new
 random one. ``RequestIds`` is the outermost WSGI layer, so even the predict fast path and the
 metrics run inside it. Log lines are text, or JSON objects one per line with
-``NNSERVE_LOG_FORMAT=json`` (``configure``; gunicorn's own lines too, through ``gunicorn_logging``).
+``NNSERVE_LOG_FORMAT=json`` (``configure``; gunicorn's own lines too, through ``gunicorn_logging``,
+which also turns on its access log: a line per request, with the request's id).
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         rid = getattr(record, "request_id", None) or _current.get()
+        if rid in (None, "-") and isinstance(record.args, dict):
+            # gunicorn's access lines are written after the request, from its atoms: the answer's header.
+            rid = record.args.get("{x-request-id}o")
         if rid and rid != "-":
             line["request_id"] = rid
         if record.exc_info:
