@@ -31,11 +31,10 @@ class Cors:
         self.origins = frozenset(origins)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        origin = environ.get("HTTP_ORIGIN")
-        allowed = origin is not None and (self.any_origin or origin in self.origins)
+        origin: str | None = environ.get("HTTP_ORIGIN")
         # With a list, the answer depends on the Origin header: caches must keep one per origin.
         headers = [] if self.any_origin else [("Vary", "Origin")]
-        if allowed:
+        if origin is not None and (self.any_origin or origin in self.origins):
             headers.append(("Access-Control-Allow-Origin", "*" if self.any_origin else origin))
             if environ["REQUEST_METHOD"] == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
                 start_response(

@@ -198,9 +198,9 @@ class _StoreCollector:
         runs = HistogramMetricFamily(
             "nnserve_job_duration_seconds", "Run time of finished jobs, from start to end.", labels=["status"]
         )
-        for status, histogram in sorted(durations.items()):
+        for ended, histogram in sorted(durations.items()):
             buckets = [(str(float(bound)), histogram.get(str(bound), 0.0)) for bound in store.JOB_DURATION_BUCKETS]
             runs.add_metric(
-                [status], [*buckets, ("+Inf", histogram.get("count", 0.0))], sum_value=histogram.get("sum", 0.0)
+                [ended], [*buckets, ("+Inf", histogram.get("count", 0.0))], sum_value=histogram.get("sum", 0.0)
             )
         yield runs

@@ -584,7 +584,7 @@ def job_durations(r: redis.Redis) -> dict[str, dict[str, float]]:
     bucket counts cumulative."""
     histograms: dict[str, dict[str, float]] = {}
     for field, value in r.hgetall(JOB_DURATIONS).items():
-        status, _, name = field.decode().partition(":")
+        status, _, name = (field.decode() if isinstance(field, bytes) else field).partition(":")
         histograms.setdefault(status, {})[name] = float(value)
     return histograms
 
