@@ -36,7 +36,7 @@ KEY = "dashboard-test-key-0123456789"
 LOSS_COLOUR, VAL_LOSS_COLOUR = (37, 99, 235), (234, 88, 12)  # the series strokes set in app.js
 
 try:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 except ImportError:
     sync_playwright = None
 
@@ -126,7 +126,7 @@ def test_upload_train_watch_and_predict(page):
     page.wait_for_selector("#notice.info")
     assert "Uploaded iris upload: 150 rows, 4 features" in page.inner_text("#notice")
     # The notice comes first; the dataset list is fetched again after it, then the upload chosen.
-    page.wait_for_function("document.querySelector('#train-dataset').value.startsWith('ds_')")
+    expect(page.locator("#train-dataset")).to_have_value(re.compile(r"^ds_"))
     uploaded = page.input_value("#train-dataset")
     assert uploaded.startswith("ds_")
     assert "3 classes" in page.inner_text("#dataset-rows tr:has-text('iris upload')")
