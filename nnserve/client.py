@@ -1,33 +1,45 @@
-"""A small Python client for the nnserve HTTP API, on the standard library alone.
+"""A Python client for the nnserve HTTP API.
 
     from nnserve import Client
     nn = Client("http://127.0.0.1:8000")              # api_key="..." when the server wants one
     job = nn.train("iris", model, training)
-    job = nn.wait(job["id"])                           # progress bar; raises JobFailed if it did not succeed
+    job = nn.wait(job["id"], progress=True)            # raises JobFailed if it did not succeed
     labels, probabilities = nn.predict(job["model_id"], [[5.1, 3.5, 1.4, 0.2]])
 
-Records come back as the API's JSON objects (dicts); predictions as NumPy arrays. Every
-error response raises an :class:`NnserveError` subclass chosen by its status, carrying the
-problem+json body. One client keeps one connection alive between calls, so give each
-thread its own client.
+Records come back as the API's JSON objects (dicts); predictions as NumPy arrays. Every error
+response raises an :class:`NnserveError` subclass chosen by its status, carrying the problem+json
+body.
+
+HTTP goes through one pooled ``httpx.Client``, so one ``Client`` may be shared by threads. It honours
+``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` (``trust_env``), ``verify=`` (a CA bundle path, an
+``ssl.SSLContext`` or False) and ``cert=`` (a client certificate). A 429 or 503 is retried, after the
+server's ``Retry-After``, when the call is safe to repeat: a GET, PUT or DELETE, or a POST carrying an
+``Idempotency-Key``, which this client adds itself to job and dataset creation, so that a retried
+submission never creates a second job.
+
+Importing this module imports neither Flask, RQ, gunicorn nor prometheus-client: it only speaks HTTP.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import io
+import email.utils
 import json
 import os
+import ssl
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
+import httpx
 import numpy as np
+
+from nnserve import __version__
 
 __all__ = [
     "DEFAULT_URL",
@@ -46,6 +58,10 @@ __all__ = [
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED = ("succeeded", "failed", "canceled")
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+"""Methods that may be sent twice without doing twice (RFC 9110, 9.2.2); a POST is made so by its key."""
+RETRIED_STATUSES = frozenset({429, 503})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class NnserveError(Exception):
@@ -61,6 +77,11 @@ class NnserveError(Exception):
     def errors(self) -> list[dict[str, Any]]:
         """Each invalid field (422): ``loc``, ``msg``, ``type``."""
         return self.problem.get("errors") or []
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's id of the request (its ``X-Request-ID``), to quote when reporting a problem."""
+        return self.problem.get("request_id")
 
 
 class BadRequestError(NnserveError):
@@ -126,35 +147,62 @@ class Prediction(NamedTuple):
 
 
 class Client:
-    """The nnserve API at ``url``. ``timeout`` bounds each request (seconds), not ``wait()``."""
+    """The nnserve API at ``url`` (``http(s)://host[:port][/prefix]``).
 
-    def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 30.0):
+    ``timeout`` bounds each request in seconds (not ``wait()``); ``verify`` and ``cert`` are
+    httpx's TLS options; ``trust_env`` takes proxies (``HTTP(S)_PROXY``, ``NO_PROXY``) and CA
+    bundles (``SSL_CERT_FILE``) from the environment. ``retries`` is how many times a call that is
+    safe to repeat is sent again after a 429, a 503 or no connection; a ``Retry-After`` longer than
+    ``max_retry_wait`` seconds is not waited for (the error is raised)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        *,
+        verify: Any = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        retries: int = 3,
+        max_retry_wait: float = 60.0,
+    ):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url must be http(s)://host[:port][/prefix]; received {url!r}")
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
-        self._scheme, self._netloc, self._prefix = parts.scheme, parts.netloc, parts.path.rstrip("/")
-        self._connection: http.client.HTTPConnection | None = None
+        self.retries = retries
+        self.max_retry_wait = max_retry_wait
+        headers = {"Accept": "application/json", "User-Agent": f"nnserve-client/{__version__}"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout,
+            verify=_tls(verify, cert, trust_env),
+            trust_env=trust_env,
+        )
+        self._feature_names: dict[str, list[str] | None] = {}
+        self._lock = threading.Lock()
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._http.close()
 
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # Datasets --------------------------------------------------------------------------
 
     def upload_dataset(
         self,
-        features,
-        targets,
+        features: Any,
+        targets: Any,
         name: str | None = None,
         feature_names: list[str] | None = None,
         target_kind: str | None = None,
@@ -167,7 +215,7 @@ class Client:
             "feature_names": feature_names,
             "target_kind": target_kind,
         }
-        return self._json("POST", "/v1/datasets", {k: v for k, v in body.items() if v is not None})
+        return self._json("POST", "/v1/datasets", {k: v for k, v in body.items() if v is not None}, idempotent=True)
 
     def upload_csv(
         self,
@@ -179,13 +227,21 @@ class Client:
         """Upload a CSV file with a header row; ``target`` names the target column (default: the last)."""
         path = Path(path)
         fields = {"target": target, "name": name, "target_kind": target_kind}
-        body, content_type = _multipart(
-            {k: v for k, v in fields.items() if v is not None}, "file", path.name, path.read_bytes()
+        return self._json(
+            "POST",
+            "/v1/datasets",
+            form={k: v for k, v in fields.items() if v is not None},
+            files={"file": (path.name, path.read_bytes(), "text/csv")},
+            idempotent=True,
         )
-        return self._json("POST", "/v1/datasets", raw=body, content_type=content_type)
 
     def list_datasets(self, offset: int = 0, limit: int = 100) -> list[dict]:
-        return self._json("GET", "/v1/datasets", query={"offset": offset, "limit": limit})["items"]
+        """One page of datasets: the built-ins, then yours newest first."""
+        return self._json("GET", "/v1/datasets", params={"offset": offset, "limit": limit})["items"]
+
+    def iter_datasets(self, page_size: int = 100) -> Iterator[dict]:
+        """Every dataset, fetched a page at a time."""
+        return self._pages("/v1/datasets", page_size)
 
     def get_dataset(self, dataset_id: str) -> dict:
         return self._json("GET", f"/v1/datasets/{_id(dataset_id)}")
@@ -197,33 +253,47 @@ class Client:
 
     def train(self, dataset: str, model: dict | str, training: dict | None = None, name: str | None = None) -> dict:
         """Submit a training job on ``dataset`` (an id); returns the queued job (``id``, ``model_id``)."""
-        body = {"dataset": dataset, "model": model, "training": training or {}}
+        body: dict[str, Any] = {"dataset": dataset, "model": model, "training": training or {}}
         if name is not None:
             body["name"] = name
-        return self._json("POST", "/v1/jobs", body)
+        return self._json("POST", "/v1/jobs", body, idempotent=True)
 
     def list_jobs(self, offset: int = 0, limit: int = 100) -> list[dict]:
-        return self._json("GET", "/v1/jobs", query={"offset": offset, "limit": limit})["items"]
+        """One page of your jobs, newest first (without their history)."""
+        return self._json("GET", "/v1/jobs", params={"offset": offset, "limit": limit})["items"]
+
+    def iter_jobs(self, page_size: int = 100) -> Iterator[dict]:
+        """Every job, newest first, fetched a page at a time."""
+        return self._pages("/v1/jobs", page_size)
 
     def get_job(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{_id(job_id)}")
 
-    def cancel(self, job_id: str) -> dict:
-        """Cancel a job (a running one stops within an epoch); returns the job."""
-        return self._json("POST", f"/v1/jobs/{_id(job_id)}/cancel")
+    def cancel(self, job_id: str, keep: str | None = None) -> dict:
+        """Cancel a job (a running one stops within an epoch); returns the job. ``keep`` (``best``,
+        ``last``, ``none``) asks the server to keep the weights learned so far, where it can."""
+        return self._json("POST", f"/v1/jobs/{_id(job_id)}/cancel", None if keep is None else {"keep": keep})
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a finished job's record and history (its model stays)."""
+        self._json("DELETE", f"/v1/jobs/{_id(job_id)}")
 
     def wait(
-        self, job_id: str, progress: bool | TextIO = True, timeout: float | None = None, interval: float = 0.5
+        self, job_id: str, progress: bool | TextIO = False, timeout: float | None = None, interval: float = 0.5
     ) -> dict:
         """Block until the job finishes and return it, history included; raises JobFailed unless it
-        succeeded, TimeoutError after ``timeout`` seconds. ``progress`` draws a bar on stderr (or on
-        the stream given). Follows the job's event stream, and polls when there is none."""
+        succeeded, TimeoutError after ``timeout`` seconds. ``progress=True`` draws a bar on stderr (or
+        on the stream given) when it is a terminal. Follows the job's event stream from where the
+        job is, and polls when there is none."""
         deadline = None if timeout is None else time.monotonic() + timeout
         job = self.get_job(job_id)
-        bar = ProgressBar(sys.stderr if progress is True else progress, job["progress"]["epochs"]) if progress else None
+        bar = None
+        if progress:
+            stream = sys.stderr if progress is True else progress
+            bar = ProgressBar(stream, job["progress"]["epochs"], initial=job["progress"]["epoch"])
         try:
             if job["status"] not in FINISHED:
-                for epoch in self.events(job_id, deadline):
+                for epoch in self.events(job_id, deadline, after=job["progress"]["epoch"]):
                     if bar is not None:
                         bar.update(epoch)
                 job = self.get_job(job_id)
@@ -243,41 +313,39 @@ class Client:
             raise JobFailed(job)
         return job
 
-    def events(self, job_id: str, deadline: float | None = None) -> Iterator[dict]:
-        """The job's ``epoch`` events as they happen (those already done first), until its final
-        ``status`` event. Yields nothing when the server has no event stream, and may stop early if
-        the stream breaks or stalls, so follow it with ``get_job`` (as ``wait`` does)."""
-        timeout = self.timeout if deadline is None else max(1.0, min(self.timeout, deadline - time.monotonic()))
-        connection = self._connect(timeout)
+    def events(self, job_id: str, deadline: float | None = None, after: int = 0) -> Iterator[dict]:
+        """The job's ``epoch`` events after epoch ``after`` as they happen (those already done first),
+        until its final ``status`` event. Yields nothing when the server has no event stream, and may
+        stop early if the stream breaks or stalls, so follow it with ``get_job`` (as ``wait`` does)."""
+        read = self.timeout if deadline is None else max(1.0, min(self.timeout, deadline - time.monotonic()))
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
         try:
-            try:
-                connection.request(
-                    "GET",
-                    self._path(f"/v1/jobs/{_id(job_id)}/events"),
-                    headers=self._headers({"Accept": "text/event-stream"}),
-                )
-                response = connection.getresponse()
-            except (OSError, http.client.HTTPException):
-                return
-            if response.status != 200 or response.getheader("Content-Type", "").split(";")[0] != "text/event-stream":
-                return
-            try:
-                for event, data in _sse(response):
+            with self._http.stream(
+                "GET", f"/v1/jobs/{_id(job_id)}/events", headers=headers, timeout=httpx.Timeout(self.timeout, read=read)
+            ) as response:
+                if response.status_code != 200 or response.headers.get("Content-Type", "").split(";")[0] != (
+                    "text/event-stream"
+                ):
+                    return
+                for event, data in _sse(response.iter_lines()):
                     if event == "epoch":
                         yield data
                     elif event == "status" and data.get("status") in FINISHED:
                         return
                     if deadline is not None and time.monotonic() > deadline:
                         return
-            except (OSError, http.client.HTTPException, ValueError):
-                return
-        finally:
-            connection.close()
+        except (httpx.HTTPError, ValueError):
+            return
 
     # Models ----------------------------------------------------------------------------
 
     def list_models(self, offset: int = 0, limit: int = 100) -> list[dict]:
-        return self._json("GET", "/v1/models", query={"offset": offset, "limit": limit})["items"]
+        """One page of your models, newest first."""
+        return self._json("GET", "/v1/models", params={"offset": offset, "limit": limit})["items"]
+
+    def iter_models(self, page_size: int = 100) -> Iterator[dict]:
+        """Every model, newest first, fetched a page at a time."""
+        return self._pages("/v1/models", page_size)
 
     def get_model(self, model_id: str) -> dict:
         return self._json("GET", f"/v1/models/{_id(model_id)}")
@@ -285,9 +353,11 @@ class Client:
     def delete_model(self, model_id: str) -> None:
         self._json("DELETE", f"/v1/models/{_id(model_id)}")
 
-    def predict(self, model_id: str, inputs) -> Prediction:
-        """Predict for ``inputs``, rows of features (a 2-D array or list of lists)."""
-        body = self._json("POST", f"/v1/models/{_id(model_id)}/predict", {"inputs": inputs})
+    def predict(self, model_id: str, inputs: Any) -> Prediction:
+        """Predict for ``inputs``: rows of features as a 2-D NumPy array, a list of lists, or a pandas
+        DataFrame, whose columns are matched to the model's feature names by name (in any order;
+        other columns are left out). Raises ValueError for a value JSON cannot carry (NaN, inf)."""
+        body = self._json("POST", f"/v1/models/{_id(model_id)}/predict", {"inputs": self._rows(model_id, inputs)})
         probabilities = body.get("probabilities")
         return Prediction(
             np.asarray(body["predictions"]),
@@ -300,85 +370,182 @@ class Client:
 
     def weights(self, model_id: str) -> bytes:
         """The model's ``.npz`` archive (see docs/spec.md, Model files)."""
-        return self._request("GET", f"/v1/models/{_id(model_id)}/weights")
+        return self._send("GET", f"/v1/models/{_id(model_id)}/weights").content
 
-    def load_model(self, model_id: str):
+    def load_model(self, model_id: str) -> Any:
         """The trained model as an ``engine`` model, to predict without the server."""
         from nnserve import engine
 
         return engine.loads(self.weights(model_id))
 
+    def _rows(self, model_id: str, inputs: Any) -> Any:
+        """``inputs`` as rows in the model's feature order: a DataFrame's columns picked by name."""
+        if not _is_dataframe(inputs):
+            return inputs
+        names = self._model_features(model_id)
+        if not names:  # the model knows no names: the columns are taken in their order
+            return inputs.to_numpy(dtype=np.float64)
+        missing = [name for name in names if name not in inputs.columns]
+        if missing:
+            raise ValueError(
+                f"the DataFrame has no column {missing[0]!r}; the model's features are {names} "
+                f"(received columns {list(inputs.columns)})"
+            )
+        return inputs[names].to_numpy(dtype=np.float64)
+
+    def _model_features(self, model_id: str) -> list[str] | None:
+        with self._lock:
+            if model_id in self._feature_names:
+                return self._feature_names[model_id]
+        model = self.get_model(model_id)
+        names = model["input"].get("feature_names")
+        if model["id"] == model_id:  # an id names one model for good; another reference may move
+            with self._lock:
+                self._feature_names[model_id] = names
+        return names
+
     # HTTP ------------------------------------------------------------------------------
+    # Every call goes through _send: one place for the body encoding, the retries and the errors,
+    # so that a new route is a one-line method.
 
     def _json(
         self,
         method: str,
         path: str,
         body: Any = None,
-        query: dict | None = None,
-        raw: bytes | None = None,
-        content_type: str = "application/json",
+        *,
+        params: dict[str, Any] | None = None,
+        form: dict[str, str] | None = None,
+        files: dict[str, Any] | None = None,
+        idempotent: bool = False,
     ) -> Any:
+        """The parsed JSON of a 2xx answer (None for an empty one); raises the NnserveError for any other.
+        ``idempotent``: send an ``Idempotency-Key`` (one per call, the same on each retry)."""
+        response = self._send(method, path, body, params=params, form=form, files=files, idempotent=idempotent)
+        return response.json() if response.content else None
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+        form: dict[str, str] | None = None,
+        files: dict[str, Any] | None = None,
+        idempotent: bool = False,
+    ) -> httpx.Response:
+        headers: dict[str, str] = {}
+        content = None
         if body is not None:
-            raw = json.dumps(body, default=_plain, allow_nan=False).encode()
-        data = self._request(method, path + ("?" + urlencode(query) if query else ""), raw, content_type)
-        return json.loads(data) if data else None
-
-    def _request(
-        self, method: str, path: str, raw: bytes | None = None, content_type: str = "application/json"
-    ) -> bytes:
-        """The body of a 2xx answer; raises the NnserveError for any other."""
-        headers = self._headers({"Accept": "application/json"})
-        if raw is not None:
-            headers["Content-Type"] = content_type
-        for attempt in (1, 2):
-            reused = self._connection is not None
-            connection = self._connection = self._connection or self._connect(self.timeout)
+            content = json.dumps(body, default=_plain, allow_nan=False).encode()
+            headers["Content-Type"] = "application/json"
+        if idempotent:
+            headers[IDEMPOTENCY_HEADER] = str(uuid.uuid4())
+        repeatable = method in IDEMPOTENT_METHODS or idempotent
+        attempt = 0
+        while True:
             try:
-                connection.request(method, self._path(path), body=raw, headers=headers)
-                response = connection.getresponse()
-                data = response.read()
-                break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
-                # The server closed an idle kept-alive connection before reading this request,
-                # so sending it again on a fresh one cannot run it twice.
-                self.close()
-                if not reused or attempt == 2:
-                    raise ServiceUnavailable(None, {"detail": f"no answer from {self.url}: {error}"}) from None
-            except (OSError, http.client.HTTPException) as error:
-                self.close()
+                response = self._http.request(
+                    method, path, content=content, data=form, files=files, params=params, headers=headers
+                )
+            except httpx.TransportError as error:
+                # A connection that was never made carried no request: any call may be sent again.
+                unsent = isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
+                if attempt < self.retries and (repeatable or unsent):
+                    attempt += 1
+                    time.sleep(_backoff(attempt))
+                    continue
                 raise ServiceUnavailable(None, {"detail": f"no answer from {self.url}: {error}"}) from None
-        if response.will_close:
-            self.close()
-        if 200 <= response.status < 300:
-            return data
-        raise _error(response, data)
+            if response.is_success:
+                return response
+            wait = self._retry_wait(response, attempt, repeatable, idempotent)
+            if wait is None:
+                raise _error(response)
+            attempt += 1
+            time.sleep(wait)
 
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        kind = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        return kind(self._netloc, timeout=timeout)
+    def _retry_wait(self, response: httpx.Response, attempt: int, repeatable: bool, keyed: bool) -> float | None:
+        """Seconds to wait before sending ``response``'s request again, or None not to."""
+        if attempt >= self.retries or not repeatable:
+            return None
+        advised = _retry_after(response)
+        # A 409 with Retry-After on a keyed POST: the same key's first request is still being processed.
+        if response.status_code in RETRIED_STATUSES or (keyed and response.status_code == 409 and advised is not None):
+            wait = _backoff(attempt + 1) if advised is None else advised
+            return wait if wait <= self.max_retry_wait else None
+        return None
 
-    def _path(self, path: str) -> str:
-        return self._prefix + path
+    def _pages(self, path: str, page_size: int) -> Iterator[dict]:
+        """The items of every page of the list at ``path``, following each page's ``next``. Only the
+        query of ``next`` is used, so a client whose URL has a path prefix keeps it."""
+        params: dict[str, Any] = {"offset": 0, "limit": page_size}
+        while True:
+            page = self._json("GET", path, params=params)
+            yield from page["items"]
+            following = page.get("next")
+            if not following or not page["items"]:
+                return
+            params = dict(parse_qsl(urlsplit(following).query))
 
-    def _headers(self, headers: dict[str, str]) -> dict[str, str]:
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return headers
+
+def _tls(verify: Any, cert: Any, trust_env: bool) -> ssl.SSLContext | bool:
+    """httpx's ``verify`` from requests-style options: ``verify`` True, False, an SSLContext, or the
+    path of a CA bundle file or directory; ``cert`` a client certificate file (key included), or
+    ``(certificate, key)`` or ``(certificate, key, password)``. (httpx itself now takes only a context.)"""
+    if cert is None and (isinstance(verify, bool | ssl.SSLContext)):
+        return verify
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    elif verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif verify is True:
+        import certifi  # httpx's own default bundle; it depends on certifi
+
+        context = ssl.create_default_context(cafile=(trust_env and os.environ.get("SSL_CERT_FILE")) or certifi.where())
+    elif Path(verify).is_dir():
+        context = ssl.create_default_context(capath=verify)
+    else:
+        context = ssl.create_default_context(cafile=verify)
+    if cert is not None:
+        certfile, keyfile, password = (cert, None, None) if isinstance(cert, str | os.PathLike) else (*cert, None)[:3]
+        context.load_cert_chain(certfile, keyfile, password)
+    return context
 
 
-def _error(response: http.client.HTTPResponse, data: bytes) -> NnserveError:
+def _error(response: httpx.Response) -> NnserveError:
     try:
-        problem = json.loads(data)
+        problem = response.json()
     except ValueError:
         problem = None
     if not isinstance(problem, dict):  # a proxy's HTML page, say
-        problem = {"status": response.status, "title": response.reason, "detail": data.decode("utf-8", "replace")[:500]}
-    error = ERRORS.get(response.status, NnserveError)(response.status, problem)
+        problem = {"status": response.status_code, "title": response.reason_phrase, "detail": response.text[:500]}
+    problem.setdefault("request_id", response.headers.get("X-Request-ID"))
+    error = ERRORS.get(response.status_code, NnserveError)(response.status_code, problem)
     if isinstance(error, RateLimited):
-        with contextlib.suppress(ValueError):
-            error.retry_after = float(response.getheader("Retry-After", ""))
+        error.retry_after = _retry_after(response)
     return error
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds: a number of seconds or an HTTP date (RFC 9110, 10.2.3); None without one."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt`` (1, 2, ...) when the server gave no Retry-After: 0.5, 1, 2, ... 8."""
+    return min(8.0, 0.5 * 2 ** (attempt - 1))
 
 
 def _id(value: str) -> str:
@@ -391,30 +558,21 @@ def _plain(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
+    if _is_dataframe(value):
+        return value.to_numpy().tolist()
     raise TypeError(f"cannot send a {type(value).__name__} as JSON")
 
 
-def _multipart(fields: dict[str, str], file_field: str, filename: str, content: bytes) -> tuple[bytes, str]:
-    """A multipart/form-data body with text ``fields`` and one file; returns ``(body, content_type)``."""
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for key, value in fields.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
-    safe_name = "".join("_" if c in '"\r\n' else c for c in filename)
-    out.write(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{safe_name}"\r\n'
-        f"Content-Type: text/csv\r\n\r\n".encode()
-    )
-    out.write(content)
-    out.write(f"\r\n--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+def _is_dataframe(value: Any) -> bool:
+    """A pandas DataFrame, recognised without importing pandas (an optional dependency)."""
+    return type(value).__module__.startswith("pandas") and hasattr(value, "columns") and hasattr(value, "to_numpy")
 
 
-def _sse(response: http.client.HTTPResponse) -> Iterator[tuple[str, dict]]:
-    """``(event, data)`` for each Server-Sent Event of ``response``, its data parsed as JSON."""
+def _sse(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
+    """``(event, data)`` for each Server-Sent Event in ``lines``, its data parsed as JSON."""
     event, data = "message", list[str]()
-    for raw in response:
-        line = raw.decode("utf-8").rstrip("\r\n")
+    for line in lines:
+        line = line.rstrip("\r\n")
         if not line:
             if data:
                 yield event, json.loads("\n".join(data))
@@ -429,19 +587,29 @@ def _sse(response: http.client.HTTPResponse) -> Iterator[tuple[str, dict]]:
 
 
 class ProgressBar:
-    """``epoch 12/60 [#####.........]  loss 0.4321  val_loss 0.455  accuracy 0.9333`` on a stream.
+    """A job's progress as a tqdm bar on a terminal: epochs done, elapsed time, rate and ETA, then the
+    latest loss and metrics as far as the terminal's width allows. It redraws one line, never wider
+    than the terminal (so it cannot wrap); on anything but a terminal (a log, a pipe) it draws nothing."""
 
-    On a terminal it redraws one line; elsewhere (a log, a pipe) it writes a line at each
-    tenth of the epochs, so logs stay short."""
+    METER = 60
+    """Columns kept for tqdm's own part (percentage, bar, n/total, times and rate) before any figure."""
 
-    WIDTH = 24
+    def __init__(self, stream: TextIO, epochs: int, initial: int = 0):
+        from tqdm import tqdm  # only drawing needs it
 
-    def __init__(self, stream: TextIO, epochs: int):
         self.stream = stream
-        self.epochs = epochs
-        self.tty = stream.isatty() if hasattr(stream, "isatty") else False
-        self.shown = 0
-        self.tenth = -1
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        # initial: a job attached to under way; its rate and ETA count from there.
+        self._bar = tqdm(
+            total=epochs,
+            initial=initial,
+            unit="epoch",
+            file=stream,
+            disable=not self.tty,
+            dynamic_ncols=True,
+            leave=True,
+            mininterval=0.1,
+        )
 
     def update(self, event: dict) -> None:
         """From an ``epoch`` event: ``{epoch, loss, val_loss?, metrics...}``."""
@@ -459,21 +627,26 @@ class ProgressBar:
         self._draw(job["progress"]["epoch"], {k: v[-1] for k, v in history.items() if v})
 
     def _draw(self, epoch: int, values: dict[str, float]) -> None:
-        if epoch <= self.shown:
+        bar = self._bar
+        if bar.disable:
             return
-        self.shown = epoch
-        if not self.tty:
-            tenth = 10 * epoch // self.epochs
-            if tenth == self.tenth:
-                return
-            self.tenth = tenth
-        done = round(self.WIDTH * min(epoch, self.epochs) / self.epochs)
-        figures = "  ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "learning_rate")
-        line = f"epoch {epoch}/{self.epochs} [{'#' * done}{'.' * (self.WIDTH - done)}]  {figures}"
-        self.stream.write(f"\r\033[K{line}" if self.tty else line + "\n")
-        self.stream.flush()
+        width = bar.dynamic_ncols(bar.fp)[0] if callable(bar.dynamic_ncols) else bar.ncols
+        figures = [f"{k}={v:.4g}" for k, v in values.items() if k != "learning_rate"]
+        bar.set_postfix_str(_fit(figures, (width or 80) - self.METER), refresh=False)
+        if epoch > bar.n:
+            bar.update(epoch - bar.n)
+        else:
+            bar.refresh()
 
     def close(self) -> None:
-        if self.tty and self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()
+
+
+def _fit(figures: list[str], width: int) -> str:
+    """As many of ``figures`` as fit in ``width`` columns, joined by commas."""
+    shown: list[str] = []
+    for figure in figures:
+        if len(", ".join([*shown, figure])) > width:
+            break
+        shown.append(figure)
+    return ", ".join(shown)

@@ -6,7 +6,6 @@ gunicorn calls ``service.app:create_app()`` in each worker process.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from flask import Flask
@@ -14,8 +13,9 @@ from redis import Redis
 from rq import Queue
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, errors, limits, store
+from . import auth, errors, limits, logs, store
 from .cache import ModelCache
+from .cors import Cors
 from .events import Streams
 from .fastpath import PredictFastPath
 from .monitoring import Monitoring
@@ -38,7 +38,7 @@ class Services:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__, static_folder=None)  # service/static is the dashboard's; its blueprint serves it
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     if settings.forwarded_hops:
@@ -49,12 +49,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     def subscriber() -> Redis:  # each pub/sub listener (model cache, stored keys) holds a client of its own
         return store.connect(settings.redis_url, settings.redis_timeout)
 
-    app.extensions["nnserve"] = Services(
+    monitoring = Monitoring(app, settings)
+    app.extensions["nnserve"] = services = Services(
         settings=settings,
         redis=connection,
         queue=make_queue(connection),
-        cache=ModelCache(subscriber, settings.model_cache_size),
-        monitoring=Monitoring(app, settings),
+        cache=ModelCache(subscriber, settings.model_cache_size, on_lookup=monitoring.cache_lookup),
+        monitoring=monitoring,
         streams=Streams(settings.stream_limit, settings.stream_lifetime, settings.stream_heartbeat),
         keys=auth.keys_of(settings, connection, subscriber),
     )
@@ -65,21 +66,24 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
 
     # Keys first: the rate limits count per key.
-    services = app.extensions["nnserve"]
     auth.install(app, services.keys)
     limits.install(app, settings)
     errors.register(app)
 
-    # The WSGI stack, outermost first: request metrics; the predict fast path, which answers
-    # cache hits without entering Flask and leaves everything else to it (off while a predict
-    # rate limit must be counted); (ProxyFix); Flask.
+    # The WSGI stack, outermost first: request ids; CORS (when origins are set); request metrics;
+    # the predict fast path, which answers cache hits without entering Flask and leaves everything
+    # else to it (off while a predict rate limit must be counted); (ProxyFix); Flask.
     fast = PredictFastPath(
         app.wsgi_app,
         services.cache,
+        monitoring,
         services.keys,
         settings.max_body_bytes,
         enabled=settings.rate_limit_predict is None,
     )
+    outer = monitoring.wrap(fast)
+    if settings.cors_origins:
+        outer = Cors(outer, settings.cors_origins)
     # Flask's documented way to wrap its WSGI callable in middleware.
-    app.wsgi_app = services.monitoring.wrap(fast)  # type: ignore[method-assign]
+    app.wsgi_app = logs.RequestIds(outer)  # type: ignore[method-assign]
     return app

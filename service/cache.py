@@ -22,6 +22,8 @@ import redis
 from . import store
 from .subscription import Subscription
 
+UNNAMED = "unnamed"
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -30,6 +32,14 @@ class Entry:
     model: Any  # engine.Model
     tenant: str
     classes: np.ndarray | None  # labels in output order, for classification
+    name: str | None = None  # the model record's name and version, for the per-model metrics
+    version: int | None = None
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        """``(model, version)`` for the per-model metrics. A model without a name is ``unnamed``: its
+        id would be a label value per model ever trained, and a metrics store must keep each."""
+        return self.name or UNNAMED, "" if self.version is None else str(self.version)
 
     def prediction(self, x: np.ndarray) -> dict[str, Any]:
         """The predict response for rows ``x``: labels and probabilities, or values.
@@ -41,8 +51,11 @@ class Entry:
 
 
 class ModelCache:
-    def __init__(self, connect: Callable[[], redis.Redis], size: int):
+    """``on_lookup(hit)`` is told the outcome of every ``get`` (the metrics count hits and misses)."""
+
+    def __init__(self, connect: Callable[[], redis.Redis], size: int, on_lookup: Callable[[bool], None] | None = None):
         self._size = size
+        self._on_lookup = on_lookup
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._evictions = 0  # bumped by every eviction, so a load that raced one is not kept
@@ -59,6 +72,8 @@ class ModelCache:
     def get(self, model_id: str, load: Callable[[], Entry]) -> Entry:
         """The cached entry for ``model_id``, or ``load()``'s (kept only while deletions can be heard)."""
         entry = self.peek(model_id)
+        if self._on_lookup is not None:
+            self._on_lookup(entry is not None)
         if entry is not None:
             return entry
         if self._size:

@@ -1,6 +1,7 @@
 """Every error a client can see, and the one way they are rendered: ``application/problem+json``.
 
-``{"type", "title", "status", "detail", "errors"?}`` (RFC 9457). Routes raise an
+``{"type", "title", "status", "detail", "errors"?, "request_id"}`` (RFC 9457; ``request_id`` is the
+request's X-Request-ID, see ``logs``). Routes raise an
 :class:`ApiError`; pydantic's ValidationError, the engine's SpecError, werkzeug's HTTP
 errors and Redis being unreachable are translated here, in one place, so bad input can
 never surface as HTML, a traceback or a 5xx.
@@ -24,6 +25,8 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from nnserve.engine import SpecError
+
+from .logs import ENVIRON_KEY
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +122,11 @@ class Unavailable(ApiError):
 def problem(status: int, title: str, detail: str, slug: str, errors: list | None = None) -> Response:
     if has_request_context() and OIP_PATH.match(request.path):
         return Response(orjson.dumps({"error": detail}), status=status, mimetype="application/json")
-    body = {"type": f"urn:nnserve:problem:{slug}", "title": title, "status": status, "detail": detail}
+    body: dict[str, Any] = {"type": f"urn:nnserve:problem:{slug}", "title": title, "status": status, "detail": detail}
     if errors is not None:
         body["errors"] = errors
+    if has_request_context() and ENVIRON_KEY in request.environ:
+        body["request_id"] = request.environ[ENVIRON_KEY]
     return Response(orjson.dumps(body), status=status, mimetype=PROBLEM_JSON)
 
 

@@ -10,15 +10,16 @@ success case, ``POST /v1/models/{id}/predict`` when
 - no predict rate limit is set (counting needs Redis and the route's hook),
 
 and it answers it with the functions the Flask route uses: ``Keys.identify`` and ``auth.needs``,
-``parsing.inputs_array``, ``Entry.prediction``. Everything else — another route, a cache miss,
-a missing, wrong or under-scoped key, any error in the body — goes to the Flask app unchanged
-(with the body put back), so each error has exactly one rendering: the route's.
+``parsing.inputs_array``, ``Monitoring.predict`` (``Entry.prediction``, counted per model). Everything
+else — another route, a cache miss, a missing, wrong or under-scoped key, any error in the body — goes
+to the Flask app unchanged (with the body put back), so each error has exactly one rendering: the route's.
 """
 
 from __future__ import annotations
 
 import io
 import re
+from typing import TYPE_CHECKING
 
 import orjson
 import redis
@@ -30,6 +31,9 @@ from .cache import ModelCache
 from .errors import ApiError, Invalid
 from .parsing import inputs_array
 
+if TYPE_CHECKING:
+    from .monitoring import Monitoring
+
 PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
 ROUTE = "/v1/models/<model_id>/predict"
 """The Flask rule this lane stands in for, as the request metrics label it."""
@@ -40,9 +44,18 @@ ROUTE_KEY = "nnserve.route"
 
 
 class PredictFastPath:
-    def __init__(self, app, cache: ModelCache, keys: Keys, max_body_bytes: int, enabled: bool = True):
+    def __init__(
+        self,
+        app,
+        cache: ModelCache,
+        monitoring: Monitoring,
+        keys: Keys,
+        max_body_bytes: int,
+        enabled: bool = True,
+    ):
         self.app = app
         self.cache = cache
+        self.monitoring = monitoring
         self.keys = keys
         self.needed = needs(ENDPOINT, "POST")
         self.max_body_bytes = max_body_bytes
@@ -76,9 +89,11 @@ class PredictFastPath:
         raw = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(raw)  # for Flask, should the request go there after all
         try:
-            response = entry.prediction(inputs_array(orjson.loads(raw)))
+            # A failure is left to the route, which counts it among the model's errors.
+            response = self.monitoring.predict(entry, inputs_array(orjson.loads(raw)), count_failure=False)
         except (orjson.JSONDecodeError, Invalid, engine.SpecError):
             return None
+        self.monitoring.cache_lookup(hit=True)
         return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
 
     def _tenant(self, environ) -> str | None:

@@ -126,7 +126,12 @@ def _apply(
             raise ValueError(f"the move {move.name} writes {sorted(row.writes)}, not {sorted(fields)}")
         steps.append(store.Step(row.sources, row.target, fields, row.model, drop_checkpoint=row.target in FINISHED))
     index, previous = store.transition(r, job, steps, lease)
-    return (None if index is None else moves[index][0]), (None if previous is None else JobStatus(previous))
+    if index is None:
+        return None, None if previous is None else JobStatus(previous)
+    move = moves[index][0]
+    if move.value.target in FINISHED:
+        store.record_duration(r, job["id"], move.value.target)
+    return move, JobStatus(previous) if previous is not None else None
 
 
 def submit(
@@ -175,6 +180,13 @@ def honour_cancel(r: redis.Redis, job: Job, lease: str | None = None) -> bool:
     job with it); True when it was still queued or running."""
     move, _ = _apply(r, job, (Move.honour_cancel, {"finished_at": store.now(), "error": None}), lease=lease)
     return move is not None
+
+
+def delete(r: redis.Redis, job: Job) -> None:
+    """Delete a finished job's record and history (its model stays); raises Refused while it is ACTIVE."""
+    deleted, status = store.delete_job(r, job, keep=ACTIVE)
+    if not deleted:
+        raise Refused(job["id"], None if status is None else JobStatus(status))
 
 
 def fail(r: redis.Redis, job: Job, error: Error) -> bool:

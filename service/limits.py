@@ -1,10 +1,12 @@
 """Rate limits: job submissions and predict calls per API key (per client address without keys).
 
 Counted in Redis (``store.count_request``: one script, one round trip), so every API process
-and replica shares one count. The window is fixed: at most ``count`` requests in the
-``seconds`` that follow a window's first request, so a client can fit up to twice the count
-across a window's edge; in exchange the check is a single INCR. A limit that is not set
-installs nothing: its route makes no Redis call for it.
+and replica shares one count. The window slides: at most ``count`` requests in any span of
+``seconds``, so no burst across a window's edge can reach twice the count. Every response of a
+limited route says where its caller stands (the IETF RateLimit header fields):
+``RateLimit-Limit`` (the count), ``RateLimit-Remaining`` (requests left now) and
+``RateLimit-Reset`` (seconds until the window frees a request); a 429 adds ``Retry-After``. A
+limit that is not set installs nothing: its route makes no Redis call for it.
 
 The other limits are checked where their data is: body size by Flask (413), dataset shape in
 ``data``, model size and compute budget in ``specs``, jobs in flight per tenant in
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 
 from . import store
 from .context import services
@@ -58,13 +60,24 @@ def install(app: Flask, settings: Settings) -> None:
         if limit is None:
             return
         scope, rate, field, what = limit
-        count, window_left = store.count_request(services().redis, scope, client(), rate.seconds)
-        if count > rate.count:
+        allowed, count, reset = store.count_request(services().redis, scope, client(), rate.count, rate.seconds)
+        wait = max(1, math.ceil(reset))
+        g.rate_limit = {
+            "RateLimit-Limit": str(rate.count),
+            "RateLimit-Remaining": str(max(0, rate.count - count)),
+            "RateLimit-Reset": str(wait),
+        }
+        if not allowed:
             period = PERIOD_NAMES.get(rate.seconds, f"{rate.seconds} s")
             per = "API key" if "tenant" in g else "client address"
-            wait = max(1, math.ceil(window_left))
             raise TooManyRequests(
                 f"rate limit reached: at most {rate.count} {what} per {period} per {per} "
                 f"(NNSERVE_{field.upper()}); try again in {wait} s",
                 retry_after=wait,
             )
+
+    @app.after_request
+    def rate_limit_headers(response: Response) -> Response:
+        # Also on errors and on the 429 itself: Flask runs after_request on every response it renders.
+        response.headers.update(g.get("rate_limit", {}))
+        return response

@@ -1,4 +1,9 @@
-"""Prometheus metrics: requests and latencies per route, jobs by status, queue depth.
+"""Prometheus metrics: requests and latencies per route; per model, its prediction requests, rows,
+errors and latency; model cache hits and misses; jobs by status, their run times, queue depth.
+
+Per-model series are labelled by the model record's ``name`` and registry ``version``; models without
+a name share the label ``unnamed``, so that the number of series stays bounded by the names people
+chose, not by every model ever trained (``Entry.labels``).
 
 Under gunicorn several processes serve requests, so per-process counters would disagree
 from one scrape to the next. With ``metrics_dir`` set (``nnserve api`` and ``nnserve up``
@@ -6,24 +11,32 @@ set it, and ``PROMETHEUS_MULTIPROC_DIR`` with it, before gunicorn starts) the co
 use prometheus_client's multiprocess mode: each process writes its samples to a
 memory-mapped file in that directory and a scrape sums them. That costs microseconds per
 request and no network round trip, unlike counting in Redis. Job and queue figures are
-cluster-wide facts, so they are read from Redis at scrape time instead.
+cluster-wide facts, so they are read from Redis at scrape time instead: the workers that run
+the jobs add each one's run time to a histogram kept in Redis (``store.job_durations``).
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import redis
 from flask import Flask
 from flask import Request as FlaskRequest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from nnserve.engine import SpecError
 
 from . import store
 from .fastpath import ROUTE_KEY
 from .lifecycle import JobStatus
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .cache import Entry
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -43,10 +56,69 @@ class Monitoring:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        per_model = ["model", "version"]
+        self.model_requests = Counter(
+            "nnserve_model_requests",
+            "Prediction requests a model answered or refused.",
+            per_model,
+            registry=self.registry,
+        )
+        self.model_rows = Counter("nnserve_model_rows", "Rows predicted.", per_model, registry=self.registry)
+        self.model_errors = Counter(
+            "nnserve_model_errors",
+            "Prediction requests a model refused (inputs it cannot take).",
+            per_model,
+            registry=self.registry,
+        )
+        self.model_latency = Histogram(
+            "nnserve_model_predict_duration_seconds",
+            "Time a model took to predict for one request.",
+            per_model,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.cache_lookups = Counter(
+            "nnserve_model_cache_lookups",
+            "Trained-model cache lookups, by hit or miss.",
+            ["result"],
+            registry=self.registry,
+        )
         # labels() hashes and looks up its arguments on every call; a request needs the same few
         # children over and over, so they are kept here.
         self._children: dict[tuple[str, str, str], tuple] = {}
+        self._model_children: dict[tuple[str, str], tuple] = {}
+        self._hit, self._miss = self.cache_lookups.labels("hit"), self.cache_lookups.labels("miss")
         app.request_class = _RoutedRequest
+
+    def predict(self, entry: Entry, x: np.ndarray, count_failure: bool = True) -> dict[str, Any]:
+        """``entry.prediction(x)``, counted and timed under the model's labels. A SpecError (inputs the
+        model cannot take) is counted among its errors, unless ``count_failure`` is false (the fast
+        path, which leaves the failure to the route), and raised."""
+        children = self._model_children.get(entry.labels)
+        if children is None:
+            labels = entry.labels
+            children = self._model_children[labels] = (
+                self.model_requests.labels(*labels),
+                self.model_rows.labels(*labels),
+                self.model_errors.labels(*labels),
+                self.model_latency.labels(*labels),
+            )
+        requests, rows, errors, latency = children
+        started = time.perf_counter()
+        try:
+            prediction = entry.prediction(x)
+        except SpecError:
+            if count_failure:
+                requests.inc()
+                errors.inc()
+            raise
+        latency.observe(time.perf_counter() - started)
+        requests.inc()
+        rows.inc(len(x))
+        return prediction
+
+    def cache_lookup(self, hit: bool) -> None:
+        (self._hit if hit else self._miss).inc()
 
     def wrap(self, wsgi_app):
         """``wsgi_app`` with every request counted and timed, labelled by its route.
@@ -111,7 +183,7 @@ class _StoreCollector:
     def collect(self):
         up = GaugeMetricFamily("nnserve_redis_up", "1 when Redis answered this scrape.")
         try:
-            counts, depth = store.job_counts(self.r), self.queue.count
+            counts, depth, durations = store.job_counts(self.r), self.queue.count, store.job_durations(self.r)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             up.add_metric([], 0)
             yield up
@@ -123,3 +195,12 @@ class _StoreCollector:
             jobs.add_metric([status.value], counts.get(status.value, 0))
         yield jobs
         yield GaugeMetricFamily("nnserve_queue_depth", "Jobs waiting for a worker.", value=depth)
+        runs = HistogramMetricFamily(
+            "nnserve_job_duration_seconds", "Run time of finished jobs, from start to end.", labels=["status"]
+        )
+        for ended, histogram in sorted(durations.items()):
+            buckets = [(str(float(bound)), histogram.get(str(bound), 0.0)) for bound in store.JOB_DURATION_BUCKETS]
+            runs.add_metric(
+                [ended], [*buckets, ("+Inf", histogram.get("count", 0.0))], sum_value=histogram.get("sum", 0.0)
+            )
+        yield runs

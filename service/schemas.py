@@ -216,7 +216,15 @@ class DatasetPublic(BaseModel):
     created_at: str
 
 
-class DatasetList(BaseModel):
+class Page(BaseModel):
+    """The paging fields of every list (the ``Link`` header carries the same ``next``, with ``first``,
+    ``prev`` and ``last``)."""
+
+    total: int = Field(description="Records in the whole list, on every page.")
+    next: str | None = Field(description="Relative URL of the next page; null on the last page.")
+
+
+class DatasetList(Page):
     items: list[DatasetPublic]
 
 
@@ -262,7 +270,7 @@ class JobPublic(BaseModel):
     finished_at: str | None = None
 
 
-class JobList(BaseModel):
+class JobList(Page):
     items: list[JobPublic]
 
 
@@ -296,7 +304,7 @@ class ModelPublic(BaseModel):
     trained_at: str | None = None
 
 
-class ModelList(BaseModel):
+class ModelList(Page):
     items: list[ModelPublic]
 
 
@@ -340,3 +348,4 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = Field(None, description="422 only: each with `loc`, `msg`, `type`.")
+    request_id: str | None = Field(None, description="The request's X-Request-ID, as in the server's log lines.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -118,10 +118,23 @@ def _scopes_of_key(text: str, number: int) -> frozenset[str]:
         ) from None
 
 
+def _origins(value):
+    """A comma-separated list of origins (``scheme://host[:port]``, no path), or ``*`` for any."""
+    origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip()) if isinstance(value, str) else value
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if origin != "*" and (scheme not in ("http", "https") or not rest or "/" in rest):
+            raise ValueError(
+                f"each origin must be scheme://host[:port] (or *), like https://app.example.com; received {origin!r}"
+            )
+    return origins
+
+
 # NoDecode: these come as plain text ("30/minute", "key1,key2"), not as the JSON that
 # pydantic-settings would otherwise expect of a tuple.
 RateLimit = Annotated[Rate | None, NoDecode, BeforeValidator(_rate)]
 ApiKeys = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_keys)]
+Origins = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_origins)]
 
 
 class Settings(BaseSettings):
@@ -144,6 +157,11 @@ class Settings(BaseSettings):
         "(`key:predict`, `key:predict+read`; read, predict, train, admin; none named: all). When set, every "
         "versioned request needs `Authorization: Bearer <key>`, and each key is a tenant that sees only its own "
         "datasets, jobs and models. Keys can also be created at run time (`nnserve keys create`).",
+    )
+    cors_origins: Origins = Field(
+        (),
+        description="Comma-separated origins whose browser pages may call the API (CORS), like "
+        "'https://app.example.com', or '*' for any; unset: none (same-origin pages only, such as the dashboard).",
     )
     forwarded_hops: int = Field(
         0,
@@ -258,6 +276,10 @@ class Settings(BaseSettings):
         None, description="Directory shared by gunicorn's processes for Prometheus counters (set by the CLI)."
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or as JSON objects one per line (`json`), each with its request's X-Request-ID.",
+    )
 
     @model_validator(mode="after")
     def _streams_leave_threads(self) -> Settings:

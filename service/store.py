@@ -12,8 +12,9 @@
 | nnserve:tenant:{tenant}:{kind}        | sorted set | dataset / job / model ids by creation time              |
 | nnserve:tenant:{tenant}:active_jobs   | set        | ids of jobs that may be queued or running (with a limit) |
 | nnserve:stats:jobs                    | hash       | number of jobs in each status (for /metrics)            |
+| nnserve:stats:job_durations           | hash       | jobs' run times as histogram buckets per end status     |
 | nnserve:idempotency:{tenant}:{sha256} | string     | JSON: a POST's fingerprint and response, by its key     |
-| nnserve:ratelimit:{scope}:{who}       | string     | requests counted in the current window (expires with it) |
+| nnserve:ratelimit:{scope}:{who}       | hash       | requests per tenth of the sliding window (expires with it) |
 | nnserve:events:models (pub/sub)       | channel    | ids of deleted models, so API processes drop them       |
 | nnserve:apikeys                       | hash       | SHA-256 (hex) of each stored API key: JSON id, tenant, scopes, created_at, revoked_at |
 | nnserve:events:keys (pub/sub)         | channel    | SHA-256 (hex) of each key created or revoked            |
@@ -55,6 +56,9 @@ PUBLIC = "public"
 MODEL_EVENTS = f"{PREFIX}:events:models"
 """Pub/sub channel carrying the id of each deleted model."""
 JOB_STATS = f"{PREFIX}:stats:jobs"
+JOB_DURATIONS = f"{PREFIX}:stats:job_durations"
+JOB_DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+"""Upper bounds, in seconds, of the job run-time histogram (``/metrics``)."""
 RETRY_BACKOFF_CAP = 2.0
 """Seconds, at most, between a worker's attempts at a Redis command while Redis is unreachable."""
 
@@ -179,6 +183,11 @@ def _fetch_many(r: redis.Redis, key: Callable[[str], str], ids: Iterable[str]) -
 def _page(r: redis.Redis, tenant: str, kind: str, offset: int, limit: int) -> list[str]:
     """Ids newest first."""
     return [i.decode() for i in r.zrevrange(index_key(tenant, kind), offset, offset + limit - 1)]
+
+
+def count(r: redis.Redis, tenant: str, kind: str) -> int:
+    """How many datasets, jobs or models (``kind``) the tenant has; datasets count the built-ins too."""
+    return r.zcard(index_key(tenant, kind)) + (len(builtin.NAMES) if kind == DATASETS else 0)
 
 
 def _score(created_at: str) -> float:
@@ -441,6 +450,34 @@ def list_jobs(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) ->
     return _fetch_many(r, job_key, _page(r, tenant, JOBS, offset, limit))
 
 
+# Deletes a job unless it is in one of the statuses given (those that may still train): its record,
+# history and checkpoint, its place in the tenant's index and in the per-status counts.
+# KEYS: job, history, checkpoint, index, stats. ARGV: job id, then the kept statuses (JSON).
+# Returns {1, status} when deleted, {0, status} when the job is in a kept status, nil when there is
+# no such job.
+_DELETE_JOB = _script("""
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return nil end
+for i = 2, #ARGV do
+  if ARGV[i] == status then return {0, status} end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], status, -1)
+return {1, status}
+""")
+
+
+def delete_job(r: redis.Redis, job: Mapping[str, Any], keep: Collection[str]) -> tuple[bool, str | None]:
+    """Delete ``job`` unless its status is in ``keep`` (``lifecycle.ACTIVE``; its model is left alone);
+    returns (deleted, status)."""
+    keys = [job_key(job["id"]), history_key(job["id"]), checkpoint_key(job["id"]), index_key(job["tenant"], JOBS)]
+    result = _DELETE_JOB(keys=[*keys, JOB_STATS], args=[job["id"], *(orjson.dumps(s) for s in keep)], client=r)
+    if result is None:
+        return False, None
+    return bool(result[0]), orjson.loads(result[1])
+
+
 def history(r: redis.Redis, job_id: str) -> dict[str, list[float]]:
     """Logged values per name, one per finished epoch: ``{"loss": [...], "val_loss": [...], ...}``."""
     columns: dict[str, list[float]] = {}
@@ -521,6 +558,32 @@ def save_model(
         pipe.execute()
 
 
+def record_duration(r: redis.Redis, job_id: str, status: str) -> None:
+    """Count the run time of a job that just ended with ``status`` (from its start to its end) in
+    the cluster-wide histogram; nothing for a job that never started."""
+    started, finished = (orjson.loads(v) if v else None for v in r.hmget(job_key(job_id), "started_at", "finished_at"))
+    if started is None or finished is None:
+        return
+    seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    with r.pipeline(transaction=False) as pipe:
+        for bound in JOB_DURATION_BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(JOB_DURATIONS, f"{status}:{bound}", 1)
+        pipe.hincrby(JOB_DURATIONS, f"{status}:count", 1)
+        pipe.hincrbyfloat(JOB_DURATIONS, f"{status}:sum", seconds)
+        pipe.execute()
+
+
+def job_durations(r: redis.Redis) -> dict[str, dict[str, float]]:
+    """The run-time histogram per end status: ``{status: {"1": count ≤ 1 s, ..., "count", "sum"}}``,
+    bucket counts cumulative."""
+    histograms: dict[str, dict[str, float]] = {}
+    for field, value in r.hgetall(JOB_DURATIONS).items():
+        status, _, name = (field.decode() if isinstance(field, bytes) else field).partition(":")
+        histograms.setdefault(status, {})[name] = float(value)
+    return histograms
+
+
 def job_counts(r: redis.Redis) -> dict[str, int]:
     return {orjson.loads(k): int(v) for k, v in r.hgetall(JOB_STATS).items()}
 
@@ -551,26 +614,54 @@ def delete_model(r: redis.Redis, model: dict[str, Any]) -> None:
 
 # Limits and idempotency ------------------------------------------------------------------
 
-# Counts a request in a fixed window that starts with the window's first request and lasts
-# ARGV[1] ms (the counter's expiry). One script, so concurrent API processes share one count
-# and a counter can never be left without its expiry. KEYS: counter.
-# Returns {requests counted in the window, ms until it ends}.
+RATE_BUCKETS = 10
+"""Buckets a rate-limit window is counted in: the window slides by a tenth of its length."""
+
+# Counts a request against a sliding window of ARGV[2] ms, allowing at most ARGV[1] requests in
+# any such span of time. The counter is a hash of request counts per bucket (ARGV[3] buckets per
+# window, numbered by Redis's clock). A bucket still counts in full while any part of it lies in
+# the window, so the count can only err high: no span of one window ever holds more than the
+# limit, across a window's edge included, which a fixed window (INCR + EXPIRE) allows twice over;
+# memory stays at most ARGV[3] + 1 fields, where a log of timestamps would keep one per request.
+# A refused request is not counted. Redis's own TIME keeps every API process on one clock.
+# KEYS: counter. Returns {1 allowed | 0 refused, requests in the window, ms until the oldest
+# counted bucket leaves it}.
 _COUNT_REQUEST = _script("""
-local n = redis.call('INCR', KEYS[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local window = tonumber(ARGV[2])
+local size = window / tonumber(ARGV[3])
+local current = math.floor(now / size)
+local oldest = math.floor((now - window) / size)
+local counts = redis.call('HGETALL', KEYS[1])
+local total, first = 0, current
+for i = 1, #counts, 2 do
+  local bucket = tonumber(counts[i])
+  if bucket < oldest then
+    redis.call('HDEL', KEYS[1], counts[i])
+  else
+    total = total + tonumber(counts[i + 1])
+    if bucket < first then first = bucket end
+  end
 end
-return {n, ttl}
+local allowed = 0
+if total < tonumber(ARGV[1]) then
+  redis.call('HINCRBY', KEYS[1], current, 1)
+  redis.call('PEXPIRE', KEYS[1], window + size)
+  total = total + 1
+  allowed = 1
+end
+return {allowed, total, (first + 1) * size + window - now}
 """)
 
 
-def count_request(r: redis.Redis, scope: str, who: str, seconds: int) -> tuple[int, float]:
-    """Count one request of ``who`` in its current ``seconds``-long window (one round trip):
-    ``(requests in the window so far, seconds until the window ends)``."""
-    count, ttl = _COUNT_REQUEST(keys=[rate_key(scope, who)], args=[seconds * 1000], client=r)
-    return int(count), int(ttl) / 1000
+def count_request(r: redis.Redis, scope: str, who: str, limit: int, seconds: int) -> tuple[bool, int, float]:
+    """Count one request of ``who`` unless ``limit`` requests already lie in the ``seconds`` before
+    it (one round trip): ``(allowed, requests in the window, seconds until the window frees one)``."""
+    allowed, count, reset = _COUNT_REQUEST(
+        keys=[rate_key(scope, who)], args=[limit, seconds * 1000, RATE_BUCKETS], client=r
+    )
+    return bool(allowed), int(count), int(reset) / 1000
 
 
 # Takes an idempotency key for one request, as SET NX would, unless it is taken: then the

@@ -6,12 +6,16 @@ Nothing here is autouse: the engine's tests never start Redis.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -228,6 +232,27 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def run_in_terminal(command: list[str], columns: int, timeout: float = 120, env: dict | None = None) -> str:
+    """What ``command`` writes to a pseudo-terminal ``columns`` wide (stdout and stderr both)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    process = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, env=env, cwd=ROOT)
+    os.close(follower)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        out += chunk
+    process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    os.close(leader)
+    return out.decode().replace("\r\n", "\n")
 
 
 @pytest.fixture

@@ -1,11 +1,22 @@
-"""``nnserve.client.Client`` against a running service: ``nnserve api`` and ``nnserve worker`` processes."""
+"""``nnserve.client.Client`` against a running service: ``nnserve api`` and ``nnserve worker`` processes;
+retries, proxies and TLS against the real app served by werkzeug behind a fault injector, a forwarding
+proxy or TLS."""
 
 from __future__ import annotations
 
+import http.server
 import io
+import ssl
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
+from typing import ClassVar
 
 import numpy as np
+import orjson
+import pandas as pd
 import pytest
 from werkzeug.serving import make_server
 
@@ -19,13 +30,12 @@ from nnserve.client import (
     NnserveError,
     NotFoundError,
     Prediction,
-    ProgressBar,
     RateLimited,
     ServiceUnavailable,
     ValidationFailed,
 )
 from nnserve.service.builtin import load
-from tests.conftest import free_port
+from tests.conftest import free_port, run_in_terminal
 from tests.service.helpers import IRIS_MODEL, IRIS_TRAINING
 from tests.stack import stack
 
@@ -89,8 +99,7 @@ def test_train_wait_predict_evaluate_and_weights(nn):
     done = nn.wait(job["id"], progress=progress, timeout=WAIT)
     assert done["status"] == "succeeded"
     assert len(done["history"]["loss"]) == IRIS_TRAINING["epochs"]
-    lines = progress.getvalue().splitlines()
-    assert lines[-1].startswith(f"epoch {IRIS_TRAINING['epochs']}/{IRIS_TRAINING['epochs']} [") and "loss" in lines[-1]
+    assert progress.getvalue() == ""  # not a terminal: no bar drawn
 
     _, x, y = load("iris")
     prediction = nn.predict(done["model_id"], x)
@@ -216,7 +225,6 @@ def test_wait_polls_behind_a_proxy_that_drops_event_streams(url, redis_server):
         server.shutdown()
         thread.join()
     assert done["status"] == "succeeded" and len(done["history"]["loss"]) == 30
-    assert progress.getvalue().splitlines()[-1].startswith("epoch 30/30 [")
 
 
 def test_api_keys_and_rate_limits(keyed_url):
@@ -235,28 +243,309 @@ def test_api_keys_and_rate_limits(keyed_url):
             nn.predict(job["model_id"], [[5.1, 3.5, 1.4, 0.2]])
         with pytest.raises(RateLimited) as raised:
             nn.predict(job["model_id"], [[5.1, 3.5, 1.4, 0.2]])
-    assert raised.value.status == 429 and 0 < raised.value.retry_after <= 60
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_bar_redraws_one_line_on_a_terminal():
-    screen = Terminal()
-    bar = ProgressBar(screen, epochs=4)
-    for epoch in (1, 2, 2, 4):  # a repeated epoch (a resumed stream) is drawn once
-        bar.update({"epoch": epoch, "loss": 1 / epoch, "val_loss": 2 / epoch, "accuracy": 0.5, "learning_rate": 0.01})
-    bar.close()
-    frames = screen.getvalue().split("\r\033[K")[1:]
-    assert frames == [
-        "epoch 1/4 [######..................]  loss 1  val_loss 2  accuracy 0.5",
-        "epoch 2/4 [############............]  loss 0.5  val_loss 1  accuracy 0.5",
-        "epoch 4/4 [########################]  loss 0.25  val_loss 0.5  accuracy 0.5\n",
-    ]
+    assert raised.value.status == 429 and 0 < raised.value.retry_after <= 66  # the window and one tenth
 
 
 def test_bad_url_is_refused():
     with pytest.raises(ValueError, match="http"):
         Client("127.0.0.1:8000")
+
+
+@pytest.fixture(scope="module")
+def iris_model(url):
+    with Client(url) as nn:
+        return nn.wait(nn.train("iris", IRIS_MODEL, IRIS_TRAINING)["id"], timeout=WAIT)["model_id"]
+
+
+def test_one_client_is_shared_by_threads(url, iris_model):
+    """4 threads, 20 calls each, on one client (one connection pool): every call answers right."""
+    _, x, y = load("iris")
+    failures, start = [], threading.Barrier(4)
+
+    def calls(nn: Client, seed: int) -> None:
+        start.wait()
+        for i in range(20):
+            try:
+                if i % 3 == 0:
+                    assert nn.get_model(iris_model)["id"] == iris_model
+                elif i % 3 == 1:
+                    rows = slice(seed * 10 + i, seed * 10 + i + 5)
+                    labels, _ = nn.predict(iris_model, x[rows])
+                    assert labels.shape == (5,) and set(labels) <= set(y)
+                else:
+                    assert any(m["id"] == iris_model for m in nn.list_models())
+            except Exception as error:  # every failure is collected and shown
+                failures.append(repr(error))
+
+    with Client(url) as nn:
+        threads = [threading.Thread(target=calls, args=(nn, seed)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+
+
+def test_predict_takes_a_dataframe_by_column_name_an_array_or_lists(nn, iris_model):
+    _, x, _ = load("iris")
+    expected = nn.predict(iris_model, x[:10].tolist())
+    names = nn.get_model(iris_model)["input"]["feature_names"]
+    frame = pd.DataFrame(x[:10], columns=names)
+    shuffled = frame[names[::-1]].assign(species="ignored")  # columns in another order, and one more
+    for inputs in (shuffled, frame, x[:10], np.asarray(x[:10], dtype=np.float64)):
+        labels, probabilities = nn.predict(iris_model, inputs)
+        assert labels.tolist() == expected.predictions.tolist()
+        np.testing.assert_allclose(probabilities, expected.probabilities, atol=1e-6)
+    with pytest.raises(ValueError, match="no column 'petal_width'"):
+        nn.predict(iris_model, frame.drop(columns="petal_width"))
+
+
+def test_pages_are_iterated(nn):
+    before = {job["id"] for job in nn.iter_jobs()}
+    ids = [nn.train("linear", {"layers": [{"type": "dense", "units": 1}]}, {"epochs": 1})["id"] for _ in range(5)]
+    paged = [job["id"] for job in nn.iter_jobs(page_size=2)]
+    assert paged[:5] == ids[::-1] and set(paged[5:]) == before
+    assert [d["id"] for d in nn.iter_datasets(page_size=1)][:3] == ["iris", "blobs", "linear"]
+
+
+def test_importing_the_client_loads_no_server_library():
+    code = (
+        "import sys, nnserve.client; "
+        "print(sorted(m for m in ('flask', 'rq', 'gunicorn', 'prometheus_client', 'redis') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert run.stdout.strip() == "[]"
+
+
+# Retries, proxies and TLS: the real app served in this process --------------------------------------
+
+
+class Faults:
+    """The app behind a server that answers chosen requests with an error instead, each once. With
+    ``lost``, the app serves the request first and its answer is lost on the way back."""
+
+    def __init__(self, app):
+        self.app = app
+        self.planned: list[tuple[str, str, int, str | None, bool]] = []
+        self.seen: list[tuple[str, str, str | None, float]] = []
+
+    def plan(self, method: str, path: str, status: int, retry_after: str | None = None, lost: bool = False) -> None:
+        self.planned.append((method, path, status, retry_after, lost))
+
+    def __call__(self, environ, start_response):
+        method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
+        self.seen.append((method, path, environ.get("HTTP_IDEMPOTENCY_KEY"), time.monotonic()))
+        for i, (m, p, status, retry_after, lost) in enumerate(self.planned):
+            if (m, p) == (method, path):
+                del self.planned[i]
+                if lost:
+                    body = self.app(environ, lambda *args: lambda data: None)
+                    b"".join(body)
+                    getattr(body, "close", lambda: None)()
+                headers = [("Content-Type", "application/problem+json")]
+                if retry_after is not None:
+                    headers.append(("Retry-After", retry_after))
+                start_response(f"{status} Fault", headers)
+                return [orjson.dumps({"status": status, "title": "Fault", "detail": f"planned {status}"})]
+        return self.app(environ, start_response)
+
+
+def serve(app, ssl_context=None):
+    server = make_server("127.0.0.1", free_port(), app, threaded=True, ssl_context=ssl_context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture
+def faults(url, redis_server):
+    from nnserve.service.app import create_app
+    from nnserve.service.settings import Settings
+
+    faulty = Faults(create_app(Settings(redis_url=redis_server.url, log_level="WARNING")))
+    server, thread = serve(faulty)
+    faulty.url = f"http://127.0.0.1:{server.server_port}"
+    yield faulty
+    server.shutdown()
+    thread.join()
+
+
+def test_a_get_is_retried_after_the_servers_retry_after(faults):
+    faults.plan("GET", "/v1/models", 429, retry_after="1")
+    faults.plan("GET", "/v1/models", 503)  # no Retry-After: the client's own backoff (0.5 s, then 1 s)
+    with Client(faults.url) as nn:
+        started = time.monotonic()
+        nn.list_models()
+    calls = [t for method, path, _, t in faults.seen if (method, path) == ("GET", "/v1/models")]
+    assert len(calls) == 3 and calls[1] - calls[0] >= 0.95 and calls[2] - calls[1] >= 0.95
+    assert time.monotonic() - started < 10
+
+
+def test_a_job_whose_answer_was_lost_is_created_once(faults):
+    """The job is created but its 202 is lost behind a 503; the retry carries the same Idempotency-Key,
+    so the server answers with the first job instead of creating a second."""
+    faults.plan("POST", "/v1/jobs", 503, retry_after="0", lost=True)
+    with Client(faults.url) as nn:
+        before = len(list(nn.iter_jobs()))
+        job = nn.train("linear", {"layers": [{"type": "dense", "units": 1}]}, {"epochs": 1})
+        jobs = list(nn.iter_jobs())
+    keys = [key for method, path, key, _ in faults.seen if (method, path) == ("POST", "/v1/jobs")]
+    assert len(keys) == 2 and keys[0] == keys[1] and len(keys[0]) == 36
+    assert len(jobs) == before + 1 and jobs[0]["id"] == job["id"]
+
+
+def test_a_post_without_a_key_is_not_retried_nor_a_long_wait_waited(faults):
+    faults.plan("POST", "/v1/models/mdl_x/predict", 503, retry_after="0")
+    faults.plan("GET", "/v1/jobs", 429, retry_after="120")
+    with Client(faults.url, max_retry_wait=60) as nn:
+        with pytest.raises(ServiceUnavailable) as raised:
+            nn.predict("mdl_x", [[1.0]])
+        assert raised.value.status == 503
+        started = time.monotonic()
+        with pytest.raises(RateLimited) as limited:
+            nn.list_jobs()
+        assert limited.value.retry_after == 120 and time.monotonic() - started < 5
+    assert [path for _, path, _, _ in faults.seen].count("/v1/models/mdl_x/predict") == 1
+
+
+class ForwardingProxy(http.server.BaseHTTPRequestHandler):
+    """An HTTP proxy for plain-HTTP requests (their request line holds the absolute URL)."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self):
+        ForwardingProxy.seen.append(self.path)
+        request = urllib.request.Request(self.path, headers={k: v for k, v in self.headers.items() if k != "Host"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as answer:
+            body = answer.read()
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.headers["Content-Type"])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_proxies_come_from_the_environment(url, monkeypatch):
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ForwardingProxy)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+        with Client(url) as nn:
+            nn.list_datasets()
+        assert ForwardingProxy.seen == [f"{url}/v1/datasets?offset=0&limit=100"]
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        with Client(url) as nn:
+            nn.list_datasets()
+        assert len(ForwardingProxy.seen) == 1  # went straight to the server
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join()
+
+
+def _certificates(tmp) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp, timeout=60)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=nnserve test CA",
+    )
+    (tmp / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        )
+    return {name: str(tmp / name) for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+def test_tls_with_a_ca_bundle_and_a_client_certificate(url, redis_server, tmp_path):
+    from nnserve.service.app import create_app
+    from nnserve.service.settings import Settings
+
+    files = _certificates(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files["server.pem"], files["server.key"])
+    context.load_verify_locations(files["ca.pem"])
+    context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: the client must show a certificate of the CA
+    server, thread = serve(create_app(Settings(redis_url=redis_server.url, log_level="WARNING")), context)
+    https = f"https://127.0.0.1:{server.server_port}"
+    try:
+        with Client(https, verify=files["ca.pem"], cert=(files["client.pem"], files["client.key"])) as nn:
+            assert [d["id"] for d in nn.list_datasets()][:1] == ["iris"]
+        unknown_ca = pytest.raises(ServiceUnavailable, match="CERTIFICATE_VERIFY_FAILED")
+        with Client(https, cert=(files["client.pem"], files["client.key"]), retries=0) as nn, unknown_ca:
+            nn.list_datasets()  # the system's CAs do not know ours
+        with Client(https, verify=files["ca.pem"], retries=0) as nn, pytest.raises(ServiceUnavailable):
+            nn.list_datasets()  # no client certificate
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_the_progress_bar_redraws_one_line_within_80_columns():
+    """In a pseudo-terminal 80 columns wide: one line redrawn (carriage returns, one newline at the
+    end), never wider than the terminal, with the elapsed time, the rate, the ETA and the loss."""
+    code = (
+        "import sys, time\n"
+        "from nnserve.client import ProgressBar\n"
+        "bar = ProgressBar(sys.stderr, 100, initial=20)\n"
+        "for epoch in range(21, 101):\n"
+        "    bar.update({'epoch': epoch, 'loss': 1 / epoch, 'val_loss': 2 / epoch, 'accuracy': 0.93333,\n"
+        "                'val_accuracy': 0.9, 'learning_rate': 0.01})\n"
+        "    time.sleep(0.01)\n"
+        "bar.close()\n"
+    )
+    screen = run_in_terminal([sys.executable, "-c", code], columns=80)
+    assert screen.count("\n") == 1 and screen.endswith("\n")
+    frames = [frame for frame in screen.rstrip("\r\n").split("\r") if frame]
+    assert len(frames) >= 5 and all(len(frame) <= 80 for frame in frames)
+    assert frames[-1].startswith("100%|") and "100/100 [" in frames[-1] and "epoch/s" in frames[-1]
+    assert "loss=0.01" in frames[-1] and "learning_rate" not in screen
+    assert any("<00:0" in frame for frame in frames)  # elapsed<remaining

@@ -1,20 +1,26 @@
-"""``nnserve``: run the service.
+"""``nnserve``: run the service, and use it from the command line.
 
     nnserve up [--host 127.0.0.1] [--port 8000] [--workers 2] [--data-dir .nnserve]
                                                                  Redis (embedded unless REDIS_URL is set), API and workers
     nnserve api [--host] [--port]                                the API under gunicorn
     nnserve worker [--burst]                                     one RQ worker
-    nnserve train --dataset ID --spec FILE [--wait]              submit a training job (and follow it)
+    nnserve train --dataset ID --spec FILE [--name N] [--wait]   submit a training job (and follow it)
+    nnserve job ID [--follow]                                    show a job (and follow it, re-attaching its progress bar)
+    nnserve cancel ID [--keep best|last|none]                    cancel a job
     nnserve predict MODEL --input rows.csv [--format csv|json]   predict for rows of features
-    nnserve models | jobs [--json]                               list them
+    nnserve evaluate MODEL --dataset ID                          a model's loss and metrics on a dataset
+    nnserve weights MODEL -o FILE                                download a model's weights (.npz)
+    nnserve upload FILE [--target COL] [--name N]                upload a CSV file as a dataset
+    nnserve delete dataset|model|job ID                          delete one
+    nnserve datasets | models | jobs [--limit N] [--json]        list them
     nnserve keys create --scope S [--tenant T] | list | revoke ID API keys stored in Redis (no restart needed)
     nnserve backup -o FILE [--tenant T]                          datasets, jobs, models and keys, to one archive
     nnserve restore FILE [--force]                               and back into Redis
 
-The client verbs (train, predict, models, jobs) reach the API at ``--url`` (default
-``$NNSERVE_URL`` or http://127.0.0.1:8000) with ``--api-key`` (default ``$NNSERVE_API_KEY``),
-given before or after the verb. The operator's verbs (keys, backup, restore) talk to Redis directly
-(``REDIS_URL``). Exit codes: 0 done, 1 the server said no (or did not answer), 2 a usage error.
+The client verbs reach the API at ``--url`` (default ``$NNSERVE_URL`` or http://127.0.0.1:8000) with
+``--api-key`` (default ``$NNSERVE_API_KEY``), given before or after the verb. The operator's verbs (keys,
+backup, restore) talk to Redis directly (``REDIS_URL``). Exit codes: 0 done, 1 the server said no (or did
+not answer), 2 a usage error.
 
 Settings come from the environment (see ``nnserve.service.settings``); the options override them.
 Each verb is a function taking its parsed arguments: the server verbs in ``server``, the process
@@ -31,12 +37,15 @@ from nnserve.service.settings import Settings
 
 from . import server
 from .admin import ADMIN_VERBS, add_admin_verbs, run_admin_verb
-from .verbs import CLIENT_VERBS, add_client_options, add_client_verbs, run_client_verb
+from .verbs import CLIENT_VERBS, EXIT_CODES, add_client_options, add_client_verbs, run_client_verb
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="nnserve", description="Train neural networks and serve their predictions over HTTP."
+        prog="nnserve",
+        description="Train neural networks and serve their predictions over HTTP.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"nnserve {__version__}")
     add_client_options(parser)

@@ -1,7 +1,11 @@
-"""The client verbs: ``nnserve train | predict | models | jobs``, talking to a running API over HTTP.
+"""The client verbs, talking to a running API over HTTP: ``train``, ``predict``, ``evaluate``,
+``weights``, ``upload``, ``job`` (``--follow``), ``cancel``, ``delete``, and the listings ``datasets``,
+``models`` and ``jobs`` (``--json`` on each).
 
 They reach the API at ``--url`` (default ``$NNSERVE_URL`` or http://127.0.0.1:8000) with ``--api-key``
 (default ``$NNSERVE_API_KEY``) through :class:`nnserve.client.Client`; no server code is imported.
+A verb is a function ``cmd_<verb>(client, args) -> exit status`` listed in ``VERBS``, with its
+arguments added in ``add_client_verbs``.
 """
 
 from __future__ import annotations
@@ -13,11 +17,17 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
-from nnserve.client import DEFAULT_URL, Client, JobFailed, NnserveError
+from nnserve.client import DEFAULT_URL, FINISHED, Client, JobFailed, NnserveError
 
-CLIENT_VERBS = ("train", "predict", "models", "jobs")
+EXIT_CODES = """exit status:
+  0  done
+  1  the server said no (an error answer, a failed job) or did not answer
+  2  a usage error: a bad option, or a file or URL that cannot be used"""
 
 
 def add_client_options(parser: argparse.ArgumentParser, after_verb: bool = False) -> None:
@@ -35,17 +45,48 @@ def add_client_options(parser: argparse.ArgumentParser, after_verb: bool = False
 def add_client_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     add_client_options(common, after_verb=True)
-    train = verbs.add_parser("train", parents=[common], help="submit a training job")
+
+    def verb(name: str, help: str) -> argparse.ArgumentParser:
+        return verbs.add_parser(
+            name, parents=[common], help=help, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+
+    train = verb("train", "submit a training job")
     train.add_argument("--dataset", required=True, help="dataset id: iris, blobs, linear or an uploaded one")
     train.add_argument("--spec", required=True, type=Path, help='JSON file: {"model": {...}, "training": {...}}')
     train.add_argument("--name", help="a name for the job and its model")
     train.add_argument("--wait", action="store_true", help="follow the job to its end, with a progress bar")
-    predict = verbs.add_parser("predict", parents=[common], help="predict for rows of features")
+    predict = verb("predict", "predict for rows of features")
     predict.add_argument("model", help="model id")
     predict.add_argument("--input", required=True, help="CSV of feature rows, header optional ('-': standard input)")
     predict.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default csv)")
-    for noun in ("models", "jobs"):
-        listing = verbs.add_parser(noun, parents=[common], help=f"list your {noun}, newest first")
+    evaluate = verb("evaluate", "a model's loss and metrics on a dataset")
+    evaluate.add_argument("model", help="model id")
+    evaluate.add_argument("--dataset", required=True, help="dataset id")
+    evaluate.add_argument("--json", action="store_true", help="print the API's JSON")
+    weights = verb("weights", "download a model's weights (.npz)")
+    weights.add_argument("model", help="model id")
+    weights.add_argument("-o", "--output", required=True, help="file to write ('-': standard output)")
+    upload = verb("upload", "upload a CSV file with a header row as a dataset")
+    upload.add_argument("file", type=Path, help="the CSV file")
+    upload.add_argument("--target", help="the target column (default: the last)")
+    upload.add_argument("--name", help="the dataset's name (default: the file's)")
+    upload.add_argument("--target-kind", choices=("categorical", "continuous"), help="default: inferred")
+    upload.add_argument("--json", action="store_true", help="print the API's JSON")
+    job = verb("job", "show a job; --follow re-attaches its live progress bar")
+    job.add_argument("job", help="job id")
+    job.add_argument("--follow", action="store_true", help="follow the job to its end, with a progress bar")
+    job.add_argument("--json", action="store_true", help="print the API's JSON")
+    cancel = verb("cancel", "cancel a job")
+    cancel.add_argument("job", help="job id")
+    cancel.add_argument("--keep", choices=("best", "last", "none"), help="keep the weights learned so far")
+    delete = verb("delete", "delete a dataset, a model or a finished job")
+    delete.add_argument("kind", choices=("dataset", "model", "job"))
+    delete.add_argument("id")
+    for noun in ("datasets", "models", "jobs"):
+        listing = verb(
+            noun, f"list your {noun}, newest first" + (" (after the built-ins)" if noun == "datasets" else "")
+        )
         listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
         listing.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
 
@@ -55,7 +96,7 @@ def run_client_verb(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     url = args.url or os.environ.get("NNSERVE_URL") or DEFAULT_URL
     api_key = args.api_key or os.environ.get("NNSERVE_API_KEY")
-    verb = {"train": cmd_train, "predict": cmd_predict, "models": cmd_models, "jobs": cmd_jobs}[args.verb]
+    verb = VERBS[args.verb]
     try:
         with Client(url, api_key=api_key) as client:
             return verb(client, args)
@@ -88,18 +129,25 @@ def cmd_train(client, args) -> int:
     if not args.wait:
         print(f"{'status':<13}{job['status']}")
         return 0
-    try:
-        job = client.wait(job["id"], progress=True)
-    except KeyboardInterrupt:
-        print(
-            f"\nstopped waiting; the job goes on (nnserve jobs, or cancel it with POST /v1/jobs/{job['id']}/cancel)",
-            file=sys.stderr,
-        )
+    job = _follow(client, job["id"])
+    if job is None:
         return 130
     print(f"{'status':<13}{job['status']} ({job['progress']['epoch']}/{job['progress']['epochs']} epochs)")
     for name, value in client.get_model(job["model_id"])["metrics"].items():
         print(f"{name:<13}{value:.4f}")
     return 0
+
+
+def _follow(client: Client, job_id: str) -> dict | None:
+    """Wait for the job with a progress bar (drawn on a terminal only); None when interrupted (Ctrl-C)."""
+    try:
+        return client.wait(job_id, progress=True)
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following; the job goes on (nnserve job {job_id} --follow, or nnserve cancel {job_id})",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _read_spec(path: Path) -> dict:
@@ -172,10 +220,9 @@ def _is_number(cell: str) -> bool:
 
 
 def cmd_models(client, args) -> int:
-    models = client.list_models(limit=args.limit)
+    models = list(_first(client.iter_models(page_size=min(args.limit, 1000)), args.limit))
     if args.json:
-        print(json.dumps(models, indent=2))
-        return 0
+        return _json(models)
     print(
         _table(
             ["ID", "NAME", "STATUS", "DATASET", "TASK", "METRICS", "PARAMS", "CREATED"],
@@ -198,10 +245,9 @@ def cmd_models(client, args) -> int:
 
 
 def cmd_jobs(client, args) -> int:
-    jobs = client.list_jobs(limit=args.limit)
+    jobs = list(_first(client.iter_jobs(page_size=min(args.limit, 1000)), args.limit))
     if args.json:
-        print(json.dumps(jobs, indent=2))
-        return 0
+        return _json(jobs)
     print(
         _table(
             ["ID", "NAME", "STATUS", "EPOCHS", "DATASET", "MODEL", "CREATED"],
@@ -220,6 +266,160 @@ def cmd_jobs(client, args) -> int:
         )
     )
     return 0
+
+
+def cmd_datasets(client, args) -> int:
+    datasets = list(_first(client.iter_datasets(page_size=min(args.limit, 1000)), args.limit))
+    if args.json:
+        return _json(datasets)
+    print(
+        _table(
+            ["ID", "NAME", "ROWS", "FEATURES", "TARGET", "CLASSES", "CREATED"],
+            [
+                [
+                    d["id"],
+                    d["name"],
+                    str(d["n_samples"]),
+                    str(d["n_features"]),
+                    d["target_kind"],
+                    _classes(d.get("classes")),
+                    "built-in" if d.get("builtin") else d["created_at"][:19],
+                ]
+                for d in datasets
+            ],
+        )
+    )
+    return 0
+
+
+def cmd_upload(client, args) -> int:
+    if not args.file.is_file():
+        raise UsageError(f"no such file: {args.file}")
+    dataset = client.upload_csv(args.file, target=args.target, name=args.name, target_kind=args.target_kind)
+    if args.json:
+        return _json(dataset)
+    _fields(
+        dataset=dataset["id"],
+        name=dataset["name"],
+        rows=dataset["n_samples"],
+        features=", ".join(dataset.get("feature_names") or []) or dataset["n_features"],
+        target=f"{dataset.get('target_name') or ''} ({dataset['target_kind']})".strip(),
+        classes=_classes(dataset.get("classes")) or None,
+        note=dataset.get("note"),
+    )
+    return 0
+
+
+def cmd_job(client, args) -> int:
+    job = client.get_job(args.job)
+    if args.follow and job["status"] not in FINISHED:
+        try:
+            followed = _follow(client, args.job)
+        except JobFailed as failed:  # shown all the same, then exit status 1
+            followed = failed.job
+        if followed is None:
+            return 130
+        job = followed
+    if args.json:
+        return _json(job)
+    progress = job["progress"]
+    _fields(
+        job=job["id"],
+        name=job.get("name"),
+        status=job["status"],
+        epochs=f"{progress['epoch']}/{progress['epochs']}",
+        dataset=job["dataset_id"],
+        model=job["model_id"],
+        created=job["created_at"],
+        started=job.get("started_at"),
+        finished=job.get("finished_at"),
+        error=f"{job['error']['type']}: {job['error']['detail']}" if job.get("error") else None,
+        **{name: f"{values[-1]:.4f}" for name, values in (job.get("history") or {}).items() if values},
+    )
+    return 1 if args.follow and job["status"] != "succeeded" else 0
+
+
+def cmd_cancel(client, args) -> int:
+    job = client.cancel(args.job, keep=args.keep)
+    _fields(
+        job=job["id"],
+        status=job["status"] + (" (stopping at the end of its epoch)" if job["status"] == "running" else ""),
+    )
+    return 0
+
+
+def cmd_delete(client, args) -> int:
+    {"dataset": client.delete_dataset, "model": client.delete_model, "job": client.delete_job}[args.kind](args.id)
+    print(f"deleted {args.kind} {args.id}")
+    return 0
+
+
+def cmd_evaluate(client, args) -> int:
+    result = client.evaluate(args.model, args.dataset)
+    if args.json:
+        return _json(result)
+    _fields(
+        dataset=result["dataset_id"],
+        rows=result["n_samples"],
+        loss=f"{result['loss']:.4f}",
+        **{name: f"{value:.4f}" for name, value in result["metrics"].items()},
+    )
+    return 0
+
+
+def cmd_weights(client, args) -> int:
+    blob = client.weights(args.model)
+    if args.output == "-":
+        sys.stdout.buffer.write(blob)
+        sys.stdout.flush()
+        return 0
+    try:
+        Path(args.output).write_bytes(blob)
+    except OSError as error:
+        raise UsageError(f"cannot write the weights: {error}") from None
+    print(f"{args.output} ({len(blob)} bytes)")
+    return 0
+
+
+VERBS = {
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "evaluate": cmd_evaluate,
+    "weights": cmd_weights,
+    "upload": cmd_upload,
+    "job": cmd_job,
+    "cancel": cmd_cancel,
+    "delete": cmd_delete,
+    "datasets": cmd_datasets,
+    "models": cmd_models,
+    "jobs": cmd_jobs,
+}
+CLIENT_VERBS = tuple(VERBS)
+
+
+def _first(records: Iterator[dict], limit: int) -> Iterator[dict]:
+    if limit < 1:
+        raise UsageError(f"--limit must be 1 or more; received {limit}")
+    return islice(records, limit)
+
+
+def _json(body: Any) -> int:
+    print(json.dumps(body, indent=2))
+    return 0
+
+
+def _fields(**fields: Any) -> None:
+    """``name   value`` lines, leaving out the fields without a value."""
+    for name, value in fields.items():
+        if value is not None:
+            print(f"{name:<12} {value}")
+
+
+def _classes(classes: list | None) -> str:
+    if not classes:
+        return ""
+    shown = ", ".join(map(str, classes[:5]))
+    return shown + (f" (+{len(classes) - 5})" if len(classes) > 5 else "")
 
 
 HEADLINE_METRICS = ("accuracy", "val_accuracy", "r2", "val_r2", "mae", "val_mae", "mse", "val_mse")

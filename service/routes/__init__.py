@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Response
+from flask import Response, request
 from pydantic import BaseModel
+
+from ..schemas import Page
 
 
 def respond(
@@ -30,3 +32,24 @@ def respond(
         headers=headers,
         mimetype="application/json",
     )
+
+
+def listing(model: type[Page], items: list[Any], total: int, offset: int, limit: int) -> Response:
+    """One page of a list: ``items``, ``total`` and ``next`` (null on the last page) in the body, and an
+    RFC 8288 ``Link`` header to the ``first``, ``prev``, ``next`` and ``last`` pages. The URLs are
+    relative (path and query), so they stay right behind a proxy that rewrites the host."""
+    base = request.script_root + request.path
+
+    def url(start: int) -> str:
+        return f"{base}?offset={start}&limit={limit}"
+
+    following = url(offset + limit) if offset + limit < total else None
+    links = {"first": url(0)}
+    if offset > 0:
+        links["prev"] = url(max(0, min(offset, total) - limit))
+    if following is not None:
+        links["next"] = following
+    links["last"] = url(max(0, (total - 1) // limit * limit))
+    body = model(items=items, total=total, next=following).model_dump(mode="json", exclude_none=True)
+    body["next"] = following  # null on the last page, not left out
+    return respond(body, headers={"Link": ", ".join(f'<{link}>; rel="{rel}"' for rel, link in links.items())})

@@ -24,8 +24,9 @@ CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
     ".md": "text/plain",
+    ".txt": "text/plain",
     "": "text/plain",
-}  # "": LICENSE
+}  # "": LICENSE, NOTICE
 
 VENDOR_MAX_AGE = 365 * 24 * 3600
 """Seconds a browser keeps a vendored file: their directories carry the version, so they never change."""

@@ -11,7 +11,7 @@ from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
 from ..parsing import is_json, page, parse
 from ..schemas import DatasetCreate, DatasetList, DatasetPublic
-from . import respond
+from . import listing, respond
 
 bp = Blueprint("datasets", __name__)
 
@@ -83,7 +83,10 @@ def _csv_text() -> str:
 )
 def index():
     """List datasets: the built-ins, then yours newest first."""
-    return respond(DatasetList(items=store.list_datasets(services().redis, tenant(), *page())))
+    offset, limit = page()
+    r = services().redis
+    items = store.list_datasets(r, tenant(), offset, limit)
+    return listing(DatasetList, items, store.count(r, tenant(), store.DATASETS), offset, limit)
 
 
 @bp.get("/v1/datasets/<dataset_id>")

@@ -11,7 +11,7 @@ from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
 from ..parsing import page, parse
 from ..schemas import JobCreate, JobList, JobPublic
-from . import respond
+from . import listing, respond
 
 bp = Blueprint("jobs", __name__)
 
@@ -64,8 +64,10 @@ def create():
 @doc(responses={200: JobList}, errors=(422,), query={"offset": "Skip this many", "limit": "At most this many (1-1000)"})
 def index():
     """List your jobs, newest first (without their history)."""
-    jobs = store.list_jobs(services().redis, tenant(), *page())
-    return respond(JobList(items=[public(job, with_history=False) for job in jobs]))
+    offset, limit = page()
+    r = services().redis
+    items = [public(job, with_history=False) for job in store.list_jobs(r, tenant(), offset, limit)]
+    return listing(JobList, items, store.count(r, tenant(), store.JOBS), offset, limit)
 
 
 @bp.get("/v1/jobs/<job_id>")
@@ -86,6 +88,19 @@ def cancel(job_id: str):
     except lifecycle.Refused as refused:
         raise Conflict(f"job {job_id!r} has already {refused.status}") from None
     return respond(public(get_job(job_id)), 202)
+
+
+@bp.delete("/v1/jobs/<job_id>")
+@doc(responses={204: None}, errors=(404, 409))
+def delete(job_id: str):
+    """Delete a finished job: its record and history (its model stays)."""
+    try:
+        lifecycle.delete(services().redis, get_job(job_id))
+    except lifecycle.Refused as refused:
+        if refused.status is None:
+            raise NotFound(f"no job {job_id!r}") from None
+        raise Conflict(f"job {job_id!r} is still {refused.status}; cancel it first") from None
+    return respond(None, 204)
 
 
 @bp.get("/v1/jobs/<job_id>/events")

@@ -22,7 +22,7 @@ from ..schemas import (
     PredictRequest,
     PredictResponse,
 )
-from . import respond
+from . import listing, respond
 
 bp = Blueprint("models", __name__)
 
@@ -53,7 +53,9 @@ def _load(model_id: str) -> Entry:
         raise Conflict(f"model {model_id!r} {state} (job {record['job_id']})")
     model = engine.loads(blob)
     classes = np.asarray(model.classes) if model.task == "classification" else None
-    return Entry(model=model, tenant=record["tenant"], classes=classes)
+    return Entry(
+        model=model, tenant=record["tenant"], classes=classes, name=record.get("name"), version=record.get("version")
+    )
 
 
 @bp.get("/v1/models")
@@ -62,7 +64,10 @@ def _load(model_id: str) -> Entry:
 )
 def index():
     """List your models, newest first."""
-    return respond(ModelList(items=store.list_models(services().redis, tenant(), *page())))
+    offset, limit = page()
+    r = services().redis
+    items = store.list_models(r, tenant(), offset, limit)
+    return listing(ModelList, items, store.count(r, tenant(), store.MODELS), offset, limit)
 
 
 @bp.get("/v1/models/<model_id>")
@@ -79,7 +84,7 @@ def predict(model_id: str):
     entry = trained(model_id)
     x = parse_inputs()
     try:
-        return respond(entry.prediction(x))
+        return respond(services().monitoring.predict(entry, x))
     except engine.SpecError as error:
         raise Invalid("inputs", error.message) from None
 

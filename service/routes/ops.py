@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 import redis
-from flask import Blueprint, Response, current_app, send_from_directory
+from flask import Blueprint, Response, current_app
 
 from nnserve import __version__
 
@@ -17,12 +17,14 @@ from . import respond
 
 bp = Blueprint("ops", __name__)
 
-DOCS_PAGE = """<!doctype html>
+SWAGGER_UI = "/static/vendor/swagger-ui-5.35.0"
+"""Swagger UI 5, shipped in the package with the dashboard's other vendored files (service/static/vendor)."""
+DOCS_PAGE = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nnserve API</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<link rel="stylesheet" href="{SWAGGER_UI}/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
-<script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+<script src="{SWAGGER_UI}/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui"}});</script>
 </body></html>
 """
 
@@ -55,7 +57,7 @@ def metrics():
 
 
 @bp.get("/openapi.json")
-@doc(responses={200: "application/json; the OpenAPI 3.0 document"})
+@doc(responses={200: "application/json; the OpenAPI 3.1 document"})
 def openapi():
     """This API's OpenAPI document."""
     # The app itself, not the per-request proxy: the cache below is keyed by it.
@@ -72,10 +74,3 @@ def _document(app) -> dict:
 def docs():
     """Interactive API docs (Swagger UI, served from the package: no CDN)."""
     return Response(DOCS_PAGE, mimetype="text/html")
-
-
-@bp.get("/docs/static/<path:filename>")
-def docs_static(filename: str):
-    from swagger_ui_bundle import swagger_ui_path
-
-    return send_from_directory(swagger_ui_path, filename, max_age=86400)

@@ -78,7 +78,7 @@ def infer(model_name: str, version: str | None = None):
     inference, binary = oip.read_request(request.get_data(), request.headers)
     x = oip.input_rows(inference, binary)
     try:
-        prediction = entry.prediction(x)
+        prediction = services().monitoring.predict(entry, x)
     except engine.SpecError as error:
         raise BadRequest(f"{oip.INPUT}: {error.message}") from None
     body, headers = oip.encode_response(model_name, inference, prediction)

@@ -1,4 +1,5 @@
-"""``nnserve train | predict | models | jobs`` run as subprocesses against ``nnserve api`` and a worker."""
+"""The client verbs (``nnserve train``, ``predict``, ``job``, ``upload``, the listings, ...) run as subprocesses
+against ``nnserve api`` and a worker, some in a pseudo-terminal."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 
 import nnserve as nnserve_package
+from nnserve import engine
 from nnserve.service.builtin import load
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, run_in_terminal
 from tests.stack import stack
 
 IRIS_CSV = ROOT / "service" / "builtin" / "iris.csv"
@@ -61,10 +63,7 @@ def test_train_wait_prints_ids_progress_and_final_metrics(trained):
     assert out["job"].startswith("job_") and out["model"].startswith("mdl_")
     assert out["status"] == "succeeded (100/100 epochs)"
     assert float(out["accuracy"]) >= 0.93 and "val_accuracy" in out and "loss" in out
-    # Not a terminal: a line per tenth of the epochs at most (fewer when it polls a fast job), the last complete.
-    progress = [line for line in run.stderr.splitlines() if line.startswith("epoch ")]
-    assert 1 <= len(progress) <= 11 and "\r" not in run.stderr
-    assert progress[-1].startswith("epoch 100/100 [########################]") and "loss" in progress[-1]
+    assert run.stderr == ""  # not a terminal: no progress bar drawn
 
 
 def test_train_without_wait_returns_at_once(url):
@@ -189,3 +188,127 @@ def test_a_closed_pipe_ends_quietly(trained, url):
     run = subprocess.run(["bash", "-c", command], check=False, input=rows, capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "prediction,p_setosa,p_versicolor,p_virginica"
     assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr
+
+
+def test_train_wait_in_an_80_column_terminal_redraws_one_line(url):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NNSERVE_")}
+    spec = str(ROOT / "examples" / "iris.json")
+    command = [sys.executable, "-m", "nnserve", "train", "--dataset", "iris", "--spec", spec, "--wait", "--url", url]
+    screen = run_in_terminal(command, columns=80, env=env)
+    bar = screen[screen.index("\r") :].split("\n", 1)[0]  # from the first redraw to the end of the line
+    frames = [frame for frame in bar.split("\r") if frame.strip()]
+    assert frames and all(len(frame) <= 80 for frame in frames), frames
+    assert frames[-1].startswith("100%|") and "100/100 [" in frames[-1] and "epoch/s" in frames[-1]
+    assert "status       succeeded (100/100 epochs)" in screen
+
+
+def _spec(tmp_path, epochs: int) -> str:
+    """The linear example with more epochs: a job that runs for a few seconds."""
+    spec = json.loads((ROOT / "examples" / "linear.json").read_text())
+    spec["training"]["epochs"] = epochs
+    path = tmp_path / f"linear-{epochs}.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def test_job_shows_a_job_and_follow_reattaches_its_bar(url, tmp_path):
+    submitted = nnserve("train", "--dataset", "linear", "--spec", _spec(tmp_path, 3000), url=url)
+    job_id = fields(submitted.stdout)["job"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NNSERVE_")}
+    screen = run_in_terminal([sys.executable, "-m", "nnserve", "job", job_id, "--follow", "--url", url], 80, env=env)
+    bar = [line for line in screen.split("\n") if "%|" in line]
+    assert len(bar) == 1 and "3000/3000 [" in bar[0] and "epoch/s" in bar[0], screen
+    shown = fields("\n".join(line for line in screen.split("\n") if "%|" not in line))
+    assert shown["job"] == job_id and shown["status"] == "succeeded" and shown["epochs"] == "3000/3000"
+    assert float(shown["loss"]) < 0.1
+
+    plain = nnserve("job", job_id, url=url)
+    assert plain.returncode == 0 and fields(plain.stdout)["status"] == "succeeded" and plain.stderr == ""
+    as_json = json.loads(nnserve("job", job_id, "--json", url=url).stdout)
+    assert as_json["id"] == job_id and len(as_json["history"]["loss"]) == 3000
+    missing = nnserve("job", "job_nope", url=url)
+    assert missing.returncode == 1 and "404" in missing.stderr and "job_nope" in missing.stderr
+
+
+def test_cancel_then_delete_a_job(url, tmp_path):
+    job_id = fields(nnserve("train", "--dataset", "linear", "--spec", _spec(tmp_path, 10_000), url=url).stdout)["job"]
+    busy = nnserve("delete", "job", job_id, url=url)
+    assert busy.returncode == 1 and "409" in busy.stderr and "cancel it first" in busy.stderr
+    canceled = nnserve("cancel", job_id, "--keep", "best", url=url)
+    assert canceled.returncode == 0, canceled.stderr
+    assert fields(canceled.stdout)["status"].split()[0] in ("canceled", "running")
+    followed = nnserve("job", job_id, "--follow", url=url)  # to its end: canceled, so exit status 1
+    assert followed.returncode == 1 and fields(followed.stdout)["status"] == "canceled"
+    deleted = nnserve("delete", "job", job_id, url=url)
+    assert deleted.returncode == 0 and deleted.stdout.strip() == f"deleted job {job_id}"
+    assert nnserve("job", job_id, url=url).returncode == 1
+    assert nnserve("cancel", job_id, "--keep", "everything", url=url).returncode == 2  # not a choice
+
+
+def test_upload_list_and_delete_datasets(url, tmp_path):
+    heights = tmp_path / "heights.csv"
+    heights.write_text("height,age,weight\n" + "".join(f"{150 + i},{20 + i % 7},{50.5 + i}\n" for i in range(30)))
+    uploaded = nnserve("upload", str(heights), "--target", "height", "--target-kind", "continuous", url=url)
+    assert uploaded.returncode == 0, uploaded.stderr
+    shown = fields(uploaded.stdout)
+    dataset_id = shown["dataset"]
+    assert dataset_id.startswith("ds_") and shown["name"] == "heights" and shown["rows"] == "30"
+    assert shown["features"] == "age, weight" and shown["target"] == "height (continuous)"
+
+    table = nnserve("datasets", url=url)
+    assert table.returncode == 0 and table.stdout.split("\n")[0].split() == [
+        "ID",
+        "NAME",
+        "ROWS",
+        "FEATURES",
+        "TARGET",
+        "CLASSES",
+        "CREATED",
+    ]
+    rows = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
+    assert "setosa, versicolor, virginica" in rows["iris"] and "built-in" in rows["iris"]
+    assert " 30 " in rows[dataset_id] and " continuous " in rows[dataset_id]
+    listed = json.loads(nnserve("datasets", "--json", "--limit", "2", url=url).stdout)
+    assert [d["id"] for d in listed] == ["iris", "blobs"]
+
+    assert nnserve("delete", "dataset", dataset_id, url=url).stdout.strip() == f"deleted dataset {dataset_id}"
+    gone = nnserve("delete", "dataset", dataset_id, url=url)
+    assert gone.returncode == 1 and "404" in gone.stderr
+    builtin = nnserve("delete", "dataset", "iris", url=url)
+    assert builtin.returncode == 1 and "built-in" in builtin.stderr
+    assert nnserve("upload", str(tmp_path / "none.csv"), url=url).returncode == 2
+    assert nnserve("delete", "widget", "x", url=url).returncode == 2
+
+
+def test_evaluate_weights_and_delete_a_model(trained, url, tmp_path):
+    model_id = trained[1]["model"]
+    evaluated = nnserve("evaluate", model_id, "--dataset", "iris", url=url)
+    assert evaluated.returncode == 0, evaluated.stderr
+    shown = fields(evaluated.stdout)
+    assert shown["dataset"] == "iris" and shown["rows"] == "150" and float(shown["accuracy"]) >= 0.93
+    as_json = json.loads(nnserve("evaluate", model_id, "--dataset", "iris", "--json", url=url).stdout)
+    assert as_json["n_samples"] == 150 and set(as_json["metrics"]) >= {"accuracy"}
+
+    target = tmp_path / "iris.npz"
+    written = nnserve("weights", model_id, "-o", str(target), url=url)
+    assert written.returncode == 0 and str(target) in written.stdout
+    model = engine.loads(target.read_bytes())
+    assert model.n_features == 4 and list(model.classes) == ["setosa", "versicolor", "virginica"]
+    unwritable = nnserve("weights", model_id, "-o", str(tmp_path / "no" / "such" / "dir.npz"), url=url)
+    assert unwritable.returncode == 2 and "cannot write" in unwritable.stderr
+
+
+def test_delete_a_model(url, tmp_path):
+    run = nnserve("train", "--dataset", "linear", "--spec", _spec(tmp_path, 5), "--wait", url=url)
+    model_id = fields(run.stdout)["model"]
+    assert nnserve("delete", "model", model_id, url=url).stdout.strip() == f"deleted model {model_id}"
+    gone = nnserve("evaluate", model_id, "--dataset", "linear", url=url)
+    assert gone.returncode == 1 and "404" in gone.stderr
+
+
+def test_help_documents_the_exit_codes():
+    for args in (["--help"], ["jobs", "--help"]):
+        run = nnserve(*args)
+        assert run.returncode == 0 and "exit status:" in run.stdout
+        assert "0  done" in run.stdout and "1  the server said no" in run.stdout and "2  a usage error" in run.stdout
+    assert nnserve("no-such-verb").returncode == 2

@@ -36,7 +36,7 @@ KEY = "dashboard-test-key-0123456789"
 LOSS_COLOUR, VAL_LOSS_COLOUR = (37, 99, 235), (234, 88, 12)  # the series strokes set in app.js
 
 try:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 except ImportError:
     sync_playwright = None
 
@@ -63,8 +63,11 @@ def browser():
 
 @pytest.fixture(scope="module")
 def keyed_url(url, redis_server, tmp_path_factory):
-    """A second API with API keys on the same Redis; the first stack's worker trains for both."""
-    with stack(redis_server.url, tmp_path_factory.mktemp("keyed"), workers=0, flush=False, api_keys=KEY) as base:
+    """A second API with API keys on the same Redis; the first stack's worker trains for both. Pages
+    of the first API's origin may call it (CORS)."""
+    with stack(
+        redis_server.url, tmp_path_factory.mktemp("keyed"), workers=0, flush=False, api_keys=KEY, cors_origins=url
+    ) as base:
         yield base
 
 
@@ -122,6 +125,8 @@ def test_upload_train_watch_and_predict(page):
     page.click("#upload-form button[type=submit]")
     page.wait_for_selector("#notice.info")
     assert "Uploaded iris upload: 150 rows, 4 features" in page.inner_text("#notice")
+    # The notice comes first; the dataset list is fetched again after it, then the upload chosen.
+    expect(page.locator("#train-dataset")).to_have_value(re.compile(r"^ds_"))
     uploaded = page.input_value("#train-dataset")
     assert uploaded.startswith("ds_")
     assert "3 classes" in page.inner_text("#dataset-rows tr:has-text('iris upload')")
@@ -216,3 +221,52 @@ def test_with_api_keys_it_asks_for_one_then_trains_by_polling(browser, keyed_url
         page.wait_for_selector("#predicted")
         assert page.inner_text("#predicted") == "1"
         assert page.problems == []
+
+
+CROSS_ORIGIN_FETCH = """async ([api, key]) => {
+    try {
+        const response = await fetch(api + "/v1/datasets?limit=1", {headers: {Authorization: "Bearer " + key}});
+        const body = await response.json();
+        return {status: response.status, total: body.total, link: response.headers.get("Link"),
+                requestId: response.headers.get("X-Request-ID")};
+    } catch (error) {
+        return {error: String(error)};
+    }
+}"""
+
+
+def test_a_page_of_another_origin_calls_the_api_through_cors(browser, url, keyed_url):
+    """A real cross-origin fetch, with a preflight (the Authorization header asks for one): a page of the
+    first API's origin calls the second API, which allows that origin; the way back, the first API
+    allows no origin (CORS is off by default), so the browser keeps its answer from the page."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        preflights = []
+        page.on("request", lambda request: preflights.append(request.url) if request.method == "OPTIONS" else None)
+        page.goto(f"{url}/healthz")  # a page of that origin, without the dashboard's connect-src policy
+        allowed = page.evaluate(CROSS_ORIGIN_FETCH, [keyed_url, KEY])
+        assert allowed["status"] == 200 and allowed["total"] == 3, allowed
+        assert 'rel="next"' in allowed["link"] and allowed["requestId"]  # exposed response headers
+        page.goto(f"{keyed_url}/healthz")
+        refused = page.evaluate(CROSS_ORIGIN_FETCH, [url, KEY])
+        assert "Failed to fetch" in refused.get("error", ""), refused
+    finally:
+        context.close()
+
+
+def test_the_api_docs_are_swagger_ui_5_reading_openapi_3_1(browser, url):
+    context = browser.new_context(base_url=url)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        outside = []
+        page.on("request", lambda request: outside.append(request.url) if not request.url.startswith(url) else None)
+        page.goto("/docs")
+        page.wait_for_selector(".swagger-ui .info .title")
+        assert "nnserve" in page.inner_text(".swagger-ui .info .title")
+        assert "OAS 3.1" in page.inner_text(".swagger-ui .info")
+        page.wait_for_selector(".opblock-tag-section")
+        assert page.locator(".opblock").count() > 20 and outside == []  # every route; nothing from a CDN
+    finally:
+        context.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import requests
 
 from nnserve.service.builtin import load
-from tests.conftest import wait_until
+from tests.conftest import Processes, free_port, wait_until
 
 
 @pytest.fixture
@@ -115,3 +117,29 @@ def test_metrics_add_up_across_gunicorn_processes(api):
         row for row in text.splitlines() if row.startswith('nnserve_http_requests_total{method="GET",route="/healthz"')
     )
     assert float(line.split()[-1]) >= 20
+
+
+def test_request_ids_reach_the_json_log_lines(tmp_path):
+    """gunicorn with NNSERVE_LOG_FORMAT=json on a Redis that is not there: each request's warning is a
+    JSON line carrying the request's id, the id the client sent comes back in the header and the
+    problem body, and every line of the log (gunicorn's own included) is JSON."""
+    dead = Processes(f"redis://127.0.0.1:{free_port()}/0", tmp_path)
+    try:
+        api = dead.api(log_format="json", log_level="INFO")
+        response = requests.get(f"{api}/v1/models", headers={"X-Request-ID": "trace-me-7"}, timeout=30)
+        assert response.status_code == 503 and response.headers["X-Request-ID"] == "trace-me-7"
+        assert response.json()["request_id"] == "trace-me-7"
+        made = requests.get(f"{api}/v1/jobs", timeout=30)
+        log = tmp_path / "api-0.log"
+        wait_until(lambda: made.headers["X-Request-ID"] in log.read_text(), timeout=10, what="the log line")
+    finally:
+        dead.stop_all()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    assert any(line["logger"].startswith("gunicorn") for line in lines)  # gunicorn's own, as JSON
+    warnings = {line.get("request_id"): line for line in lines if "Redis unreachable" in line["message"]}
+    assert set(warnings) == {"trace-me-7", made.headers["X-Request-ID"]}
+    assert warnings["trace-me-7"]["level"] == "WARNING"
+    access = [line for line in lines if line["logger"] == "gunicorn.access"]
+    assert access and all(line.get("request_id") for line in access)  # a line per request, with its id
+    assert any(line["request_id"] == "trace-me-7" and "/v1/models" in line["message"] for line in access)

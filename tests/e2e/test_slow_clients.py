@@ -21,6 +21,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+import redis as redis_lib
 import requests
 
 from tests.conftest import Processes, free_port, wait_until
@@ -45,6 +46,7 @@ TERMINAL = ("succeeded", "failed", "canceled")
 @pytest.fixture(scope="module")
 def service(redis_server, tmp_path_factory):
     """``nnserve api`` with its default processes, threads and timeouts, one worker, and a trained iris model."""
+    redis_lib.Redis.from_url(redis_server.url).flushdb()  # an open API: no keys stored by earlier tests
     processes = Processes(redis_server.url, tmp_path_factory.mktemp("slow-clients"))
     try:
         api = processes.api(max_body_bytes=MAX_BODY, stream_heartbeat=1)

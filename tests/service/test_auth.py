@@ -11,6 +11,7 @@ from flask import request_started
 from pydantic import SecretStr, ValidationError
 
 from nnserve.service import auth, store
+from nnserve.service.routes.ops import SWAGGER_UI
 from nnserve.service.settings import ApiKey, Settings
 from tests.conftest import wait_until
 from tests.service.helpers import submit, train
@@ -86,7 +87,7 @@ def test_a_valid_key_in_any_case_of_the_scheme_is_accepted(keyed_app):
 
 def test_operations_and_docs_stay_open(keyed_app):
     client = keyed_app.test_client()
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/static/swagger-ui.css"):
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", f"{SWAGGER_UI}/swagger-ui.css"):
         with client.get(path) as response:
             assert response.status_code == 200, path
     assert client.get("/nowhere").status_code == 404  # outside the API: not a 401
@@ -226,6 +227,7 @@ ROUTE_SCOPES = {
     ("GET", "/v1/jobs"): ("read",),
     ("GET", "/v1/jobs/<job_id>"): ("read",),
     ("POST", "/v1/jobs/<job_id>/cancel"): ("train",),
+    ("DELETE", "/v1/jobs/<job_id>"): ("train",),
     ("GET", "/v1/jobs/<job_id>/events"): ("read",),
     ("GET", "/v1/models"): ("read", "predict"),
     ("GET", "/v1/models/<model_id>"): ("read", "predict"),

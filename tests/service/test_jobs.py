@@ -151,6 +151,38 @@ def test_list_and_show(client):
     assert client.get("/v1/jobs/job_nope").status_code == 404
 
 
+def test_lists_page_with_total_next_and_link(client):
+    """The same paging on every list: jobs here, datasets in test_datasets, models in test_models."""
+    ids = [submit(client, training={"epochs": 1}).json["id"] for _ in range(5)][::-1]
+    seen, url, pages = [], "/v1/jobs?limit=2", 0
+    while url is not None:
+        response = client.get(url)
+        assert response.json["total"] == 5 and 'rel="first"' in response.headers["Link"]
+        seen += [job["id"] for job in response.json["items"]]
+        url, pages = response.json["next"], pages + 1
+        if url is not None:
+            assert f'<{url}>; rel="next"' in response.headers["Link"]
+    assert seen == ids and pages == 3
+    whole = client.get("/v1/jobs").json
+    assert whole["next"] is None and whole["total"] == 5 and len(whole["items"]) == 5
+    assert client.get("/v1/jobs?offset=10").json == {"items": [], "total": 5, "next": None}
+
+
+def test_delete_a_finished_job_keeps_its_model(client, run_jobs, redis):
+    running = submit(client, training={"epochs": 1}).json
+    response = client.delete(f"/v1/jobs/{running['id']}")
+    assert response.status_code == 409 and "still queued" in response.json["detail"]
+    run_jobs()
+    before = store.job_counts(redis)["succeeded"]
+    assert client.delete(f"/v1/jobs/{running['id']}").status_code == 204
+    assert client.get(f"/v1/jobs/{running['id']}").status_code == 404
+    assert client.delete(f"/v1/jobs/{running['id']}").status_code == 404
+    assert not redis.exists(store.job_key(running["id"]), store.history_key(running["id"]))
+    assert store.job_counts(redis)["succeeded"] == before - 1
+    assert client.get("/v1/jobs").json["total"] == 0
+    assert client.get(f"/v1/models/{running['model_id']}").json["status"] == "ready"
+
+
 def test_cancel_queued_job_never_runs(client, run_jobs, redis):
     job = submit(client).json
     response = client.post(f"/v1/jobs/{job['id']}/cancel")

@@ -3,7 +3,9 @@ budget, model size, body size, and the job timeout. Each refusal is a problem na
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -28,8 +30,10 @@ def assert_429(response, *fragments: str, retry_after: int | None = None):
     assert response.json["type"] == "urn:nnserve:problem:too-many-requests" and response.json["status"] == 429
     for fragment in fragments:
         assert fragment in response.json["detail"], response.json["detail"]
-    if retry_after is not None:
-        assert 1 <= int(response.headers["Retry-After"]) <= retry_after
+    if retry_after is not None:  # the window slides by tenths: a request frees up to a tenth late
+        assert 1 <= int(response.headers["Retry-After"]) <= math.ceil(retry_after * 1.1)
+        assert response.headers["RateLimit-Reset"] == response.headers["Retry-After"]
+        assert response.headers["RateLimit-Remaining"] == "0"
 
 
 # Rate limits ---------------------------------------------------------------------------------
@@ -45,7 +49,7 @@ def test_job_submissions_are_rate_limited(make_app, redis):
     assert f"try again in {response.headers['Retry-After']} s" in response.json["detail"]
     assert len(client.get("/v1/jobs").json["items"]) == 2  # the refused one created nothing
     assert client.get("/v1/jobs").status_code == 200  # other routes are not limited
-    assert 0 < redis.pttl(store.rate_key("jobs", "ip:127.0.0.1")) <= 60_000
+    assert 0 < redis.pttl(store.rate_key("jobs", "ip:127.0.0.1")) <= 66_000  # the window and one tenth
 
 
 def test_the_count_is_shared_by_api_processes(make_app):
@@ -107,6 +111,49 @@ def test_predictions_are_rate_limited(make_app, client, run_jobs):
     response = limited.post(f"/v1/models/{model_id}/predict", json={"inputs": [[1, 2, 3, 4]]})
     assert_429(response, "at most 3 predict calls per minute", "NNSERVE_RATE_LIMIT_PREDICT", retry_after=60)
     assert submit(limited, training=TINY).status_code == 202  # job submissions have their own limit (none)
+
+
+def test_every_limited_response_says_where_its_caller_stands(make_app, client, run_jobs):
+    model_id = train(client, run_jobs, training=TINY)["model_id"]
+    limited = make_app(rate_limit_predict=Rate(3, 60)).test_client()
+    invalid = limited.post(f"/v1/models/{model_id}/predict", json={"inputs": [[1]]})
+    assert invalid.status_code == 422  # an error of a limited route counts and says so too
+    headers = [invalid.headers]
+    for _ in range(2):
+        response = limited.post(f"/v1/models/{model_id}/predict", json={"inputs": [[1, 2, 3, 4]]})
+        assert response.status_code == 200
+        headers.append(response.headers)
+    assert [h["RateLimit-Remaining"] for h in headers] == ["2", "1", "0"]
+    assert {h["RateLimit-Limit"] for h in headers} == {"3"}
+    assert all(1 <= int(h["RateLimit-Reset"]) <= 66 for h in headers)
+    assert "Retry-After" not in headers[-1]
+    assert_429(limited.post(f"/v1/models/{model_id}/predict", json={"inputs": [[1, 2, 3, 4]]}), retry_after=60)
+    unlimited = limited.get("/v1/models")
+    assert unlimited.status_code == 200 and "RateLimit-Limit" not in unlimited.headers
+
+
+def test_the_window_slides_so_no_burst_doubles_the_limit_across_its_edge(make_app):
+    """3 requests per 4 s: one at 0 s, two at 2 s, then a burst at 4.8 s. A fixed window opened by the
+    first request would have ended at 4 s and let three more through (six within 2.8 s); the sliding
+    window lets through only the one that the request at 0 s freed."""
+    client = make_app(rate_limit_jobs=Rate(3, 4)).test_client()
+    start = time.monotonic()
+
+    def at(seconds: float) -> None:
+        time.sleep(max(0.0, start + seconds - time.monotonic()))
+
+    assert submit(client, training=TINY).status_code == 202
+    at(2.0)
+    assert [submit(client, training=TINY).status_code for _ in range(2)] == [202, 202]
+    assert_429(submit(client, training=TINY))
+    # The request made by 0.2 s leaves the window by 4.6 s (the window's tenths, 0.4 s, err late);
+    # those made after 2 s stay in it until 6 s.
+    at(4.8)
+    burst = [submit(client, training=TINY) for _ in range(4)]
+    assert time.monotonic() - start < 6.0, "too slow to test the edge"
+    assert [r.status_code for r in burst] == [202, 429, 429, 429]
+    assert burst[0].headers["RateLimit-Remaining"] == "0"
+    assert 1 <= int(burst[1].headers["Retry-After"]) <= 2  # the requests at 2 s leave at about 6 s
 
 
 def test_predict_makes_no_redis_call_without_a_predict_limit(make_app, client, run_jobs, redis):

@@ -34,6 +34,7 @@ def test_keys_of_a_full_round_trip(client, run_jobs, redis):
         "nnserve:tenant:public:jobs",
         "nnserve:tenant:public:models",
         "nnserve:stats:jobs",
+        "nnserve:stats:job_durations",
     }  # the checkpoint is gone once the job succeeded
     assert all(k.startswith(b"rq:") for k in redis.keys("*") if not k.startswith(b"nnserve:"))
     assert redis.type(store.history_key(job["id"])) == b"list" and redis.llen(store.history_key(job["id"])) == 3
@@ -73,19 +74,21 @@ def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redi
     it, as after a restart or a SCRIPT FLUSH, and the call still succeeds then."""
     job = store.get_job(redis, submit(client).json["id"])
     scripts = [value for value in vars(store).values() if isinstance(value, Script)]
-    assert len(scripts) == 6  # transition, record epoch, checkpoint, rate count, idempotency reserve/release
+    # transition, record epoch, checkpoint, rate count, idempotency reserve/release, job delete
+    assert len(scripts) == 7
 
     def every_script(attempt: int) -> None:
         lease = f"lease-{attempt}"
         assert lifecycle.start(redis, job, lease)[0]
         assert store.record_epoch(redis, job["id"], lease, 0, {"loss": 1.0}) is False
         store.save_checkpoint(redis, job["id"], lease, b"checkpoint", 1)
-        assert store.count_request(redis, "predict", f"tenant-{attempt}", 60)[0] == 1
+        assert store.count_request(redis, "predict", f"tenant-{attempt}", 10, 60)[:2] == (True, 1)
         key = store.idempotency_key(store.PUBLIC, f"key-{attempt}")
         assert store.reserve_idempotency_key(redis, key, b"reserved", 60) is None
         assert store.reserve_idempotency_key(redis, key, b"other", 60) == b"reserved"
         store.release_idempotency_key(redis, key, b"reserved")
         assert not redis.exists(key)
+        assert store.delete_job(redis, {"id": "job_none", "tenant": store.PUBLIC}, keep=()) == (False, None)
 
     def calls(command: str) -> int:
         """Calls of ``command`` since the last reset (subcommands too: Redis 7.2 counts ``script|load`` apart)."""
@@ -100,4 +103,4 @@ def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redi
 
     redis.config_resetstat()
     every_script(2)  # now known: by their SHA1 alone
-    assert calls("eval") == 0 and calls("script") == 0 and calls("evalsha") == 7
+    assert calls("eval") == 0 and calls("script") == 0 and calls("evalsha") == 8
