@@ -10,13 +10,14 @@ filled in, and building from them builds the same model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from . import layers as layer_registry
 from .config import check_choice, check_keys, construct
 from .errors import SpecError
 from .model import TASKS, Model
-from .training import TrainingConfig, check_training
+from .training import TrainingConfig, check_split, check_training
 
 INPUT_SCALINGS = ("standard", "none")
 DTYPES = ("float32", "float64")
@@ -48,9 +49,20 @@ def build(spec: dict[str, Any], training: dict[str, Any] | None = None) -> Model
     return model
 
 
-def validate(spec: dict[str, Any], training: dict[str, Any] | None, *, n_features: int, task: str, width: int) -> Model:
+def validate(
+    spec: dict[str, Any],
+    training: dict[str, Any] | None,
+    *,
+    n_features: int,
+    task: str,
+    width: int,
+    rows: int | None = None,
+    class_counts: Sequence[int] | None = None,
+) -> Model:
     """Check a spec against the data it will train on, without training: everything ``fit`` would reject
     before its first epoch. ``width`` is the number of classes (classification) or target columns.
+    Given the data's ``rows`` (and, for classification, ``class_counts``, the rows of each class, by
+    which the validation split is stratified), the split must leave rows to train and to validate on.
 
     Returns the (unbuilt) model, whose ``spec()``, ``training.config()`` and
     ``parameter_count(n_features)`` give the normalized specs and its size. Raises SpecError.
@@ -59,6 +71,10 @@ def validate(spec: dict[str, Any], training: dict[str, Any] | None, *, n_feature
     model = build(spec, training)
     model.n_features = n_features
     model.task = task
-    check_training(model, task, width, has_validation=model.training.validation_split > 0)
+    fraction = model.training.validation_split
+    check_training(model, task, width, has_validation=fraction > 0)
+    stratified = task == "classification"  # as Trainer splits
+    if rows is not None and fraction > 0 and (class_counts is not None or not stratified):
+        check_split(rows, fraction, class_counts if stratified else None)
     model.n_features = None
     return model

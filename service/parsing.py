@@ -7,7 +7,8 @@ in ``fastpath.py`` calls it too).
 
 from __future__ import annotations
 
-from typing import Any
+import io
+from typing import IO, Any, cast
 
 import numpy as np
 import orjson
@@ -31,6 +32,18 @@ def read_json() -> Any:
         return orjson.loads(request.get_data())
     except orjson.JSONDecodeError as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
+
+
+def body_stream() -> IO[bytes]:
+    """The request body as a stream to read once, for a body too large to hold as Python objects
+    (a dataset). If something already read it whole (the Idempotency-Key fingerprint), those bytes."""
+    # werkzeug keeps a body read by get_data() here, and its stream is then spent.
+    cached = getattr(request, "_cached_data", None)
+    if cached is not None:
+        return io.BytesIO(cached)
+    # Buffered: werkzeug's stream takes a read of 0 bytes (as parsers probe a stream's type with)
+    # for a client that went away.
+    return io.BufferedReader(cast(io.RawIOBase, request.stream))
 
 
 def parse(model: type[BaseModel], data: Any = None) -> Any:

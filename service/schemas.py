@@ -191,11 +191,20 @@ TargetKind = Literal["categorical", "continuous"]
 
 
 class DatasetCreate(Request):
-    """A dataset as JSON. (A CSV file is uploaded as multipart: ``file``, ``target``, ``name``, ``target_kind``.)"""
+    """A dataset as JSON. (A CSV file is uploaded as multipart: ``file``, ``target``, ``name``, ``target_kind``.)
+
+    The document's model: the route never builds a whole body as Python objects. ``json_upload`` reads
+    ``features`` and ``targets`` straight into arrays, and validates the other fields with this model."""
 
     name: Name | None = None
     features: Annotated[list[list[FiniteFloat]], Field(min_length=1)]
-    targets: Annotated[list[Label], Field(min_length=1)] | Annotated[list[list[FiniteFloat]], Field(min_length=1)]
+    targets: Annotated[
+        Annotated[list[Label], Field(min_length=1)] | Annotated[list[list[FiniteFloat]], Field(min_length=1)],
+        Field(
+            description="A label per row (strings of at most 200 characters, numbers or booleans; at most "
+            "10,000 distinct ones as classes), or a row of numbers per row for several continuous targets."
+        ),
+    ]
     feature_names: list[Name] | None = None
     target_kind: TargetKind | None = None
 
@@ -210,6 +219,7 @@ class DatasetPublic(BaseModel):
     target_kind_inferred: bool = Field(description="True when nnserve decided the kind; `note` says how.")
     note: str | None = None
     classes: list[Label] | None = None
+    class_counts: list[int] | None = Field(None, description="Rows of each class, in the order of `classes`.")
     feature_names: list[str] | None = None
     target_name: str | None = None
     builtin: bool = False

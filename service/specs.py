@@ -45,7 +45,17 @@ def check(
                 f"training.{field}", f"must be at most {limit} (the server's limit); received {training[field]}"
             )
     try:
-        model = engine.validate(model_spec, training, n_features=dataset["n_features"], task=task, width=width)
+        model = engine.validate(
+            model_spec,
+            training,
+            n_features=dataset["n_features"],
+            task=task,
+            width=width,
+            rows=dataset["n_samples"],
+            # Datasets uploaded before class counts were recorded have none: their split is checked
+            # when the job starts.
+            class_counts=dataset.get("class_counts"),
+        )
     except engine.SpecError as error:
         raise invalid(error) from None
     n_parameters = model.parameter_count(dataset["n_features"])

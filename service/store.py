@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 import secrets
+import zipfile
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -158,10 +160,46 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     return {k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None
 
 
-def pack_arrays(**arrays: np.ndarray) -> bytes:
+@dataclass(frozen=True)
+class Chunks:
+    """An array handed over as ``pieces``: arrays of its dtype whose values, one after the other, are
+    the whole in C order. ``pack_arrays`` writes them as they come and never joins them, so a caller
+    whose iterator releases each piece once taken never holds the array twice. Iterated once."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    pieces: Iterable[np.ndarray]
+
+
+def pack_arrays(**arrays: np.ndarray | Chunks) -> bytes:
+    """npz bytes as ``np.savez`` writes them (``{name}.npy`` members; never pickle: object arrays are
+    a ValueError). Fixed-width string members (labels) are deflated: they are mostly padding, a
+    million labels as wide as the longest one."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+    with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
+        for name, array in arrays.items():
+            chunks = array if isinstance(array, Chunks) else Chunks(array.shape, array.dtype, [array])
+            if chunks.dtype.hasobject:
+                raise ValueError(f"{name}: object arrays cannot be stored without pickle")
+            member = zipfile.ZipInfo(f"{name}.npy")
+            member.compress_type = zipfile.ZIP_DEFLATED if chunks.dtype.kind == "U" else zipfile.ZIP_STORED
+            header = {
+                "descr": np.lib.format.dtype_to_descr(chunks.dtype),
+                "fortran_order": False,
+                "shape": chunks.shape,
+            }
+            written, expected = 0, math.prod(chunks.shape) * chunks.dtype.itemsize
+            with archive.open(member, "w", force_zip64=True) as file:
+                np.lib.format.write_array_header_1_0(file, header)
+                for piece in chunks.pieces:
+                    if piece.dtype != chunks.dtype:
+                        raise ValueError(f"{name}: a piece of dtype {piece.dtype} in an array of {chunks.dtype}")
+                    raw = np.ascontiguousarray(piece).reshape(-1).view(np.uint8).data
+                    file.write(raw)
+                    written += raw.nbytes
+            if written != expected:
+                raise ValueError(f"{name}: pieces of {written} bytes for shape {chunks.shape} ({expected} bytes)")
+    return buffer.getvalue()  # the buffer's own bytes: no copy
 
 
 def unpack_arrays(blob: bytes) -> dict[str, np.ndarray]:
@@ -208,11 +246,12 @@ def _script(text: str) -> Script:
 def save_dataset(
     r: redis.Redis,
     meta: dict[str, Any],
-    features: np.ndarray,
-    targets: np.ndarray,
+    features: np.ndarray | Chunks,
+    targets: np.ndarray | Chunks,
     also: Callable[[Any], None] | None = None,
 ) -> None:
-    """Store a dataset in one transaction, with the commands ``also(pipeline)`` adds (an idempotency record)."""
+    """Store a dataset in one transaction, with the commands ``also(pipeline)`` adds (an idempotency record).
+    Arrays given as Chunks are packed piece by piece (see ``pack_arrays``)."""
     with r.pipeline() as pipe:
         pipe.hset(dataset_key(meta["id"]), mapping=_encode(meta))
         pipe.set(arrays_key(meta["id"]), pack_arrays(features=features, targets=targets))

@@ -41,6 +41,7 @@ def load(name: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         n_features=int(x.shape[1]),
         n_targets=1,
         classes=np.unique(y).tolist() if categorical else None,
+        class_counts=np.unique(y, return_counts=True)[1].tolist() if categorical else None,
         target_kind_inferred=False,
         note=None,
         created_at=CREATED_AT,

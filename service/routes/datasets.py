@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from .. import data, store
+from .. import csv_upload, json_upload, store
 from ..context import services, tenant
-from ..errors import BadRequest, Conflict, Invalid, NotFound, UnsupportedMediaType
+from ..errors import Conflict, Invalid, NotFound, UnsupportedMediaType
 from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
-from ..parsing import is_json, page, parse
+from ..parsing import body_stream, is_json, page
 from ..schemas import DatasetCreate, DatasetList, DatasetPublic
 from . import listing, respond
 
@@ -44,35 +44,28 @@ def create():
     """Upload a dataset: JSON rows, or a CSV file as multipart/form-data."""
     settings = services().settings
     if request.mimetype == "multipart/form-data":
-        meta, x, y = data.from_csv(
-            _csv_text(),
+        upload = request.files.get("file")
+        if upload is None:
+            raise Invalid("file", "field required: a CSV file with a header row", "missing")
+        dataset = csv_upload.read(
+            upload.stream,
             request.form.get("target") or None,
             request.form.get("target_kind") or None,
-            request.form.get("name") or None,
+            request.form.get("name") or (upload.filename or "dataset").rsplit(".", 1)[0],
             settings,
         )
-        meta["name"] = meta["name"] or (request.files["file"].filename or "dataset").rsplit(".", 1)[0]
     elif is_json():
-        meta, x, y = data.from_json(parse(DatasetCreate), settings)
+        dataset = json_upload.read(body_stream(), settings)
     else:
         raise UnsupportedMediaType(
             f"send application/json or multipart/form-data; received {request.mimetype or 'nothing'!r}"
         )
+    meta = dataset.meta
     meta.update(id=store.new_id("ds"), tenant=tenant(), created_at=store.now())
     meta["name"] = meta["name"] or meta["id"]
     response = respond(DatasetPublic.model_validate(meta), 201, {"Location": f"/v1/datasets/{meta['id']}"})
-    store.save_dataset(services().redis, meta, x, y, also=remember(response))
+    store.save_dataset(services().redis, meta, dataset.features, dataset.targets, also=remember(response))
     return response
-
-
-def _csv_text() -> str:
-    upload = request.files.get("file")
-    if upload is None:
-        raise Invalid("file", "field required: a CSV file with a header row", "missing")
-    try:
-        return upload.read().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadRequest("the CSV file is not UTF-8 text") from None
 
 
 @bp.get("/v1/datasets")
