@@ -43,12 +43,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.forwarded_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops)  # type: ignore[method-assign]
 
-    connection = store.connect(settings.redis_url, settings.redis_timeout)
+    connection = store.connect(settings)
     app.extensions["nnserve"] = Services(
         settings=settings,
         redis=connection,
         queue=make_queue(connection),
-        cache=ModelCache(lambda: store.connect(settings.redis_url, settings.redis_timeout), settings.model_cache_size),
+        cache=ModelCache(lambda: store.connect(settings), settings.model_cache_size),
         monitoring=Monitoring(app, settings),
         streams=Streams(settings.stream_limit, settings.stream_lifetime, settings.stream_heartbeat),
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import redis
 from flask import Flask, g, request
 
 from . import store
@@ -58,7 +59,12 @@ def install(app: Flask, settings: Settings) -> None:
         if limit is None:
             return
         scope, rate, field, what = limit
-        count, window_left = store.count_request(services().redis, scope, client(), rate.seconds)
+        try:
+            count, window_left = store.count_request(services().redis, scope, client(), rate.seconds)
+        except redis.exceptions.OutOfMemoryError:
+            # A full Redis refuses the counter's write; predictions still work then, so let them through
+            # uncounted rather than answer 507 to a request that stores nothing.
+            return
         if count > rate.count:
             period = PERIOD_NAMES.get(rate.seconds, f"{rate.seconds} s")
             per = "API key" if "tenant" in g else "client address"
