@@ -704,6 +704,20 @@ return 0
 """)
 
 
+# Extends the reservation's lease while the key still holds ARGV[1] (not yet replaced by the
+# finished response, nor taken by another request after it lapsed). KEYS: idempotency key.
+# ARGV: record, ms. Returns 1 when renewed.
+_RENEW = _script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+""")
+
+
+def renew_idempotency_key(r: redis.Redis, key: str, record: bytes, seconds: float) -> bool:
+    """Keep ``key`` held by ``record`` for another ``seconds``; False when it no longer holds it."""
+    return bool(_RENEW(keys=[key], args=[record, int(seconds * 1000)], client=r))
+
+
 def reserve_idempotency_key(r: redis.Redis, key: str, record: bytes, seconds: float) -> bytes | None:
     """Hold ``key`` with ``record`` for ``seconds`` and return None; or, when it is already held,
     return what it holds (nothing is changed)."""
