@@ -60,7 +60,7 @@ class Sentinels:
         return ",".join(f"127.0.0.1:{port}" for port in self.ports)
 
     def primary_port(self) -> int:
-        host, port = redis_lib.Redis(port=self.ports[0]).sentinel_get_master_addr_by_name(MASTER)
+        _, port = redis_lib.Redis(port=self.ports[0]).sentinel_get_master_addr_by_name(MASTER)
         return int(port)
 
     def stop(self) -> None:
