@@ -84,14 +84,16 @@ def from_keras(document: dict[str, Any] | str) -> KerasImport:
         except SpecError as error:
             raise error.within("config", "layers", i) from None
         if converted is None:
-            shape = _object(layer.get("config"), "config").get("batch_shape") or []
-            input_dim = shape[-1] if shape and isinstance(shape[-1], int) else input_dim
+            shape = _object(layer.get("config"), ("config", "layers", i, "config")).get("batch_shape")
+            if shape is not None and not isinstance(shape, list):
+                raise SpecError(("config", "layers", i, "config", "batch_shape"), f"must be a list; received {shape!r}")
+            last = shape[-1] if shape else None
+            input_dim = last if isinstance(last, int) and not isinstance(last, bool) else input_dim
         else:
             layers.append(converted)
     spec = {"layers": layers, "input_scaling": "none", "dtype": _dtype(config.get("dtype"))}
-    compile_config = document.get("compile_config") or {}
     try:
-        training = _training(compile_config)
+        training = _training(_object(document.get("compile_config") or {}, ()))
     except SpecError as error:
         raise error.within("compile_config") from None
     return KerasImport(spec, training, input_dim)
@@ -138,7 +140,10 @@ def _layer_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
 
 def _activation(value: Any) -> Any:
     if isinstance(value, dict):  # a serialized activation function or layer
-        name = value.get("config", {}).get("name") if value.get("class_name") == "function" else value.get("class_name")
+        if value.get("class_name") == "function":
+            name = _config(value, "activation").get("name")
+        else:
+            name = value.get("class_name")
         return snake_case(name) if isinstance(name, str) else value
     return value
 
@@ -148,7 +153,7 @@ def _initializer(value: Any, field: str) -> Any:
         return value
     value = _object(value, field)
     name = snake_case(str(value.get("class_name")))
-    params = {k: v for k, v in (value.get("config") or {}).items() if k in ("mean", "stddev", "minval", "maxval")}
+    params = {k: v for k, v in _config(value, field).items() if k in ("mean", "stddev", "minval", "maxval")}
     return {"name": name, **params} if params else name
 
 
@@ -156,7 +161,7 @@ def _regularizer(value: Any) -> dict[str, float]:
     if isinstance(value, str):
         return {value: 0.01}
     value = _object(value, "kernel_regularizer")
-    kind, config = value.get("class_name"), value.get("config") or {}
+    kind, config = value.get("class_name"), _config(value, "kernel_regularizer")
     if kind not in ("L1", "L2", "L1L2"):
         raise SpecError(
             ("kernel_regularizer", "class_name"), f"unsupported regularizer {kind!r}; expected L1, L2 or L1L2"
@@ -165,7 +170,7 @@ def _regularizer(value: Any) -> dict[str, float]:
 
 
 def _dtype(value: Any) -> str:
-    name = value.get("config", {}).get("name") if isinstance(value, dict) else value
+    name = _config(value, ("config", "dtype")).get("name") if isinstance(value, dict) else value
     if name in (None, "float32"):
         return "float32"
     if name == "float64":
@@ -185,8 +190,8 @@ def _training(compile_config: dict[str, Any]) -> dict[str, Any]:
         for i, metric in enumerate(_list(metrics, "metrics")):
             name = metric
             if isinstance(metric, dict):
-                name = (metric.get("config") or {}).get("name")
-            if name not in _METRIC_NAMES:
+                name = _config(metric, ("metrics", i)).get("name")
+            if not isinstance(name, str) or name not in _METRIC_NAMES:
                 raise SpecError(
                     ("metrics", i), f"unsupported metric {name!r}; expected one of {', '.join(sorted(_METRIC_NAMES))}"
                 )
@@ -205,7 +210,7 @@ def _optimizer(value: Any) -> dict[str, Any] | str:
             ("optimizer", "class_name"),
             f"unsupported optimizer {value.get('class_name')!r}; expected SGD, Adam, RMSprop or Adagrad",
         )
-    config = value.get("config") or {}
+    config = _config(value, "optimizer")
     if isinstance(config.get("learning_rate"), dict):
         raise SpecError(
             ("optimizer", "learning_rate"),
@@ -220,7 +225,10 @@ def _optimizer(value: Any) -> dict[str, Any] | str:
         if config.get(key) is not None:
             optimizer[key] = config[key]
     if "learning_rate" in optimizer:  # Keras stores it as float32; give back the decimal the user wrote
-        optimizer["learning_rate"] = float(f"{optimizer['learning_rate']:.7g}")
+        rate = optimizer["learning_rate"]
+        if not isinstance(rate, int | float) or isinstance(rate, bool):
+            raise SpecError(("optimizer", "config", "learning_rate"), f"must be a number; received {rate!r}")
+        optimizer["learning_rate"] = float(f"{rate:.7g}")
     return optimizer
 
 
@@ -228,7 +236,7 @@ def _loss(value: Any) -> dict[str, Any] | str:
     if isinstance(value, str):
         return _LOSS_NAMES.get(value, value)
     value = _object(value, "loss")
-    config = value.get("config") or {}
+    config = _config(value, "loss")
     name = config.get("name") or snake_case(str(value.get("class_name")))
     name = _LOSS_NAMES.get(name, name)
     if config.get("label_smoothing"):
@@ -252,6 +260,14 @@ def _object(value: Any, field) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SpecError(field, f"must be an object; received {value!r}")
     return value
+
+
+def _config(value: dict[str, Any], field) -> dict[str, Any]:
+    """The ``config`` object of a serialized Keras object (``{}`` when absent); ``field`` locates the object."""
+    config = value.get("config")
+    if config is None:
+        return {}
+    return _object(config, (*(field if isinstance(field, tuple) else (field,)), "config"))
 
 
 def _list(value: Any, field) -> list[Any]:

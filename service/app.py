@@ -44,10 +44,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.forwarded_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops)  # type: ignore[method-assign]
 
-    connection = store.connect(settings.redis_url, settings.redis_timeout)
+    connection = store.connect(settings)
 
     def subscriber() -> Redis:  # each pub/sub listener (model cache, stored keys) holds a client of its own
-        return store.connect(settings.redis_url, settings.redis_timeout)
+        return store.connect(settings)
 
     monitoring = Monitoring(app, settings)
     app.extensions["nnserve"] = services = Services(

@@ -3,7 +3,7 @@
 ``{"type", "title", "status", "detail", "errors"?, "request_id"}`` (RFC 9457; ``request_id`` is the
 request's X-Request-ID, see ``logs``). Routes raise an
 :class:`ApiError`; pydantic's ValidationError, the engine's SpecError, werkzeug's HTTP
-errors and Redis being unreachable are translated here, in one place, so bad input can
+errors, Redis being unreachable (503) and Redis being full (507) are translated here, in one place, so bad input can
 never surface as HTML, a traceback or a 5xx.
 
 On ``/v2`` (the Open Inference Protocol) the same errors keep their status and headers (a 401's
@@ -119,6 +119,19 @@ class Unavailable(ApiError):
     status, title, slug = 503, "Service Unavailable", "unavailable"
 
 
+class StorageFull(ApiError):
+    """507: Redis refused a write because it is at its ``maxmemory`` (its policy is ``noeviction``)."""
+
+    status, title, slug = 507, "Insufficient Storage", "storage-full"
+
+
+STORAGE_FULL_DETAIL = (
+    "the data store (Redis) is full: it reached its maxmemory and refuses new data; nothing stored "
+    "before is lost and reads, predictions and deletes still work. Delete datasets or models you no "
+    "longer need, or give Redis more memory (its maxmemory setting), then try again"
+)
+
+
 def problem(status: int, title: str, detail: str, slug: str, errors: list | None = None) -> Response:
     if has_request_context() and OIP_PATH.match(request.path):
         return Response(orjson.dumps({"error": detail}), status=status, mimetype="application/json")
@@ -202,11 +215,17 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)
+    @app.errorhandler(redis.exceptions.ReadOnlyError)  # a replica, or a primary demoted by a failover
     def redis_down(error: Exception):
         log.warning("Redis unreachable: %s", error)
         response = api_error(Unavailable("the data store (Redis) is unreachable; try again shortly"))
         response.headers["Retry-After"] = "5"
         return response
+
+    @app.errorhandler(redis.exceptions.OutOfMemoryError)
+    def redis_full(error: Exception):
+        log.warning("Redis is full (maxmemory): %s", error)
+        return api_error(StorageFull(STORAGE_FULL_DETAIL))
 
     @app.errorhandler(Exception)
     def internal(error: Exception):

@@ -3,7 +3,9 @@ header creates its resource at most once per key and tenant, however often it is
 
 1. Before anything is created the key is reserved atomically (``store.reserve_idempotency_key``,
    SET NX in effect), so of two concurrent requests with one key only one goes on; the other
-   gets 409 and retries.
+   gets 409 and retries. The reservation is a lease of ``LEASE`` seconds, renewed by a thread
+   while the request runs (``_Lease``): if the API process dies mid-request, the key is free
+   again within seconds, not blocked until a long expiry.
 2. The response is written over the reservation in the very transaction that creates the
    resource (``remember``), so no resource exists without its record, even when the process
    dies a moment later.
@@ -19,17 +21,22 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+import redis
 from flask import Response, g, request
 
 from . import store
 from .context import services, tenant
 from .errors import BadRequest, Conflict, Invalid
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -38,9 +45,32 @@ IDEMPOTENCY_HEADER = {
     "response instead of creating another resource"
 }
 """The header as the OpenAPI document describes it."""
-PENDING_TTL = 300
-"""Seconds a reservation outlives a request that died before it finished: long enough for any
-request to finish, short enough not to block the key for the whole TTL."""
+LEASE = 10.0
+"""Seconds a reservation outlives the process holding it (renewed every third of that while its
+request runs): what a retry waits, at most, after the API process handling the first request died."""
+
+
+class _Lease:
+    """Renews a reservation every ``LEASE / 3`` seconds from a daemon thread until ``stop``: a
+    request may run longer than the lease (a large upload), but a dead process renews nothing."""
+
+    def __init__(self, r: redis.Redis, key: str, record: bytes):
+        self._r, self._key, self._record = r, key, record
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="idempotency-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stopped.wait(LEASE / 3):
+            try:
+                if not store.renew_idempotency_key(self._r, self._key, self._record, LEASE):
+                    return  # the response replaced the reservation, or the lease lapsed
+            except redis.exceptions.RedisError as error:  # Redis away: the lease lapses; nothing is lost
+                log.warning("idempotency lease: not renewed (%s)", error)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
 
 
 def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -57,16 +87,18 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
         r = services().redis
         redis_key, fingerprint = store.idempotency_key(tenant(), key), _fingerprint()
         reservation = orjson.dumps({"fingerprint": fingerprint, "reservation": secrets.token_hex(8)})
-        held = store.reserve_idempotency_key(r, redis_key, reservation, PENDING_TTL)
+        held = store.reserve_idempotency_key(r, redis_key, reservation, LEASE)
         if held is not None:
             return _replay(orjson.loads(held), fingerprint)
         g.idempotency = (redis_key, fingerprint)
+        lease = _Lease(r, redis_key, reservation)
         created = False
         try:
             response = view(*args, **kwargs)
             created = response.status_code < 300
             return response
         finally:
+            lease.stop()
             if not created:
                 store.release_idempotency_key(r, redis_key, reservation)
 

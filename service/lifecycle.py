@@ -189,9 +189,10 @@ def delete(r: redis.Redis, job: Job) -> None:
         raise Refused(job["id"], None if status is None else JobStatus(status))
 
 
-def fail(r: redis.Redis, job: Job, error: Error) -> bool:
-    """End the job as ``failed`` with ``error`` (``{type, detail}``); True when it was still queued or running."""
-    move, _ = _apply(r, job, (Move.fail, {"finished_at": store.now(), "error": error}))
+def fail(r: redis.Redis, job: Job, error: Error, lease: str | None = None) -> bool:
+    """End the job as ``failed`` with ``error`` (``{type, detail}``); True when it was still queued or running
+    (and, given a ``lease``, held by it). Works on a full Redis too (see ``store.transition``)."""
+    move, _ = _apply(r, job, (Move.fail, {"finished_at": store.now(), "error": error}), lease=lease)
     return move is not None
 
 

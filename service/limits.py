@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import redis
 from flask import Flask, Response, g, request
 
 from . import store
@@ -60,7 +61,12 @@ def install(app: Flask, settings: Settings) -> None:
         if limit is None:
             return
         scope, rate, field, what = limit
-        allowed, count, reset = store.count_request(services().redis, scope, client(), rate.count, rate.seconds)
+        try:
+            allowed, count, reset = store.count_request(services().redis, scope, client(), rate.count, rate.seconds)
+        except redis.exceptions.OutOfMemoryError:
+            # A full Redis refuses the counter's write; predictions still work then, so let them through
+            # uncounted rather than answer 507 to a request that stores nothing.
+            return
         wait = max(1, math.ceil(reset))
         g.rate_limit = {
             "RateLimit-Limit": str(rate.count),

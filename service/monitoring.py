@@ -183,13 +183,25 @@ class _StoreCollector:
     def collect(self):
         up = GaugeMetricFamily("nnserve_redis_up", "1 when Redis answered this scrape.")
         try:
-            counts, depth, durations = store.job_counts(self.r), self.queue.count, store.job_durations(self.r)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            counts, depth = store.job_counts(self.r), self.queue.count
+            durations, memory = store.job_durations(self.r), store.memory(self.r)
+        except store.TRANSIENT_ERRORS:
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
         yield up
+        yield GaugeMetricFamily("nnserve_redis_memory_used_bytes", "Memory Redis uses.", value=memory.used)
+        yield GaugeMetricFamily(
+            "nnserve_redis_memory_max_bytes",
+            "Redis's maxmemory (0: no limit); writes get 507 at it.",
+            value=memory.limit,
+        )
+        yield GaugeMetricFamily(
+            "nnserve_redis_evicting",
+            "1 when Redis's maxmemory-policy is not noeviction (it may drop jobs, datasets and models when full).",
+            value=int(memory.evicting),
+        )
         jobs = GaugeMetricFamily("nnserve_jobs", "Training jobs by status.", labels=["status"])
         for status in JobStatus:
             jobs.add_metric([status.value], counts.get(status.value, 0))

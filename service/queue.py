@@ -48,5 +48,7 @@ def enqueue_train(queue: Queue, job_id: str, settings: Settings, pipeline) -> No
 
 def discard(queue: Queue, job_id: str) -> None:
     """Take a queued job off the queue (the worker would skip it anyway: see ``worker.jobs.train``)."""
-    with contextlib.suppress(NoSuchJobError, InvalidJobOperation):
+    # On a full Redis our record is canceled already (that move frees the checkpoint) but RQ's own
+    # bookkeeping is refused: the job is then skipped when a worker dequeues it.
+    with contextlib.suppress(NoSuchJobError, InvalidJobOperation, redis.exceptions.OutOfMemoryError):
         Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer).cancel()

@@ -345,9 +345,18 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class RedisMemory(BaseModel):
+    used_bytes: int
+    max_bytes: int = Field(description="Redis's maxmemory; 0: no limit.")
+    full: bool = Field(description="At its maxmemory: writes get 507 until memory is freed or raised.")
+    eviction_policy: str = Field(description="Redis's maxmemory-policy; nnserve needs `noeviction`.")
+
+
 class Readiness(BaseModel):
     status: ServiceStatus
     redis: bool
+    memory: RedisMemory | None = Field(None, description="Redis's memory, when it answered.")
+    warnings: list[str] = Field(default_factory=list, description="What an operator should fix.")
 
 
 class Problem(BaseModel):

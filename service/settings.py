@@ -130,24 +130,87 @@ def _origins(value):
     return origins
 
 
+def _sentinels(value):
+    """``"host1:26379,host2:26379"`` as ``(("host1", 26379), ("host2", 26379))``; empty: none."""
+    if not isinstance(value, str):
+        return value
+    addresses = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"each Sentinel must be host:port, like 'sentinel-1:26379'; received {item!r}")
+        addresses.append((host.strip("[]"), int(port)))
+    return tuple(addresses)
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(value):
+    if isinstance(value, str) and not value.startswith(REDIS_SCHEMES):
+        scheme = value.partition("://")[0] if "://" in value else value
+        hint = (
+            " Redis Cluster is not supported (RQ, which queues the jobs, cannot use it): use one Redis, "
+            "with replicas and Sentinel (REDIS_SENTINELS) for failover."
+            if "cluster" in scheme.lower()
+            else ""
+        )
+        raise ValueError(f"must start with redis://, rediss:// (TLS) or unix://; received {scheme!r}.{hint}")
+    return value
+
+
 # NoDecode: these come as plain text ("30/minute", "key1,key2"), not as the JSON that
 # pydantic-settings would otherwise expect of a tuple.
 RateLimit = Annotated[Rate | None, NoDecode, BeforeValidator(_rate)]
 ApiKeys = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_keys)]
 Origins = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_origins)]
+Sentinels = Annotated[tuple[tuple[str, int], ...], NoDecode, BeforeValidator(_sentinels)]
 
 
 class Settings(BaseSettings):
     # hide_input_in_errors: a start-up error must not print a mistyped API key.
     model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
-    redis_url: str = Field(
+    redis_url: Annotated[str, BeforeValidator(_redis_url)] = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("redis_url", "REDIS_URL", "NNSERVE_REDIS_URL"),
-        description="Redis holding datasets, jobs, models and the RQ queue.",
+        description="Redis holding datasets, jobs, models and the RQ queue. With Sentinels, only its "
+        "password, user, database and scheme (rediss:// for TLS) are used.",
     )
     redis_timeout: float = Field(
         2.0, gt=0, description="Seconds to connect to or wait on Redis before a request gets 503."
+    )
+    redis_sentinels: Sentinels = Field(
+        (),
+        validation_alias=AliasChoices("redis_sentinels", "REDIS_SENTINELS", "NNSERVE_REDIS_SENTINELS"),
+        description="Redis Sentinels as host:port, comma-separated: the primary is asked of them, and "
+        "found again after a failover. Needs REDIS_SENTINEL_MASTER.",
+    )
+    redis_sentinel_master: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "redis_sentinel_master", "REDIS_SENTINEL_MASTER", "NNSERVE_REDIS_SENTINEL_MASTER"
+        ),
+        description="The name the Sentinels monitor the primary by (their `sentinel monitor <name> ...`).",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "redis_sentinel_password", "REDIS_SENTINEL_PASSWORD", "NNSERVE_REDIS_SENTINEL_PASSWORD"
+        ),
+        description="Password of the Sentinels themselves (their requirepass), if they have one.",
+    )
+    redis_sentinel_tls: bool = Field(
+        False,
+        validation_alias=AliasChoices("redis_sentinel_tls", "REDIS_SENTINEL_TLS", "NNSERVE_REDIS_SENTINEL_TLS"),
+        description="Reach the Sentinels over TLS (the primary's TLS follows REDIS_URL's rediss://).",
+    )
+    allow_eviction: bool = Field(
+        False,
+        description="Start even when Redis's maxmemory-policy is not noeviction (it may then silently drop "
+        "jobs, datasets and models once full); warned about at start-up and reported by /readyz.",
     )
 
     # Access. SecretStr: the keys never show in a repr or a log line.
@@ -287,6 +350,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"api_streams ({self.api_streams}) must be below api_threads ({self.api_threads}): "
                 "every stream holds a thread, and other requests need some"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sentinels_have_a_master(self) -> Settings:
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise ValueError(
+                "REDIS_SENTINELS needs REDIS_SENTINEL_MASTER, the name the Sentinels monitor the primary by"
             )
         return self
 

@@ -31,6 +31,7 @@ Redis client.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -40,15 +41,17 @@ import zipfile
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import Script
+from redis.connection import parse_url
 from redis.driver_info import DriverInfo
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from . import builtin
 
@@ -113,31 +116,134 @@ def rate_key(scope: str, who: str) -> str:
     return f"{PREFIX}:ratelimit:{scope}:{who}"
 
 
-def connect(url: str, timeout: float, retry_window: float = 0.0) -> redis.Redis:
-    """A client whose every connect and command gives up after ``timeout`` seconds, so an
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # refused, reset, and Sentinel's MasterNotFoundError
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a primary demoted by a failover, until we reconnect to the new one
+)
+"""Errors that pass when Redis comes back or a failover ends: worth waiting out, never a job's fault."""
+
+
+class Client(redis.Redis):
+    """redis-py's client, which also knows a full Redis in the words of Redis 6: a write refused inside
+    a Lua script comes back from it as ``Error running script ...: -OOM command not allowed ...``, which
+    redis-py takes for a plain ResponseError; Redis 7 says ``OOM ...``, an OutOfMemoryError. Read here,
+    inside redis-py's retry loop, so both retry and fail alike."""
+
+    def parse_response(self, connection, command_name, **options):
+        try:
+            return super().parse_response(connection, command_name, **options)
+        except redis.exceptions.ResponseError as error:
+            if type(error) is redis.exceptions.ResponseError and "-OOM command not allowed" in str(error):
+                raise redis.exceptions.OutOfMemoryError(str(error)) from None
+            raise
+
+
+class RedisSettings(Protocol):
+    """What ``connect`` reads of ``service.settings.Settings`` (named here, so this module imports no settings)."""
+
+    # Read-only properties: the settings object is frozen.
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def redis_timeout(self) -> float: ...
+    @property
+    def redis_sentinels(self) -> tuple[tuple[str, int], ...]: ...
+    @property
+    def redis_sentinel_master(self) -> str | None: ...
+    @property
+    def redis_sentinel_password(self) -> Any: ...  # a pydantic SecretStr, or None
+    @property
+    def redis_sentinel_tls(self) -> bool: ...
+
+
+def connect(settings: RedisSettings, retry_window: float = 0.0) -> redis.Redis:
+    """A client whose every connect and command gives up after ``redis_timeout`` seconds, so an
     unreachable Redis turns into a quick 503 rather than a hung request: one retry, no backoff.
 
-    With a ``retry_window`` (workers), a command that fails to connect or times out is tried
-    again with exponential backoff for about that many seconds, so a Redis restart only pauses
-    training. Our job writes do no harm when repeated (see ``record_epoch``), and a duplicate that
-    RQ might enqueue that way is stopped by the job's lease (see ``lifecycle.start``)."""
+    With a ``retry_window`` (workers), a command that fails to connect, times out or is refused
+    because Redis is full (OOM) is tried again with exponential backoff for about that many seconds,
+    so a Redis restart or a full Redis only pauses training. Our job writes do no harm when repeated
+    (see ``record_epoch``); a refused write did nothing; a duplicate that RQ might enqueue that way is
+    stopped by the job's lease (see ``lifecycle.start``).
+
+    With ``redis_sentinels``, the client asks those Sentinels for the primary of ``redis_sentinel_master``
+    on every new connection, so after a failover it reconnects to the promoted replica by itself. The
+    primary's password, user, database and TLS still come from ``redis_url`` (its host is not used)."""
     retry = Retry(NoBackoff(), 1)
     if retry_window > 0:
         backoff, attempts, waited = ExponentialBackoff(cap=RETRY_BACKOFF_CAP, base=0.05), 0, 0.0
         while waited < retry_window:
             attempts += 1
             waited += backoff.compute(attempts)
-        retry = Retry(backoff, attempts)
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        retry=retry,
-        health_check_interval=30,
+        retry = Retry(backoff, attempts, supported_errors=(*TRANSIENT_ERRORS, redis.exceptions.OutOfMemoryError))
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_timeout": settings.redis_timeout,
+        "retry": retry,
+        "health_check_interval": 30,
         # Without it every new connection reads redis-py's version from the package metadata on
         # disk (~2 ms): a worker's work horse opens a fresh one for each job, on the way to running.
-        driver_info=DriverInfo(lib_version=redis.__version__),
+        "driver_info": DriverInfo(lib_version=redis.__version__),
+    }
+    if not settings.redis_sentinels:
+        return Client.from_url(settings.redis_url, **options)
+    url = parse_url(settings.redis_url)
+    for name in ("username", "password", "db"):
+        if url.get(name) is not None:
+            options[name] = url[name]
+    if url.get("connection_class") is redis.SSLConnection:
+        options["ssl"] = True
+    password = settings.redis_sentinel_password
+    sentinel_options = {
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_timeout": settings.redis_timeout,
+        "password": password.get_secret_value() if password is not None else None,
+        "ssl": settings.redis_sentinel_tls,
+    }
+    sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_options, **options)
+    return sentinel.master_for(settings.redis_sentinel_master, redis_class=Client, **options)
+
+
+class Memory(NamedTuple):
+    """What Redis says of its memory (``INFO memory``): bytes used, the limit (0: none), the eviction policy."""
+
+    used: int
+    limit: int
+    policy: str
+
+    @property
+    def full(self) -> bool:
+        """True when writes are refused (noeviction) or evict something (any other policy)."""
+        return 0 < self.limit <= self.used
+
+    @property
+    def evicting(self) -> bool:
+        return self.policy != SAFE_EVICTION_POLICY
+
+
+SAFE_EVICTION_POLICY = "noeviction"
+"""The only ``maxmemory-policy`` under which Redis never drops a key: any other would silently lose
+queued jobs, datasets or models once memory runs out."""
+
+
+def memory(r: redis.Redis) -> Memory:
+    info = r.info("memory")
+    return Memory(int(info["used_memory"]), int(info.get("maxmemory", 0)), str(info.get("maxmemory_policy", "")))
+
+
+def eviction_warning(policy: str) -> str:
+    return (
+        f"Redis's maxmemory-policy is {policy!r}: once its memory is full it evicts keys, and queued jobs, "
+        f"datasets and models vanish without an error. Set it to {SAFE_EVICTION_POLICY!r} "
+        f"(redis-server --maxmemory-policy {SAFE_EVICTION_POLICY}, or CONFIG SET), or accept the risk with "
+        "NNSERVE_ALLOW_EVICTION=1"
     )
+
+
+def is_cluster(r: redis.Redis) -> bool:
+    """True for a Redis Cluster node (which nnserve cannot use: RQ does not support Cluster)."""
+    return bool(r.info("cluster").get("cluster_enabled"))
 
 
 def new_id(kind: str) -> str:
@@ -298,11 +404,22 @@ def list_datasets(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100
     return shown
 
 
+# Deletes a record: its keys, then its id from an index, then (if ARGV[2] is not empty)
+# publishes ARGV[1] on that channel. A script, not MULTI: Redis refuses every command queued
+# in a MULTI while it is full, but lets a script delete (DEL is allowed over maxmemory), and
+# deleting is how room is made. KEYS: index, then the record's keys. ARGV: id, channel or "".
+_DELETE = _script("""
+redis.call('DEL', unpack(KEYS, 2))
+redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
+return 1
+""")
+
+
 def delete_dataset(r: redis.Redis, meta: dict[str, Any]) -> None:
-    with r.pipeline() as pipe:
-        pipe.delete(dataset_key(meta["id"]), arrays_key(meta["id"]))
-        pipe.zrem(index_key(meta["tenant"], DATASETS), meta["id"])
-        pipe.execute()
+    """Delete the dataset; works on a full Redis too."""
+    keys = [index_key(meta["tenant"], DATASETS), dataset_key(meta["id"]), arrays_key(meta["id"])]
+    _DELETE(keys=keys, args=[meta["id"], ""], client=r)
 
 
 # Jobs ----------------------------------------------------------------------------------
@@ -320,6 +437,9 @@ class LeaseLost(Exception):
 # leave), "1" to drop the checkpoint (else "0"), n allowed, allowed..., n fields, then that
 # many field/value pairs. Returns {i, old} when step i (from 1) was applied, {0, current} when
 # none applies or another lease holds the job, nil when there is no such job.
+# The checkpoint goes first: on a full Redis (maxmemory, noeviction) a script is refused only at
+# its first write, and once it has written it runs to the end (Redis cannot stop a script half
+# way), so a job can still be failed or canceled on a full store, freeing its checkpoint.
 _TRANSITION = _script("""
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return nil end
@@ -335,6 +455,7 @@ while i <= #ARGV do
   local counted = i + 4 + n
   local n_fields = tonumber(ARGV[counted])
   if allowed then
+    if drop == '1' then redis.call('DEL', KEYS[4]) end
     for f = counted + 1, counted + 2 * n_fields, 2 do
       redis.call('HSET', KEYS[1], ARGV[f], ARGV[f + 1])
     end
@@ -346,7 +467,6 @@ while i <= #ARGV do
     if model ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
       redis.call('HSET', KEYS[3], 'status', model)
     end
-    if drop == '1' then redis.call('DEL', KEYS[4]) end
     return {step, current}
   end
   i = counted + 1 + 2 * n_fields
@@ -610,7 +730,10 @@ def record_duration(r: redis.Redis, job_id: str, status: str) -> None:
                 pipe.hincrby(JOB_DURATIONS, f"{status}:{bound}", 1)
         pipe.hincrby(JOB_DURATIONS, f"{status}:count", 1)
         pipe.hincrbyfloat(JOB_DURATIONS, f"{status}:sum", seconds)
-        pipe.execute()
+        # A full Redis refuses these writes; the job has ended all the same, and a metric is not worth
+        # failing its end over.
+        with contextlib.suppress(redis.exceptions.OutOfMemoryError):
+            pipe.execute()
 
 
 def job_durations(r: redis.Redis) -> dict[str, dict[str, float]]:
@@ -643,12 +766,9 @@ def load_weights(r: redis.Redis, model_id: str) -> bytes | None:
 
 
 def delete_model(r: redis.Redis, model: dict[str, Any]) -> None:
-    """Delete the model and tell every API process to drop it from its cache."""
-    with r.pipeline() as pipe:
-        pipe.delete(model_key(model["id"]), weights_key(model["id"]))
-        pipe.zrem(index_key(model["tenant"], MODELS), model["id"])
-        pipe.publish(MODEL_EVENTS, model["id"])
-        pipe.execute()
+    """Delete the model and tell every API process to drop it from its cache; works on a full Redis too."""
+    keys = [index_key(model["tenant"], MODELS), model_key(model["id"]), weights_key(model["id"])]
+    _DELETE(keys=keys, args=[model["id"], MODEL_EVENTS], client=r)
 
 
 # Limits and idempotency ------------------------------------------------------------------
@@ -720,6 +840,20 @@ _RELEASE = _script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """)
+
+
+# Extends the reservation's lease while the key still holds ARGV[1] (not yet replaced by the
+# finished response, nor taken by another request after it lapsed). KEYS: idempotency key.
+# ARGV: record, ms. Returns 1 when renewed.
+_RENEW = _script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+""")
+
+
+def renew_idempotency_key(r: redis.Redis, key: str, record: bytes, seconds: float) -> bool:
+    """Keep ``key`` held by ``record`` for another ``seconds``; False when it no longer holds it."""
+    return bool(_RENEW(keys=[key], args=[record, int(seconds * 1000)], client=r))
 
 
 def reserve_idempotency_key(r: redis.Redis, key: str, record: bytes, seconds: float) -> bytes | None:

@@ -43,10 +43,12 @@ def redis_binary() -> str:
 class RedisServer:
     """A redis-server of the tests' own on a free port, which a test may stop, pause and start again
     on the same port and data, as an operator restarting Redis would. ``durable`` keeps an
-    append-only file fsynced every second, as ``nnserve up`` does; otherwise nothing is persisted."""
+    append-only file fsynced every second, as ``nnserve up`` does; otherwise nothing is persisted.
+    ``args`` go to redis-server as they are (``("--maxmemory", "20mb")``)."""
 
-    def __init__(self, data: Path, durable: bool = False):
+    def __init__(self, data: Path, durable: bool = False, args: tuple[str, ...] = ()):
         self.port = free_port()
+        self.args = args
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.data = data
         self.durable = durable
@@ -67,6 +69,7 @@ class RedisServer:
                 "--save",
                 "",
                 *persistence,
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
         )

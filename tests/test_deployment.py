@@ -101,10 +101,18 @@ def env_names(service: dict) -> list[str]:
     return [entry.split("=", 1)[0] for entry in service["environment"]]
 
 
+PLAIN_NAMES = {"redis_url", "redis_sentinels", "redis_sentinel_master", "redis_sentinel_password", "redis_sentinel_tls"}
+"""Settings read under their conventional names (REDIS_URL, REDIS_SENTINELS...), without NNSERVE_."""
+
+
+def env_name_of(field: str) -> str:
+    return field.upper() if field in PLAIN_NAMES else f"NNSERVE_{field.upper()}"
+
+
 def setting_of(env_name: str) -> str:
-    """The Settings field an environment variable sets (REDIS_URL or NNSERVE_<FIELD>)."""
-    if env_name == "REDIS_URL":
-        return "redis_url"
+    """The Settings field an environment variable sets (REDIS_URL, REDIS_SENTINEL... or NNSERVE_<FIELD>)."""
+    if env_name.lower() in PLAIN_NAMES:
+        return env_name.lower()
     assert env_name.startswith("NNSERVE_"), env_name
     field = env_name.removeprefix("NNSERVE_").lower()
     assert field in Settings.model_fields, f"{env_name} is set in docker-compose.yml but no setting reads it"
@@ -419,5 +427,5 @@ def test_compose_environment_makes_valid_settings(monkeypatch):
 @pytest.mark.parametrize("field", list(Settings.model_fields))
 def test_every_setting_is_documented(field):
     text = (ROOT / "docs" / "deployment.md").read_text()
-    name = "REDIS_URL" if field == "redis_url" else f"NNSERVE_{field.upper()}"
+    name = env_name_of(field)
     assert f"`{name}`" in text, f"docs/deployment.md does not document {name}"

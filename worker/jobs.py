@@ -4,8 +4,9 @@
 imports the engine and the store, never Flask, and moves the job only by the verbs of
 ``service.lifecycle``. Failures propagate to RQ, and its callbacks keep our job record (the
 one users see) in step through one failure verb, ``_failed``: a deterministic failure (a bad
-spec, diverging training, a timeout) ends the job ``failed`` at once; a lost worker sends it
-back to ``queued`` while retries remain, and a retry resumes from the last checkpoint. A job
+spec, diverging training, a timeout, Redis full for too long: see ``TRANSIENT``) ends the job
+``failed`` at once; a lost worker or a transient failure sends it back to ``queued`` while
+retries remain, and a retry resumes from the last checkpoint. A job
 whose cancel was asked for ends ``canceled`` instead of being retried (``_cancel_if_requested``).
 A worker told to stop (``PREEMPT_SIGNAL`` reaches its work horse) has the job checkpoint at the
 next epoch boundary and requeue itself, without using up a retry.
@@ -21,9 +22,9 @@ import threading
 from typing import Any
 
 import numpy as np
+import redis
 from rq import Retry, get_current_job
 from rq.exceptions import AbandonedJobError
-from rq.timeouts import JobTimeoutException
 
 from nnserve import engine
 from nnserve.engine.training import Trainer
@@ -47,20 +48,54 @@ class JobError(Exception):
     """The job cannot run as submitted (its dataset was deleted, say); retrying will not help."""
 
 
-DETERMINISTIC = (engine.EngineError, JobError, JobTimeoutException)
+class StorageFull(Exception):
+    """Redis stayed full (at its maxmemory, refusing writes) for the whole of the worker's
+    ``redis_retry_window``, so the job could not save its progress, checkpoint or model."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the data store (Redis) is full (it reached its maxmemory) and stayed full while the job waited "
+            "to save its progress; delete datasets or models you no longer need, or give Redis more memory, "
+            "then submit the job again"
+        )
+
+
+TRANSIENT = (*store.TRANSIENT_ERRORS, redis.exceptions.OutOfMemoryError, OSError, MemoryError)
+"""Failures of the moment, not of the job, so a retry (on this worker or another) may well succeed:
+Redis unreachable, failing over, or refusing RQ's own bookkeeping while full (a job's own writes wait
+the fullness out and end as StorageFull instead); the machine short of memory or a file. Any other
+exception a job raises is deterministic: the engine's errors, JobError, a timeout, StorageFull (the
+job already waited), and whatever the job's data and spec provoke in Python itself (a
+ZeroDivisionError from an empty split, a KeyError or IndexError from malformed data, a ValueError or
+TypeError): the same input fails the same way, so a retry would only burn time and a worker."""
 
 
 def train(job_id: str) -> dict[str, Any] | Retry:
     """Train the job's model on its dataset, reporting every epoch; returns a small summary, or
-    RQ's ``Retry`` when the worker is stopping and the job must continue elsewhere."""
+    RQ's ``Retry`` when the worker is stopping and the job must continue elsewhere. Raises
+    StorageFull when Redis stays full through the worker's retries (see ``store.connect``)."""
     r = get_current_job().connection
+    lease = secrets.token_hex(8)
+    try:
+        return _train(r, job_id, lease)
+    except redis.exceptions.OutOfMemoryError:
+        error = StorageFull()
+        job = store.get_job(r, job_id)
+        if job is not None:
+            # Recorded here rather than left to on_failure: on a full Redis, RQ's own bookkeeping of the
+            # failure is refused as well, and its work horse may die before it calls back. The move
+            # works on a full Redis, and frees the job's checkpoint.
+            lifecycle.fail(r, job, {"type": "StorageFull", "detail": str(error)}, lease=lease)
+        raise error from None
+
+
+def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
     job = store.get_job(r, job_id)
     if job is None:
         raise JobError(f"job {job_id!r} no longer exists")
     if job["cancel_requested"]:
         lifecycle.honour_cancel(r, job)
         return {"status": JobStatus.canceled}
-    lease = secrets.token_hex(8)
     started, status = lifecycle.start(r, job, lease)
     if not started:
         return {"status": status}  # canceled while queued, or already finished
@@ -147,8 +182,7 @@ def on_failure(rq_job, connection, exc_type, exc_value, traceback) -> None:
         on_worker_lost(rq_job, connection, "its worker stopped sending heartbeats (killed or out of memory)")
         return
     error = {"type": exc_type.__name__, "detail": str(exc_value) or exc_type.__name__}
-    deterministic = issubclass(exc_type, DETERMINISTIC)  # the same input fails the same way: a retry cannot help
-    _failed(rq_job, connection, store.get_job(connection, rq_job.id), error, retry=not deterministic)
+    _failed(rq_job, connection, store.get_job(connection, rq_job.id), error, retry=issubclass(exc_type, TRANSIENT))
 
 
 def on_work_horse_killed(rq_job, retpid, ret_val, rusage) -> None:

@@ -42,7 +42,11 @@ from . import jobs
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_ERRORS: tuple[type[Exception], ...] = (*store.TRANSIENT_ERRORS, redis.exceptions.OutOfMemoryError)
+"""What breaks off the work loop without being anyone's fault: Redis away, failing over, or full."""
+RESTART_PAUSE = 1.0
+"""Seconds before the work loop starts again after it broke off while Redis answered (RQ quits its
+loop on any error of its own bookkeeping, a write refused by a full Redis say)."""
 
 
 class _Tuned(rq.Worker):
@@ -60,6 +64,20 @@ class _Tuned(rq.Worker):
 
     def get_heartbeat_ttl(self, job: rq.job.Job, working_time: float = 0.0) -> int:
         return super().get_heartbeat_ttl(job, working_time) - 60 + self.abandoned_after
+
+    # A full Redis refuses heartbeats too (after the connection's retries). A missed heartbeat must
+    # not break off the work loop, which would kill the work horse whose job is waiting to save.
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        try:
+            super().heartbeat(timeout, pipeline)
+        except redis.exceptions.OutOfMemoryError:
+            log.warning("worker %s: Redis is full (maxmemory); heartbeat not recorded", self.name)
+
+    def maintain_heartbeats(self, job: rq.job.Job, execution) -> None:
+        try:
+            super().maintain_heartbeats(job, execution)
+        except redis.exceptions.OutOfMemoryError:
+            log.warning("worker %s: Redis is full (maxmemory); heartbeat of job %s not recorded", self.name, job.id)
 
     @property
     def dequeue_timeout(self) -> int:
@@ -149,7 +167,7 @@ W = TypeVar("W", bound=_Tuned)
 
 def make_worker(settings: Settings, kind: type[W] = Worker, name: str | None = None) -> W:  # type: ignore[assignment]
     """A worker of ``kind`` (``Worker``, or ``SimpleWorker`` for tests) on the ``nnserve`` queue."""
-    connection = store.connect(settings.redis_url, settings.redis_timeout, settings.redis_retry_window)
+    connection = store.connect(settings, settings.redis_retry_window)
     worker = kind(
         [make_queue(connection)],
         name=name,
@@ -166,7 +184,8 @@ def make_worker(settings: Settings, kind: type[W] = Worker, name: str | None = N
 
 
 def run(settings: Settings, burst: bool = False) -> bool:
-    """Work until told to stop (or, with ``burst``, until the queue is empty)."""
+    """Work until told to stop (or, with ``burst``, until the queue is empty). Nothing else ends it:
+    when RQ's work loop breaks off (Redis away or full, or any error of its own) it starts again."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # OpenBLAS threads spin while they wait for work: two workers with two threads each on two
     # cores steal each other's time slices, and an epoch can take 40x longer.
@@ -178,16 +197,17 @@ def run(settings: Settings, burst: bool = False) -> bool:
             _note_stop_signals(worker)
             log.info("worker %s listening on %s", worker.name, settings.redis_url)
             worked: bool = worker.work(burst=burst, logging_level=settings.log_level.upper(), with_scheduler=False)
-            if burst or worker.told_to_stop or _answers(worker.connection):
+            if burst or worker.told_to_stop:
                 return worked
+            log.warning("worker %s: the work loop broke off; starting it again", worker.name)
         except REDIS_ERRORS as error:
             if worker is not None and worker.told_to_stop:
                 return False
-            log.warning("Redis unreachable (%s)", error)
+            log.warning("Redis unreachable or full (%s: %s)", type(error).__name__, error)
         finally:
             if worker is not None:
                 worker.stop_horse_now()
-        if not _wait_for_redis(settings):
+        if not _wait_for_redis(settings, pause=RESTART_PAUSE):
             return False
 
 
@@ -208,13 +228,14 @@ def _answers(connection: redis.Redis) -> bool:
         return False
 
 
-def _wait_for_redis(settings: Settings) -> bool:
-    """Until Redis answers (True) or a stop signal arrives (False), trying every few seconds."""
+def _wait_for_redis(settings: Settings, pause: float = 0.0) -> bool:
+    """After ``pause`` seconds, until Redis answers (True) or a stop signal arrives (False), trying
+    every few seconds."""
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.append(signum))
-    probe = store.connect(settings.redis_url, settings.redis_timeout)
-    delay, next_try = 0.5, 0.0
+    probe = store.connect(settings)
+    delay, next_try = 0.5, time.monotonic() + pause
     while not stop:
         if time.monotonic() >= next_try:
             if _answers(probe):

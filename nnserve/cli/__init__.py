@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from nnserve import __version__
 from nnserve.service.settings import Settings
 
@@ -69,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb in ADMIN_VERBS:
         return run_admin_verb(Settings(), args)
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "workers", "data_dir") and v is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])).upper() or 'settings'}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+        raise SystemExit(f"nnserve {args.verb}: invalid settings: {problems}") from None
     command = {"up": server.cmd_up, "api": server.cmd_api, "worker": server.cmd_worker}[args.verb]
     return command(settings, args)

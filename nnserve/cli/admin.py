@@ -69,7 +69,7 @@ def _tenant(text: str) -> str:
 
 def run_admin_verb(settings: Settings, args: argparse.Namespace) -> int:
     name = f"{args.verb} {args.action}" if args.verb == "keys" else args.verb
-    r = store.connect(settings.redis_url, settings.redis_timeout)
+    r = store.connect(settings)
     try:
         if args.verb == "keys":
             return {"create": cmd_create, "list": cmd_list, "revoke": cmd_revoke}[args.action](r, settings, args)

@@ -25,6 +25,7 @@ a user's own ``service`` or ``engine`` package could not shadow them anyway)."""
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    check_redis(settings, "worker")
     # Imported here: the other verbs need neither RQ nor the engine.
     from nnserve.worker.main import run
 
@@ -34,6 +35,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     check_port_free(settings.host, settings.port, "--port")
+    check_redis(settings, "api")
     with Supervisor() as supervisor:
         supervisor.start("api", gunicorn_command(settings), api_env(settings, supervisor, dict(os.environ)))
         return supervisor.wait()
@@ -52,6 +54,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             port = start_redis(supervisor, data_dir, settings.embedded_redis_port or free_port())
             env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
             settings = settings.model_copy(update={"redis_url": env["REDIS_URL"]})
+        else:
+            check_redis(settings, "up")
         supervisor.start("api", gunicorn_command(settings), api_env(settings, supervisor, env))
         for i in range(settings.workers):
             supervisor.start(
@@ -63,6 +67,32 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             return code
         print(f"nnserve is up at {url}  (API docs: {url}/docs; Redis: {settings.redis_url}; Ctrl-C stops)", flush=True)
         return supervisor.wait()
+
+
+def check_redis(settings: Settings, verb: str) -> None:
+    """Refuse to start on a Redis that would lose data or cannot serve: a Redis Cluster node, or one
+    whose maxmemory-policy evicts keys (unless ``allow_eviction``, then warn loudly). A Redis that
+    does not answer yet is no reason to stop: the API answers 503 and the worker waits until it does."""
+    from nnserve.service import store  # store imports NumPy: only the server verbs need it
+
+    r = store.connect(settings)
+    try:
+        if store.is_cluster(r):
+            raise SystemExit(
+                f"nnserve {verb}: {settings.redis_url} is a Redis Cluster node; Redis Cluster is not supported "
+                "(RQ, which queues the jobs, cannot use it). Use one Redis, with replicas and Sentinel "
+                "(REDIS_SENTINELS, REDIS_SENTINEL_MASTER) for failover"
+            )
+        memory = store.memory(r)
+    except store.TRANSIENT_ERRORS:
+        return
+    finally:
+        r.close()
+    if not memory.evicting:
+        return
+    if not settings.allow_eviction:
+        raise SystemExit(f"nnserve {verb}: refusing to start: {store.eviction_warning(memory.policy)}")
+    print(f"nnserve {verb}: WARNING: {store.eviction_warning(memory.policy)} (allowed)", file=sys.stderr, flush=True)
 
 
 READY_TIMEOUT = 120.0

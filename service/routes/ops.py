@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import functools
 
-import redis
 from flask import Blueprint, Response, current_app
 
 from nnserve import __version__
 
+from .. import store
 from ..context import services
+from ..errors import STORAGE_FULL_DETAIL
 from ..lifecycle import ServiceStatus
 from ..openapi import doc, document
-from ..schemas import Health, Readiness
+from ..schemas import Health, Readiness, RedisMemory
 from . import respond
 
 bp = Blueprint("ops", __name__)
@@ -37,20 +38,34 @@ def healthz():
 
 
 @bp.get("/readyz")
-@doc(responses={200: Readiness})
+@doc(responses={200: Readiness, 503: Readiness})
 def readyz():
-    """Readiness: 200 when Redis answers, else 503."""
+    """Readiness: 200 when Redis answers and keeps what it is given, else 503. A full Redis stays
+    ready (predictions and reads still work; writes get 507) and is reported under ``memory``."""
+    ctx = services()
     try:
-        services().redis.ping()
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        memory = store.memory(ctx.redis)
+    except store.TRANSIENT_ERRORS:
         return respond(Readiness(status=ServiceStatus.unavailable, redis=False), 503)
-    return respond(Readiness(status=ServiceStatus.ready, redis=True))
+    warnings = [store.eviction_warning(memory.policy)] if memory.evicting else []
+    if memory.full:
+        warnings.append(STORAGE_FULL_DETAIL)
+    ready = not memory.evicting or ctx.settings.allow_eviction
+    body = Readiness(
+        status=ServiceStatus.ready if ready else ServiceStatus.unavailable,
+        redis=True,
+        memory=RedisMemory(
+            used_bytes=memory.used, max_bytes=memory.limit, full=memory.full, eviction_policy=memory.policy
+        ),
+        warnings=warnings,
+    )
+    return respond(body, 200 if ready else 503)
 
 
 @bp.get("/metrics")
 @doc(responses={200: "text/plain; Prometheus exposition format"})
 def metrics():
-    """Prometheus metrics: requests, latencies, jobs by status, queue depth."""
+    """Prometheus metrics: requests, latencies, jobs by status, queue depth, Redis memory."""
     ctx = services()
     text, content_type = ctx.monitoring.render(ctx.redis, ctx.queue)
     return Response(text, content_type=content_type)

@@ -444,10 +444,14 @@ def test_a_stored_key_turns_keys_on_and_its_revocation_reaches_every_process(mak
     assert store.revoke_api_key(redis, "key_nothing") is None
 
 
+NOWHERE = Settings(redis_url="redis://127.0.0.1:1/0", redis_timeout=0.2)
+"""Settings of a Redis that is never there."""
+
+
 def test_without_the_subscription_each_request_asks_redis(redis):
     """While the key table's subscription is down (here: it can never connect), lookups go to Redis, so a
     key works as soon as it is stored and stops as soon as it is revoked."""
-    stored = auth.StoredKeys(redis, lambda: store.connect("redis://127.0.0.1:1/0", 0.2))
+    stored = auth.StoredKeys(redis, lambda: store.connect(NOWHERE))
     keys = auth.Keys([SecretStr(ALICE)], stored)
     assert keys.identify(f"Bearer {ALICE}").tenant == tenant(ALICE)  # configured keys need no Redis
     with pytest.raises(auth.Unauthorized):
@@ -459,7 +463,7 @@ def test_without_the_subscription_each_request_asks_redis(redis):
     with pytest.raises(auth.Unauthorized):
         keys.identify(f"Bearer {secret}")
 
-    only_stored = auth.Keys([], auth.StoredKeys(redis, lambda: store.connect("redis://127.0.0.1:1/0", 0.2)))
+    only_stored = auth.Keys([], auth.StoredKeys(redis, lambda: store.connect(NOWHERE)))
     with pytest.raises(auth.Unauthorized):  # a revoked key keeps keys on
         only_stored.identify(None)
     redis.delete(store.API_KEYS)

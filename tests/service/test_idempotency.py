@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 
 import orjson
 import pytest
@@ -168,3 +169,17 @@ def test_openapi_documents_the_header(client):
         parameters = paths[path]["post"]["parameters"]
         assert [p["name"] for p in parameters if p["in"] == "header"] == ["Idempotency-Key"]
         assert "409" in paths[path]["post"]["responses"]
+
+
+def test_a_reservation_is_a_lease_renewed_while_its_request_runs(redis, monkeypatch):
+    """The reservation lives LEASE seconds unless renewed; a request that runs longer keeps renewing it."""
+    monkeypatch.setattr(idempotency, "LEASE", 0.6)
+    key, record = store.idempotency_key(store.PUBLIC, "slow"), b"reserved"
+    assert store.reserve_idempotency_key(redis, key, record, idempotency.LEASE) is None
+    lease = idempotency._Lease(redis, key, record)
+    try:
+        time.sleep(2.0)  # over three leases
+        assert redis.get(key) == record and 0 < redis.pttl(key) <= 600
+    finally:
+        lease.stop()
+    wait_until(lambda: not redis.exists(key), timeout=5, what="the unrenewed lease to lapse")

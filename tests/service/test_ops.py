@@ -18,7 +18,10 @@ def test_healthz(client):
 
 
 def test_readyz(client):
-    assert client.get("/readyz").json == {"status": "ready", "redis": True}
+    body = client.get("/readyz").json
+    assert {k: body[k] for k in ("status", "redis", "warnings")} == {"status": "ready", "redis": True, "warnings": []}
+    memory = body["memory"]
+    assert memory["eviction_policy"] == "noeviction" and memory["full"] is False and memory["used_bytes"] > 0
 
 
 def test_metrics(client, run_jobs):
@@ -32,6 +35,7 @@ def test_metrics(client, run_jobs):
     assert 'nnserve_http_request_duration_seconds_count{route="/v1/jobs"} 1.0' in text
     assert 'nnserve_jobs{status="succeeded"} 1.0' in text and 'nnserve_jobs{status="running"} 0.0' in text
     assert "nnserve_queue_depth 0.0" in text and "nnserve_redis_up 1.0" in text
+    assert "nnserve_redis_evicting 0.0" in text and "nnserve_redis_memory_max_bytes 0.0" in text
 
 
 def test_metrics_per_model_cache_and_job_durations(make_app, client, run_jobs):

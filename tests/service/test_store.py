@@ -74,8 +74,8 @@ def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redi
     it, as after a restart or a SCRIPT FLUSH, and the call still succeeds then."""
     job = store.get_job(redis, submit(client).json["id"])
     scripts = [value for value in vars(store).values() if isinstance(value, Script)]
-    # transition, record epoch, checkpoint, rate count, idempotency reserve/release, job delete
-    assert len(scripts) == 7
+    # transition, record epoch, checkpoint, delete, job delete, rate count, idempotency reserve/renew/release
+    assert len(scripts) == 9
 
     def every_script(attempt: int) -> None:
         lease = f"lease-{attempt}"
@@ -86,9 +86,11 @@ def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redi
         key = store.idempotency_key(store.PUBLIC, f"key-{attempt}")
         assert store.reserve_idempotency_key(redis, key, b"reserved", 60) is None
         assert store.reserve_idempotency_key(redis, key, b"other", 60) == b"reserved"
+        assert store.renew_idempotency_key(redis, key, b"reserved", 60)
         store.release_idempotency_key(redis, key, b"reserved")
         assert not redis.exists(key)
         assert store.delete_job(redis, {"id": "job_none", "tenant": store.PUBLIC}, keep=()) == (False, None)
+        store.delete_dataset(redis, {"id": f"ds_{attempt}", "tenant": store.PUBLIC})
 
     def calls(command: str) -> int:
         """Calls of ``command`` since the last reset (subcommands too: Redis 7.2 counts ``script|load`` apart)."""
@@ -103,4 +105,4 @@ def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redi
 
     redis.config_resetstat()
     every_script(2)  # now known: by their SHA1 alone
-    assert calls("eval") == 0 and calls("script") == 0 and calls("evalsha") == 8
+    assert calls("eval") == 0 and calls("script") == 0 and calls("evalsha") == 10

@@ -12,9 +12,14 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
+import redis as redis_lib
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from nnserve import engine
 from nnserve.service import lifecycle, store
+from nnserve.worker import jobs
 from tests.conftest import wait_until
 from tests.service.helpers import submit
 
@@ -309,3 +314,29 @@ def test_a_stop_signal_to_the_work_horse_too_requeues_the_job(make_app, processe
     stopped = job(client, submitted["id"])
     assert stopped["status"] == "queued" and stopped["error"]["type"] == "WorkerStopped"
     assert store.get_job(redis, submitted["id"])["checkpoint_epoch"] == stopped["progress"]["epoch"] >= 10
+
+
+@pytest.mark.parametrize(
+    "error, retried",
+    [
+        (ZeroDivisionError("division by zero"), False),  # an empty split, say: the same data fails the same way
+        (KeyError("label"), False),
+        (ValueError("could not convert"), False),
+        (jobs.StorageFull(), False),  # it already waited for room
+        (redis_lib.exceptions.ConnectionError("Redis went away"), True),
+        (redis_lib.exceptions.ReadOnlyError("a replica now"), True),
+        (MemoryError(), True),  # another worker may have more
+    ],
+)
+def test_deterministic_failures_are_not_retried(client, redis, error, retried):
+    job = long_job(client)
+    rq_job = Job.fetch(job["id"], connection=redis, serializer=JSONSerializer)
+    assert rq_job.retries_left == 2
+    lifecycle.start(redis, store.get_job(redis, job["id"]), lease="attempt-1")
+    jobs.on_failure(rq_job, redis, type(error), error, None)
+    record = store.get_job(redis, job["id"])
+    assert record["error"]["type"] == type(error).__name__
+    if retried:
+        assert record["status"] == "queued" and rq_job.retries_left == 2 and "retrying" in record["error"]["detail"]
+    else:
+        assert record["status"] == "failed" and rq_job.retries_left == 0
