@@ -7,16 +7,24 @@
     history = model.fit(X, y)
     model.predict(X[:5])
 
+A job that must stop and resume at any epoch trains through a ``TrainingSession`` (what
+``fit`` does inside): ``session.run(on_epoch=...)``, ``session.epoch``, ``session.checkpoint()``,
+``session.restore(blob)``. ``archive`` is the npz codec (named arrays and a JSON document)
+that checkpoints and saved models use.
+
 This package imports nothing from the rest of nnserve.
 """
 
+from . import archive
+from .callbacks import History
 from .errors import EngineError, NonFiniteError, SpecError
 from .gradcheck import gradcheck
 from .keras import KerasImport, from_keras
 from .model import Model
 from .serialize import dumps, loads
 from .spec import build, validate
-from .training import History, TrainingConfig
+from .training import TrainingSession
+from .training_config import TrainingConfig
 
 __all__ = [
     "EngineError",
@@ -26,6 +34,8 @@ __all__ = [
     "NonFiniteError",
     "SpecError",
     "TrainingConfig",
+    "TrainingSession",
+    "archive",
     "build",
     "dumps",
     "from_keras",

@@ -27,7 +27,6 @@ share it, each passing its own Redis client.
 from __future__ import annotations
 
 import hashlib
-import io
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -39,6 +38,8 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.driver_info import DriverInfo
 from redis.retry import Retry
+
+from nnserve.engine import archive
 
 from . import builtin
 
@@ -147,17 +148,6 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     return {k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None
 
 
-def pack_arrays(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def unpack_arrays(blob: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
 def _owned(record: dict[str, Any] | None, tenant: str) -> dict[str, Any] | None:
     return record if record is not None and record.get("tenant") == tenant else None
 
@@ -191,7 +181,7 @@ def save_dataset(
     """Store a dataset in one transaction, with the commands ``also(pipeline)`` adds (an idempotency record)."""
     with r.pipeline() as pipe:
         pipe.hset(dataset_key(meta["id"]), mapping=_encode(meta))
-        pipe.set(arrays_key(meta["id"]), pack_arrays(features=features, targets=targets))
+        pipe.set(arrays_key(meta["id"]), archive.pack({"features": features, "targets": targets}))
         pipe.zadd(index_key(meta["tenant"], DATASETS), {meta["id"]: _score(meta["created_at"])})
         if also is not None:
             also(pipe)
@@ -220,7 +210,7 @@ def load_dataset(r: redis.Redis, dataset_id: str) -> tuple[np.ndarray, np.ndarra
     blob = r.get(arrays_key(dataset_id))
     if blob is None:
         return None
-    arrays = unpack_arrays(blob)
+    arrays, _ = archive.unpack(blob, "dataset")
     return arrays["features"], arrays["targets"]
 
 

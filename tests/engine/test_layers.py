@@ -103,7 +103,7 @@ def test_activation_layer_applies_its_function():
     np.testing.assert_allclose(a, np.tanh(z), rtol=1e-14)
     g = rng.normal(size=(5, 4))
     np.testing.assert_allclose(layer.backward(g.copy()), g * (1 - np.tanh(z) ** 2), rtol=1e-13)
-    assert layer.config() == {"type": "activation", "activation": "tanh"}
+    assert layer.spec() == {"type": "activation", "activation": "tanh"}
 
 
 def dropout_layer(rate):

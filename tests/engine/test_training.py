@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from nnserve.engine import History, NonFiniteError, SpecError, build
-from nnserve.engine.training import split
+from nnserve.engine import History, NonFiniteError, SpecError, TrainingSession, build
+from nnserve.engine.splitting import split
 
 
 def dense(units, activation="linear", **options):
@@ -512,8 +512,6 @@ def test_a_diverging_network_raises_non_finite_error_and_no_numpy_warning():
 def test_a_checkpoint_taken_where_early_stopping_ends_training_resumes_to_the_same_end():
     """A caller (a worker told to stop) may checkpoint at the very epoch where early stopping decided
     to end: resuming from it must end there too, with the same restored weights."""
-    from nnserve.engine.training import Trainer
-
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4))
     y = (x[:, 0] > 0).astype(int)
@@ -534,7 +532,7 @@ def test_a_checkpoint_taken_where_early_stopping_ends_training_resumes_to_the_sa
     last_epoch = uninterrupted.fit(x, y).epoch[-1]
     assert last_epoch < 199  # early stopping did end it
 
-    paused = Trainer(build(spec, training), x, y)
+    paused = TrainingSession(build(spec, training), x, y)
     saved = {}
 
     def stop_at_the_last_epoch(epoch, logs):
@@ -545,7 +543,7 @@ def test_a_checkpoint_taken_where_early_stopping_ends_training_resumes_to_the_sa
 
     paused.run(on_epoch=stop_at_the_last_epoch)
     resumed_model = build(spec, training)
-    resumed = Trainer(resumed_model, x, y)
+    resumed = TrainingSession(resumed_model, x, y)
     resumed.restore(saved["checkpoint"])
     history = resumed.run()
 
