@@ -202,7 +202,7 @@ class Activation(Layer):
 
 class Dropout(Layer):
     """Inverted dropout: in training, zero each input with probability ``rate`` and scale the rest by
-    ``1 / (1 - rate)``, so inference is the identity. ``rng`` is set by the trainer."""
+    ``1 / (1 - rate)``, so inference is the identity."""
 
     type = "dropout"
     keras_names = ("Dropout",)

@@ -25,7 +25,7 @@ import numpy as np
 from .buffers import Buffers
 from .params import Bool, Configurable, Float, Param, Registry
 
-LOSSES: Registry[Loss] = Registry("loss")
+LOSSES: Registry[Loss] = Registry("loss", title="Losses")
 
 Result = tuple[float, np.ndarray | None]
 """A loss value and, when asked for, its gradient with respect to the outputs."""

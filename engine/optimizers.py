@@ -120,7 +120,7 @@ class Optimizer(Configurable, registry=OPTIMIZERS):
         Component(SCHEDULES),
         "constant",
         omit_default=True,
-        doc="the learning rate per epoch, see [Schedules](#schedules)",
+        doc="the learning rate per epoch",
     )
 
     def __init__(self, **values: Any):

@@ -186,7 +186,7 @@ class Choice(Constraint[str]):
         return {"type": "string", "enum": self.names}
 
     def describe(self) -> str:
-        return ", ".join(f"`{option}`" for option in self.names)
+        return ", ".join(f'`"{option}"`' for option in self.names)
 
 
 class Text(Constraint[str]):
@@ -262,7 +262,7 @@ class ListOf(Constraint[list[T]]):
         return {**schema, "minItems": self.min_length} if self.min_length else schema
 
     def describe(self) -> str:
-        return f"list of {self.what}"
+        return f"list of {self.what}: {self.item.describe()}"
 
 
 class IntOrTuple(Constraint[tuple[int, ...]]):
@@ -421,7 +421,9 @@ class Nested(Constraint[C]):
         return {"type": "object", "properties": properties, "additionalProperties": False}
 
     def describe(self) -> str:
-        return self.expected().replace('": ...', '"').replace('"', "`").replace("'", "`")
+        fields = ", ".join(f"`{field}`" for field in self.cls.hyperparameters)
+        names = [f'`"{key}"`' for key in self.shorthands if isinstance(key, str)]
+        return f"{', '.join(names)} or an object of {fields}" if names else f"an object of {fields}"
 
 
 def check_choice(value: object, choices: Iterable[str]) -> str:

@@ -34,11 +34,9 @@ class TrainingConfig(Configurable):
     """
 
     loss = Param(
-        Optional(Component(LOSSES)), None, keras=True, doc="see [Losses](#losses); left out, chosen from the task"
+        Optional(Component(LOSSES)), None, keras=True, doc="left out: chosen from the task and the output layer"
     )
-    optimizer = Param(
-        Component(OPTIMIZERS), "rmsprop", keras=True, doc="a name or an object, see [Optimizers](#optimizers)"
-    )
+    optimizer = Param(Component(OPTIMIZERS), "rmsprop", keras=True, doc="how the weights are updated")
     epochs = Param(Int(ge=1), 1, keras=True, doc="passes over the training rows")
     batch_size = Param(Int(ge=1), 32, keras=True, doc="rows per gradient step (the last batch may be smaller)")
     validation_split = Param(
@@ -59,8 +57,8 @@ class TrainingConfig(Configurable):
         ListOf(Choice(METRICS), what="metric names", unique=True),
         [],
         keras=True,
-        doc="`accuracy` (classification); `mse`, `mae`, `r2` (regression). Logged per epoch, with `val_` "
-        "versions when there is validation data (the API's default: `accuracy` or `mae`)",
+        doc="logged per epoch, with `val_` versions when there is validation data (see [Metrics](#metrics); "
+        "the API's default: `accuracy` for classification, `mae` for regression)",
     )
     class_weight = Param(
         Optional(
@@ -77,12 +75,12 @@ class TrainingConfig(Configurable):
     early_stopping = Param(
         Optional(Nested(EarlyStopping, {True: {}})),
         None,
-        doc="stop when the monitored value stops improving, see [Callbacks](#callbacks)",
+        doc="stop when the monitored value stops improving (see [Callbacks](#callbacks))",
     )
     reduce_lr_on_plateau = Param(
         Optional(Nested(ReduceLROnPlateau, {True: {}})),
         None,
-        doc="lower the learning rate when the monitored value stops improving, see [Callbacks](#callbacks)",
+        doc="lower the learning rate when the monitored value stops improving (see [Callbacks](#callbacks))",
     )
     gradient = Param(
         Choice(GRADIENTS),
