@@ -56,10 +56,12 @@ class ReLU(ActivationFunction):
     name = "relu"
 
     def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return np.maximum(z, 0, out=out)
+        a: np.ndarray = np.maximum(z, 0, out=out)
+        return a
 
     def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
-        return np.multiply(grad, a > 0, out=grad)
+        grad *= a > 0
+        return grad
 
 
 class LeakyReLU(ActivationFunction):
@@ -69,11 +71,13 @@ class LeakyReLU(ActivationFunction):
     alpha = Param(Float(ge=0.0), 0.2, keras="negative_slope", doc="slope below zero")
 
     def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return np.where(z > 0, z, z * self.alpha) if out is None else _assign(out, np.where(z > 0, z, z * self.alpha))
+        a: np.ndarray = np.where(z > 0, z, z * self.alpha)
+        return a if out is None else _assign(out, a)
 
     def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         # a and z share their sign (alpha >= 0), so the output tells which branch was taken.
-        return np.multiply(grad, np.where(a > 0, 1.0, self.alpha).astype(grad.dtype, copy=False), out=grad)
+        grad *= np.where(a > 0, 1.0, self.alpha).astype(grad.dtype, copy=False)
+        return grad
 
 
 class ELU(ActivationFunction):
@@ -87,7 +91,8 @@ class ELU(ActivationFunction):
         return a if out is None else _assign(out, a)
 
     def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
-        return np.multiply(grad, np.where(a > 0, 1.0, a + self.alpha), out=grad)
+        grad *= np.where(a > 0, 1.0, a + self.alpha)
+        return grad
 
 
 class SELU(ActivationFunction):
@@ -102,7 +107,8 @@ class SELU(ActivationFunction):
         return a if out is None else _assign(out, a)
 
     def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
-        return np.multiply(grad, np.where(a > 0, self.scale, a + self.scale * self.alpha), out=grad)
+        grad *= np.where(a > 0, self.scale, a + self.scale * self.alpha)
+        return grad
 
 
 class Sigmoid(ActivationFunction):
@@ -111,7 +117,7 @@ class Sigmoid(ActivationFunction):
     name = "sigmoid"
 
     def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        a = np.multiply(z, 0.5, out=out)
+        a: np.ndarray = np.multiply(z, 0.5, out=out)
         np.tanh(a, out=a)
         a += 1.0
         a *= 0.5
@@ -129,9 +135,10 @@ class HardSigmoid(ActivationFunction):
     name = "hard_sigmoid"
 
     def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        a = np.multiply(z, 1.0 / 6.0, out=out)
+        a: np.ndarray = np.multiply(z, 1.0 / 6.0, out=out)
         a += 0.5
-        return np.clip(a, 0.0, 1.0, out=a)
+        np.clip(a, 0.0, 1.0, out=a)
+        return a
 
     def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         grad *= (a > 0) & (a < 1)
@@ -145,7 +152,8 @@ class Tanh(ActivationFunction):
     name = "tanh"
 
     def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return np.tanh(z, out=out)
+        a: np.ndarray = np.tanh(z, out=out)
+        return a
 
     def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         grad *= 1.0 - a * a
@@ -158,7 +166,7 @@ class Softmax(ActivationFunction):
     name = "softmax"
 
     def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        a = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True), out=out)
+        a: np.ndarray = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True), out=out)
         np.exp(a, out=a)
         a /= np.add.reduce(a, axis=1, keepdims=True)
         return a
@@ -175,7 +183,8 @@ class Softplus(ActivationFunction):
     name = "softplus"
 
     def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return np.logaddexp(0, z, out=out)
+        a: np.ndarray = np.logaddexp(0, z, out=out)
+        return a
 
     def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         # -expm1(-a) keeps full precision where a is tiny (z very negative).
@@ -183,7 +192,12 @@ class Softplus(ActivationFunction):
         return grad
 
 
-_erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf and SciPy is not a dependency: libm's, exact.
+_erf_objects = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf and SciPy is not a dependency: libm's, exact.
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf element-wise, in ``x``'s dtype."""
+    return np.asarray(_erf_objects(x)).astype(x.dtype)
 
 
 class GELU(ActivationFunction):
@@ -203,15 +217,17 @@ class GELU(ActivationFunction):
         if self.approximate:
             a = 0.5 * z * (1.0 + np.tanh(self._k * (z + 0.044715 * z**3)))
         else:
-            a = 0.5 * z * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))).astype(z.dtype))
+            a = 0.5 * z * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))))
         return a if out is None else _assign(out, a)
 
     def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
+        if z is None:
+            raise TypeError("gelu's derivative needs its input: the layer keeps it (needs_input)")
         if self.approximate:
             t = np.tanh(self._k * (z + 0.044715 * z**3))
             d = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * self._k * (1.0 + 3 * 0.044715 * z * z)
         else:
-            cdf = 0.5 * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))).astype(z.dtype))
+            cdf = 0.5 * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))))
             d = cdf + z * np.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
         grad *= d
         return grad

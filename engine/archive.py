@@ -21,9 +21,12 @@ from .errors import SpecError
 
 def pack(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any] | None = None) -> bytes:
     """``arrays`` and a JSON-able ``metadata`` document as npz bytes."""
+    if metadata is not None and "metadata" in arrays:
+        raise ValueError("'metadata' names the archive's JSON document; give the array another name")
     buffer = io.BytesIO()
-    document = {} if metadata is None else {"metadata": np.array(json.dumps(metadata))}
-    np.savez(buffer, **document, **arrays)
+    entries: dict[str, Any] = {} if metadata is None else {"metadata": np.array(json.dumps(metadata))}
+    entries.update(arrays)
+    np.savez(buffer, **entries)
     return buffer.getvalue()
 
 

@@ -8,6 +8,7 @@ as Keras does.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,9 +41,9 @@ class _VarianceScaling(Initializer):
         fan = fan_in if self.mode == "fan_in" else (fan_in + fan_out) / 2.0
         variance = self.scale / max(1.0, fan)
         if self.distribution == "uniform":
-            limit = np.sqrt(3.0 * variance)
+            limit = math.sqrt(3.0 * variance)
             return rng.uniform(-limit, limit, size=shape).astype(dtype)
-        return (_truncated_normal(shape, rng) * (np.sqrt(variance) / _TRUNCATED_STDDEV)).astype(dtype)
+        return (_truncated_normal(shape, rng) * (math.sqrt(variance) / _TRUNCATED_STDDEV)).astype(dtype)
 
 
 def _truncated_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

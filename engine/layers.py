@@ -120,7 +120,7 @@ class Dense(Layer):
         return self.units
 
     def param_shapes(self, n_in: int) -> dict[str, tuple[int, ...]]:
-        shapes = {"kernel": (n_in, self.units)}
+        shapes: dict[str, tuple[int, ...]] = {"kernel": (n_in, self.units)}
         if self.use_bias:
             shapes["bias"] = (self.units,)
         return shapes
@@ -229,7 +229,8 @@ class Dropout(Layer):
             keep = mask >= self.rate
             np.multiply(keep, 1.0 / (1.0 - self.rate), out=mask)
             self._mask = mask
-        return np.multiply(x, _kept(self._mask), out=self._buffers.get("out", rows, cols, x.dtype))
+        out: np.ndarray = np.multiply(x, _kept(self._mask), out=self._buffers.get("out", rows, cols, x.dtype))
+        return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         if self.rate == 0.0:

@@ -22,7 +22,7 @@ import numpy as np
 from . import losses
 from .errors import SpecError
 from .layers import LAYERS, Activation, Dense, Dropout, Layer
-from .params import Choice, Component, Configurable, ListOf, Param
+from .params import Choice, Component, Configurable, Constraint, ListOf, Param
 from .preprocessing import LabelEncoder, StandardScaler
 from .training_config import TASKS, TrainingConfig
 
@@ -30,17 +30,25 @@ INPUT_SCALINGS = ("standard", "none")
 DTYPES = ("float32", "float64")
 
 
-class FloatType(Choice):
+class FloatType(Constraint[np.dtype[Any]]):
     """One of ``DTYPES``, cleaned to a NumPy dtype (chosen once here and carried through)."""
 
-    def __init__(self) -> None:
-        super().__init__(DTYPES)
+    names = Choice(DTYPES)
 
-    def check(self, value: object, name: str) -> Any:
-        return np.dtype(super().check(value, name))
+    def accepts(self, value: object) -> bool:
+        return self.names.accepts(value)
 
-    def dump(self, value: Any) -> Any:
+    def check(self, value: object, name: str) -> np.dtype[Any]:
+        return np.dtype(self.names.check(value, name))
+
+    def dump(self, value: np.dtype[Any]) -> Any:
         return value.name
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.names.json_schema()
+
+    def describe(self) -> str:
+        return self.names.describe()
 
 
 def _all_finite(x: np.ndarray, chunk: int = 4096) -> bool:
@@ -74,7 +82,7 @@ class Network(Configurable):
         "stored with the model and applied again at prediction. `none`: raw inputs (Keras's behaviour; the "
         "default for imported Keras documents)",
     )
-    dtype: Param[np.dtype[Any]] = Param(FloatType(), "float32", doc="`float64` for double precision")
+    dtype = Param(FloatType(), "float32", doc="`float64` for double precision")
 
     def __init__(self, **values: Any):
         super().__init__(**values)
@@ -201,7 +209,7 @@ class Network(Configurable):
         given = x
         try:
             with np.errstate(over="ignore"):  # values beyond the dtype become inf, reported below
-                x = np.asarray(x, dtype=self.dtype)
+                x = array = np.asarray(x, dtype=self.dtype)
         except (TypeError, ValueError):
             raise SpecError(name, "must be a 2-D array of numbers") from None
         if x.ndim != 2:
@@ -214,7 +222,7 @@ class Network(Configurable):
                     name, f"has values beyond the {self.dtype.name} range (±{np.finfo(self.dtype).max:.3g})"
                 )
             raise SpecError(name, "contains NaN or infinite values")
-        return x
+        return array
 
     def fit_targets(self, y: Any, n_rows: int, task: str | None) -> np.ndarray:
         """Set the task (given, or inferred from ``y`` and the loss) and, for classification, the classes
@@ -228,12 +236,12 @@ class Network(Configurable):
         self.task = task or self._infer_task(y)
         if self.task == "regression":
             try:
-                encoded = y.astype(np.float64).reshape(len(y), -1)
+                values: np.ndarray = y.astype(np.float64).reshape(len(y), -1)
             except (TypeError, ValueError):
                 raise SpecError("y", "regression targets must be numbers") from None
-            if not np.isfinite(encoded).all():
+            if not np.isfinite(values).all():
                 raise SpecError("y", "contains NaN or infinite values")
-            return encoded
+            return values
         if y.ndim == 2 and y.shape[1] > 1:  # one-hot rows, as Keras's categorical_crossentropy takes them
             if not np.isin(y, (0, 1)).all() or not (y.sum(axis=1) == 1).all():
                 raise SpecError("y", "2-D classification targets must be one-hot rows")
@@ -280,7 +288,8 @@ class Network(Configurable):
             if y.ndim == 2 and y.shape[1] > 1:
                 y = y.argmax(axis=1)
             return self.classifier().transform(y.reshape(-1))
-        return y.astype(np.float64).reshape(len(y), -1)
+        values: np.ndarray = y.astype(np.float64).reshape(len(y), -1)
+        return values
 
     def settle_training(self, task: str, width: int, has_validation: bool) -> losses.Loss:
         """Check the training config against the data before any training: the loss fits the task and
@@ -322,6 +331,7 @@ class Network(Configurable):
 
     def forward(self, x: np.ndarray, training: bool = False, ops: list[Layer] | None = None) -> np.ndarray:
         """Outputs of ``ops`` (all of them by default) for an already scaled batch."""
+        out = x
         for op in self.ops if ops is None else ops:
-            x = op.forward(x, training)
-        return x
+            out = op.forward(out, training)
+        return out

@@ -170,17 +170,18 @@ class TrainingSession:
         """Per-sample weights from ``class_weight``: given per label, or ``"balanced"`` (n / (k * count))."""
         classes = self.model.classifier().classes.tolist()
         given = self.config.class_weight
-        if given == "balanced":
-            counts = np.bincount(y_index[self.train_rows], minlength=len(classes))
-            weights = len(self.train_rows) / (len(classes) * np.maximum(counts, 1))
-        else:
+        if isinstance(given, dict):
             unknown = set(given) - {str(c) for c in classes}
             if unknown:
                 raise SpecError(
                     ("training", "class_weight"), f"unknown class {sorted(unknown)[0]!r}; the classes are {classes}"
                 )
             weights = np.array([given.get(str(c), 1.0) for c in classes])
-        return weights.astype(self.model.dtype)[y_index]
+        else:  # "balanced"
+            counts = np.bincount(y_index[self.train_rows], minlength=len(classes))
+            weights = len(self.train_rows) / (len(classes) * np.maximum(counts, 1))
+        per_sample: np.ndarray = weights.astype(self.model.dtype)[y_index]
+        return per_sample
 
     # The loop ------------------------------------------------------------------------
 

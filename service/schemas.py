@@ -41,10 +41,14 @@ def _as_written(value: Any) -> Any:
     return value
 
 
-def CheckedByTheEngine(schema: type[BaseModel]) -> Any:
-    """A value passed on as the client wrote it, published with ``schema``: the engine checks it, so that
+def _checked_by_the_engine(schema: type[BaseModel]) -> PlainValidator:
+    """The value passed on as the client wrote it, published with ``schema``: the engine checks it, so that
     a mistake has one message whether it comes over HTTP or through ``engine.build`` (see ``spec_models``)."""
-    return Annotated[Any, PlainValidator(_as_written, json_schema_input_type=schema)]
+    return PlainValidator(_as_written, json_schema_input_type=schema)
+
+
+ModelSpecAsWritten = Annotated[Any, _checked_by_the_engine(ModelSpec)]
+TrainingSpecAsWritten = Annotated[Any, _checked_by_the_engine(TrainingSpec)]
 
 
 # The object's schema asks for what only a Keras document has, so that ``model`` matches exactly one form.
@@ -83,7 +87,7 @@ def model_form(value: Any) -> str:
 
 # The tags are never keys of the input, so ``errors.validation_errors`` leaves them out of locs.
 ModelField = Annotated[
-    Annotated[CheckedByTheEngine(ModelSpec), Tag("nnserve-spec")]
+    Annotated[ModelSpecAsWritten, Tag("nnserve-spec")]
     | Annotated[KerasModel, Tag("keras-options")]
     | Annotated[KerasDocument, Tag("keras-document")],
     Discriminator(model_form),
@@ -143,7 +147,7 @@ class JobCreate(Request):
         description="An nnserve model spec, or a Keras `Sequential` document (object or JSON "
         'text), or `{"keras": <document>, "input_scaling": ...}`.'
     )
-    training: CheckedByTheEngine(TrainingSpec) = Field(default_factory=dict)
+    training: TrainingSpecAsWritten = Field(default_factory=dict)
 
 
 class Progress(BaseModel):

@@ -64,7 +64,7 @@ class _Derivation:
         if isinstance(constraint, params.Nested):
             model = self.model(constraint.cls, constraint.cls.__name__)
             shorthands = [key for key in constraint.shorthands if isinstance(key, str)]
-            return Union[Literal[tuple(shorthands)], model] if shorthands else model  # type: ignore[valid-type]  # noqa: UP007
+            return Union[Literal[tuple(shorthands)], model] if shorthands else model  # noqa: UP007
         # Anything else is a single JSON value the engine describes itself.
         return Annotated[Any, WithJsonSchema(constraint.json_schema())]
 
@@ -78,21 +78,24 @@ class _Derivation:
         return fields
 
     def model(
-        self, cls: type[params.Configurable], title: str, doc: str | None = None, **extra: Any
+        self, cls: type[params.Configurable], title: str, doc: str | None = None, tag: dict[str, Any] | None = None
     ) -> type[BaseModel]:
+        """The model of ``cls``'s parameters, with ``tag`` (``{"name": (Literal["adam"], ...)}``) first."""
         if title not in self.models:
             doc = doc or (cls.__doc__ or "").strip().split("\n\n")[0] or None
-            self.models[title] = create_model(title, __config__=_FORBID, __doc__=doc, **extra, **self.fields(cls))
+            fields = {**(tag or {}), **self.fields(cls)}
+            self.models[title] = create_model(title, __config__=_FORBID, __doc__=doc, **fields)
         return self.models[title]
 
     def union(self, registry: params.Registry[Any]) -> Any:
         models = [
-            self.model(cls, _title(cls, registry), **{registry.key: (Literal[name], ...)})
+            self.model(cls, _title(cls, registry), tag={registry.key: (Literal[name], ...)})
             for name, cls in registry.items()
         ]
-        tagged = Annotated[Union[tuple(models)], Field(discriminator=registry.key)]  # noqa: UP007
+        # Annotations built at run time from the registries: for pydantic, not for a type checker.
+        tagged: Any = Annotated[Union[tuple(models)], Field(discriminator=registry.key)]  # noqa: UP007
         if registry.bare:
-            return Union[Literal[tuple(registry)], tagged]  # type: ignore[valid-type]  # noqa: UP007
+            return Union[Literal[tuple(registry)], tagged]  # noqa: UP007
         return tagged
 
     def finish(self) -> None:

@@ -54,7 +54,7 @@ def index():
 
 @bp.get("/choices.json")
 @doc(responses={200: "application/json; layers, activations, optimizers... by name, each with its parameters"})
-def choices():
+def choices() -> Response:
     """What the dashboard's lists offer: the engine's own registries."""
     response = respond(reference.choices())
     response.cache_control.no_cache = True
