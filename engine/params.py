@@ -13,7 +13,7 @@ Everything else is derived from the declarations, so none of it is written twice
   unknown and missing keys, and stores the cleaned values as attributes;
 - ``config()`` and ``spec()``, the exact inverse of construction;
 - the registries (``{"name": ...}`` or ``{"type": ...}`` -> class), built from the classes themselves;
-- the JSON Schema the API publishes (``service/schemas.py``), the reference tables of
+- the JSON Schema the API publishes (``service/spec_models.py``), the reference tables of
   ``docs/spec.md`` and the dashboard's choices (``reference.py``), the Keras mapping (``keras.py``).
 
 This is scikit-learn's ``_parameter_constraints`` with the default, the Keras name and the
@@ -121,9 +121,9 @@ class Float(Constraint[float]):
         return _is_number(value)
 
     def check(self, value: object, name: str) -> float:
-        if not _is_number(value) or not math.isfinite(value):  # type: ignore[arg-type]  # a number by now
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise SpecError((), f"must be a finite number; received {name}={value!r}")
-        number = float(value)  # type: ignore[arg-type]  # a number by now
+        number = float(value)
         for op, bound in self.bounds:
             if not _COMPARE[op](number, bound):
                 raise SpecError(
@@ -403,7 +403,7 @@ class Nested(Constraint[C]):
         if shorthand is not None:
             return self.cls(**shorthand)
         if isinstance(value, Mapping):
-            return self.cls(**value)
+            return self.cls.from_config(value)
         raise SpecError((), f"must be {self.expected()}; received {value!r}")
 
     def expected(self) -> str:
@@ -545,8 +545,8 @@ class Registry(MutableMapping[str, type[C]]):
     def from_spec(self, spec: object) -> C:
         """An instance from its spec (or the instance itself). Unknown names and parameters raise
         SpecError listing what is allowed, located relative to the spec."""
-        if self.owns(spec):
-            return spec  # type: ignore[return-value]  # owns() checked the class
+        if self.base is not None and isinstance(spec, self.base):
+            return spec
         key = self.key
         if self.bare and isinstance(spec, str):
             return self[check_choice(spec, self)]()
@@ -559,7 +559,7 @@ class Registry(MutableMapping[str, type[C]]):
             cls = self[check_choice(spec[key], self)]
         except SpecError as error:
             raise error.within(key) from None
-        return cls(**{k: v for k, v in spec.items() if k != key})
+        return cls.from_config({k: v for k, v in spec.items() if k != key})
 
 
 class Configurable:
@@ -592,6 +592,11 @@ class Configurable:
         check_keys(values, declared, [name for name, param in declared.items() if param.required])
         for name, param in declared.items():
             self.__dict__[name] = param.check(values.get(name, param.default))
+
+    @classmethod
+    def from_config(cls: type[C], config: object) -> C:
+        """An instance from an object of parameters (``config()``'s form); anything else raises SpecError."""
+        return cls(**check_keys(config, cls.hyperparameters))
 
     def config(self) -> dict[str, Any]:
         """Every parameter in spec form (but those at a default they ask to omit)."""

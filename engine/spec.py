@@ -16,17 +16,15 @@ from typing import Any
 
 from .errors import SpecError
 from .model import Model
-from .params import check_choice, check_keys
+from .params import check_choice
 from .training_config import TASKS, TrainingConfig
 
 
 def build(spec: Any, training: Any = None) -> Model:
     """A model (weights not yet created: that happens on the first ``fit``) from its spec and training config."""
-    model = Model(**check_keys(spec, Model.hyperparameters))
+    model = Model.from_config(spec)
     try:
-        model.training = TrainingConfig(
-            **check_keys({} if training is None else training, TrainingConfig.hyperparameters)
-        )
+        model.training = TrainingConfig.from_config({} if training is None else training)
     except SpecError as error:
         raise error.within("training") from None
     return model
