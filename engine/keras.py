@@ -1,6 +1,9 @@
 """Keras 3 ``Sequential.to_json()`` documents as nnserve specs (no Keras import: the document is plain JSON).
 
-Mapping (Keras -> nnserve):
+The mapping is read from the declarations: a class's ``keras_names`` are the Keras classes (or
+function names) it stands for, its ``keras_refuses`` the Keras settings it cannot honour, and
+each parameter's ``keras`` name the Keras argument it takes its value from. Today that gives
+(Keras -> nnserve):
 
 - ``InputLayer`` -> nothing (its ``batch_shape[-1]`` becomes ``input_dim``, checked against the data);
 - ``Dense`` -> ``dense`` with ``units``, ``activation``, ``use_bias``, ``kernel_initializer``,
