@@ -10,12 +10,14 @@
 A job that must stop and resume at any epoch trains through a ``TrainingSession`` (what
 ``fit`` does inside): ``session.run(on_epoch=...)``, ``session.epoch``, ``session.checkpoint()``,
 ``session.restore(blob)``. ``archive`` is the npz codec (named arrays and a JSON document)
-that checkpoints and saved models use.
+that checkpoints and saved models use; ``params`` the declarations every configurable class
+makes of its parameters, and ``reference`` what is derived from them for people (the tables
+of docs/spec.md, the dashboard's choices).
 
 This package imports nothing from the rest of nnserve.
 """
 
-from . import archive
+from . import archive, params, reference
 from .callbacks import History
 from .errors import EngineError, NonFiniteError, SpecError
 from .gradcheck import gradcheck
@@ -41,5 +43,7 @@ __all__ = [
     "from_keras",
     "gradcheck",
     "loads",
+    "params",
+    "reference",
     "validate",
 ]
