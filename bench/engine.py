@@ -799,7 +799,7 @@ def profile_ours(blas_threads: int, data: Dataset, timing: Timing) -> dict[str, 
         return wrapper
 
     patches = [  # (owner, attribute, timer key)
-        (engine_training.Trainer, "train_epoch", "epoch"),
+        (engine_training.TrainingSession, "train_epoch", "epoch"),
         (engine_optimizers.OPTIMIZERS["adam"], "step", "optimizer"),
         (type(engine_losses.get("sparse_categorical_crossentropy")), "value_and_grad", "loss"),
     ]

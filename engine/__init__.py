@@ -7,16 +7,26 @@
     history = model.fit(X, y)
     model.predict(X[:5])
 
+A job that must stop and resume at any epoch trains through a ``TrainingSession`` (what
+``fit`` does inside): ``session.run(on_epoch=...)``, ``session.epoch``, ``session.checkpoint()``,
+``session.restore(blob)``. ``archive`` is the npz codec (named arrays and a JSON document)
+that checkpoints and saved models use; ``params`` the declarations every configurable class
+makes of its parameters, and ``reference`` what is derived from them for people (the tables
+of docs/spec.md, the dashboard's choices).
+
 This package imports nothing from the rest of nnserve.
 """
 
+from . import archive, params, reference
+from .callbacks import History
 from .errors import EngineError, NonFiniteError, SpecError
 from .gradcheck import gradcheck
 from .keras import KerasImport, from_keras
 from .model import Model
 from .serialize import dumps, loads
 from .spec import build, validate
-from .training import History, TrainingConfig
+from .training import TrainingSession
+from .training_config import TrainingConfig
 
 __all__ = [
     "EngineError",
@@ -26,10 +36,14 @@ __all__ = [
     "NonFiniteError",
     "SpecError",
     "TrainingConfig",
+    "TrainingSession",
+    "archive",
     "build",
     "dumps",
     "from_keras",
     "gradcheck",
     "loads",
+    "params",
+    "reference",
     "validate",
 ]

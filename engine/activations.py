@@ -19,19 +19,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .config import check_bool, check_float, from_spec
+from .params import Bool, Configurable, Float, Param, Registry
 
-ACTIVATIONS: dict[str, type[ActivationFunction]] = {}
+ACTIVATIONS: Registry[ActivationFunction] = Registry("activation")
 
 
-class ActivationFunction:
+class ActivationFunction(Configurable, registry=ACTIVATIONS):
     name: ClassVar[str]
     needs_input: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            ACTIVATIONS[cls.name] = cls
 
     def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
@@ -39,28 +34,19 @@ class ActivationFunction:
     def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def config(self) -> dict[str, Any]:
-        """The function's parameters (empty for the parameter-free ones)."""
-        return {}
-
-    def spec(self) -> str | dict[str, Any]:
-        """The spec form: the bare name, or ``{"name", **params}`` for parametrized functions."""
-        params = self.config()
-        return {"name": self.name, **params} if params else self.name
-
 
 class Linear(ActivationFunction):
     """a = z."""
 
     name = "linear"
 
-    def forward(self, z, out=None):
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if out is None or out is z:
             return z
         np.copyto(out, z)
         return out
 
-    def backward(self, grad, z, a):
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         return grad
 
 
@@ -69,49 +55,44 @@ class ReLU(ActivationFunction):
 
     name = "relu"
 
-    def forward(self, z, out=None):
-        return np.maximum(z, 0, out=out)
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        a: np.ndarray = np.maximum(z, 0, out=out)
+        return a
 
-    def backward(self, grad, z, a):
-        return np.multiply(grad, a > 0, out=grad)
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
+        grad *= a > 0
+        return grad
 
 
 class LeakyReLU(ActivationFunction):
-    """a = z if z > 0 else alpha * z (Keras's default alpha, ``negative_slope``, is 0.2)."""
+    """a = z if z > 0 else alpha * z."""
 
     name = "leaky_relu"
+    alpha = Param(Float(ge=0.0), 0.2, keras="negative_slope", doc="slope below zero")
 
-    def __init__(self, alpha: float = 0.2):
-        self.alpha = check_float("alpha", alpha, minimum=0.0)
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        a: np.ndarray = np.where(z > 0, z, z * self.alpha)
+        return a if out is None else _assign(out, a)
 
-    def forward(self, z, out=None):
-        return np.where(z > 0, z, z * self.alpha) if out is None else _assign(out, np.where(z > 0, z, z * self.alpha))
-
-    def backward(self, grad, z, a):
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         # a and z share their sign (alpha >= 0), so the output tells which branch was taken.
-        return np.multiply(grad, np.where(a > 0, 1.0, self.alpha).astype(grad.dtype, copy=False), out=grad)
-
-    def config(self):
-        return {"alpha": self.alpha}
+        grad *= np.where(a > 0, 1.0, self.alpha).astype(grad.dtype, copy=False)
+        return grad
 
 
 class ELU(ActivationFunction):
     """a = z if z > 0 else alpha * (exp(z) - 1);  a' = 1, or a + alpha below zero."""
 
     name = "elu"
+    alpha = Param(Float(gt=0.0), 1.0, keras=True, doc="the value approached below zero is -alpha")
 
-    def __init__(self, alpha: float = 1.0):
-        self.alpha = check_float("alpha", alpha, minimum=0.0, min_inclusive=False)
-
-    def forward(self, z, out=None):
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         a = np.where(z > 0, z, self.alpha * np.expm1(np.minimum(z, 0)))
         return a if out is None else _assign(out, a)
 
-    def backward(self, grad, z, a):
-        return np.multiply(grad, np.where(a > 0, 1.0, a + self.alpha), out=grad)
-
-    def config(self):
-        return {"alpha": self.alpha}
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
+        grad *= np.where(a > 0, 1.0, a + self.alpha)
+        return grad
 
 
 class SELU(ActivationFunction):
@@ -121,12 +102,13 @@ class SELU(ActivationFunction):
     alpha = 1.6732632423543772848170429916717
     scale = 1.0507009873554804934193349852946
 
-    def forward(self, z, out=None):
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         a = self.scale * np.where(z > 0, z, self.alpha * np.expm1(np.minimum(z, 0)))
         return a if out is None else _assign(out, a)
 
-    def backward(self, grad, z, a):
-        return np.multiply(grad, np.where(a > 0, self.scale, a + self.scale * self.alpha), out=grad)
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
+        grad *= np.where(a > 0, self.scale, a + self.scale * self.alpha)
+        return grad
 
 
 class Sigmoid(ActivationFunction):
@@ -134,14 +116,14 @@ class Sigmoid(ActivationFunction):
 
     name = "sigmoid"
 
-    def forward(self, z, out=None):
-        a = np.multiply(z, 0.5, out=out)
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        a: np.ndarray = np.multiply(z, 0.5, out=out)
         np.tanh(a, out=a)
         a += 1.0
         a *= 0.5
         return a
 
-    def backward(self, grad, z, a):
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         grad *= a
         grad *= 1.0 - a
         return grad
@@ -152,12 +134,13 @@ class HardSigmoid(ActivationFunction):
 
     name = "hard_sigmoid"
 
-    def forward(self, z, out=None):
-        a = np.multiply(z, 1.0 / 6.0, out=out)
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        a: np.ndarray = np.multiply(z, 1.0 / 6.0, out=out)
         a += 0.5
-        return np.clip(a, 0.0, 1.0, out=a)
+        np.clip(a, 0.0, 1.0, out=a)
+        return a
 
-    def backward(self, grad, z, a):
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         grad *= (a > 0) & (a < 1)
         grad *= 1.0 / 6.0
         return grad
@@ -168,10 +151,11 @@ class Tanh(ActivationFunction):
 
     name = "tanh"
 
-    def forward(self, z, out=None):
-        return np.tanh(z, out=out)
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        a: np.ndarray = np.tanh(z, out=out)
+        return a
 
-    def backward(self, grad, z, a):
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         grad *= 1.0 - a * a
         return grad
 
@@ -181,13 +165,13 @@ class Softmax(ActivationFunction):
 
     name = "softmax"
 
-    def forward(self, z, out=None):
-        a = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True), out=out)
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        a: np.ndarray = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True), out=out)
         np.exp(a, out=a)
         a /= np.add.reduce(a, axis=1, keepdims=True)
         return a
 
-    def backward(self, grad, z, a):
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         grad -= np.add.reduce(grad * a, axis=1, keepdims=True)
         grad *= a
         return grad
@@ -198,16 +182,22 @@ class Softplus(ActivationFunction):
 
     name = "softplus"
 
-    def forward(self, z, out=None):
-        return np.logaddexp(0, z, out=out)
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        a: np.ndarray = np.logaddexp(0, z, out=out)
+        return a
 
-    def backward(self, grad, z, a):
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
         # -expm1(-a) keeps full precision where a is tiny (z very negative).
         grad *= -np.expm1(-a)
         return grad
 
 
-_erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf and SciPy is not a dependency: libm's, exact.
+_erf_objects = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf and SciPy is not a dependency: libm's, exact.
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf element-wise, in ``x``'s dtype."""
+    return np.asarray(_erf_objects(x)).astype(x.dtype)
 
 
 class GELU(ActivationFunction):
@@ -221,28 +211,26 @@ class GELU(ActivationFunction):
     needs_input = True
     _k = math.sqrt(2.0 / math.pi)
 
-    def __init__(self, approximate: bool = False):
-        self.approximate = check_bool("approximate", approximate)
+    approximate = Param(Bool(), False, keras=True, omit_default=True, doc="use the tanh form")
 
-    def forward(self, z, out=None):
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if self.approximate:
             a = 0.5 * z * (1.0 + np.tanh(self._k * (z + 0.044715 * z**3)))
         else:
-            a = 0.5 * z * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))).astype(z.dtype))
+            a = 0.5 * z * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))))
         return a if out is None else _assign(out, a)
 
-    def backward(self, grad, z, a):
+    def backward(self, grad: np.ndarray, z: np.ndarray | None, a: np.ndarray) -> np.ndarray:
+        if z is None:
+            raise TypeError("gelu's derivative needs its input: the layer keeps it (needs_input)")
         if self.approximate:
             t = np.tanh(self._k * (z + 0.044715 * z**3))
             d = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * self._k * (1.0 + 3 * 0.044715 * z * z)
         else:
-            cdf = 0.5 * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))).astype(z.dtype))
+            cdf = 0.5 * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))))
             d = cdf + z * np.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
         grad *= d
         return grad
-
-    def config(self):
-        return {"approximate": self.approximate} if self.approximate else {}
 
 
 def _assign(out: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -255,4 +243,4 @@ def get(spec: Any) -> ActivationFunction:
 
     Raises SpecError naming the field at fault (relative to the activation).
     """
-    return spec if isinstance(spec, ActivationFunction) else from_spec(spec, ACTIVATIONS)
+    return ACTIVATIONS.from_spec(spec)

@@ -8,35 +8,25 @@ as Keras does.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .config import check_float, from_spec
+from .errors import SpecError
+from .params import Configurable, Float, Param, Registry
 
-INITIALIZERS: dict[str, type[Initializer]] = {}
+INITIALIZERS: Registry[Initializer] = Registry("initializer")
 
 # Standard deviation of a unit normal truncated to [-2, 2]; dividing by it restores unit variance.
 _TRUNCATED_STDDEV = 0.87962566103423978
 
 
-class Initializer:
+class Initializer(Configurable, registry=INITIALIZERS):
     name: ClassVar[str]
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            INITIALIZERS[cls.name] = cls
-
-    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator, dtype) -> np.ndarray:
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype[Any]) -> np.ndarray:
         raise NotImplementedError
-
-    def config(self) -> dict[str, Any]:
-        return {}
-
-    def spec(self) -> str | dict[str, Any]:
-        params = self.config()
-        return {"name": self.name, **params} if params else self.name
 
 
 class _VarianceScaling(Initializer):
@@ -46,17 +36,17 @@ class _VarianceScaling(Initializer):
     mode: ClassVar[str]  # "fan_in" or "fan_avg"
     distribution: ClassVar[str]  # "uniform" or "truncated_normal"
 
-    def __call__(self, shape, rng, dtype):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype[Any]) -> np.ndarray:
         fan_in, fan_out = (shape[0], shape[1]) if len(shape) == 2 else (shape[0], shape[0])
         fan = fan_in if self.mode == "fan_in" else (fan_in + fan_out) / 2.0
         variance = self.scale / max(1.0, fan)
         if self.distribution == "uniform":
-            limit = np.sqrt(3.0 * variance)
+            limit = math.sqrt(3.0 * variance)
             return rng.uniform(-limit, limit, size=shape).astype(dtype)
-        return (_truncated_normal(shape, rng) * (np.sqrt(variance) / _TRUNCATED_STDDEV)).astype(dtype)
+        return (_truncated_normal(shape, rng) * (math.sqrt(variance) / _TRUNCATED_STDDEV)).astype(dtype)
 
 
-def _truncated_normal(shape, rng: np.random.Generator) -> np.ndarray:
+def _truncated_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Unit normal samples, redrawing any beyond two standard deviations."""
     values = rng.standard_normal(size=shape)
     outside = np.abs(values) > 2.0
@@ -103,16 +93,20 @@ class LecunNormal(_VarianceScaling):
 
 
 class Zeros(Initializer):
+    """0."""
+
     name = "zeros"
 
-    def __call__(self, shape, rng, dtype):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype[Any]) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)
 
 
 class Ones(Initializer):
+    """1."""
+
     name = "ones"
 
-    def __call__(self, shape, rng, dtype):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype[Any]) -> np.ndarray:
         return np.ones(shape, dtype=dtype)
 
 
@@ -120,34 +114,29 @@ class RandomNormal(Initializer):
     """N(mean, stddev^2)."""
 
     name = "random_normal"
+    mean = Param(Float(), 0.0, keras=True, doc="the mean")
+    stddev = Param(Float(ge=0.0), 0.05, keras=True, doc="the standard deviation")
 
-    def __init__(self, mean: float = 0.0, stddev: float = 0.05):
-        self.mean = check_float("mean", mean)
-        self.stddev = check_float("stddev", stddev, minimum=0.0)
-
-    def __call__(self, shape, rng, dtype):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype[Any]) -> np.ndarray:
         return rng.normal(self.mean, self.stddev, size=shape).astype(dtype)
-
-    def config(self):
-        return {"mean": self.mean, "stddev": self.stddev}
 
 
 class RandomUniform(Initializer):
     """U(minval, maxval)."""
 
     name = "random_uniform"
+    minval = Param(Float(), -0.05, keras=True, doc="the lower bound")
+    maxval = Param(Float(), 0.05, keras=True, doc="the upper bound, at least minval")
 
-    def __init__(self, minval: float = -0.05, maxval: float = 0.05):
-        self.minval = check_float("minval", minval)
-        self.maxval = check_float("maxval", maxval, minimum=self.minval)
+    def __init__(self, **values: Any):
+        super().__init__(**values)
+        if self.maxval < self.minval:
+            raise SpecError("maxval", f"must be >= {self.minval}; received maxval={self.maxval}")
 
-    def __call__(self, shape, rng, dtype):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype[Any]) -> np.ndarray:
         return rng.uniform(self.minval, self.maxval, size=shape).astype(dtype)
-
-    def config(self):
-        return {"minval": self.minval, "maxval": self.maxval}
 
 
 def get(spec: Any) -> Initializer:
     """An initializer from its spec: a name or ``{"name": ..., **params}``. Raises SpecError."""
-    return from_spec(spec, INITIALIZERS)
+    return INITIALIZERS.from_spec(spec)

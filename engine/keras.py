@@ -1,6 +1,9 @@
 """Keras 3 ``Sequential.to_json()`` documents as nnserve specs (no Keras import: the document is plain JSON).
 
-Mapping (Keras -> nnserve):
+The mapping is read from the declarations: a class's ``keras_names`` are the Keras classes (or
+function names) it stands for, its ``keras_refuses`` the Keras settings it cannot honour, and
+each parameter's ``keras`` name the Keras argument it takes its value from. Today that gives
+(Keras -> nnserve):
 
 - ``InputLayer`` -> nothing (its ``batch_shape[-1]`` becomes ``input_dim``, checked against the data);
 - ``Dense`` -> ``dense`` with ``units``, ``activation``, ``use_bias``, ``kernel_initializer``,
@@ -21,37 +24,39 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SpecError
+from .activations import ACTIVATIONS
+from .errors import Loc, SpecError
+from .initializers import INITIALIZERS
+from .layers import LAYERS, Layer
+from .losses import LOSSES, Loss
+from .metrics import METRICS
+from .optimizers import OPTIMIZERS, Optimizer
+from .params import Component, Configurable, Nested, Optional, Param, Registry
 
-SUPPORTED_LAYERS = ("InputLayer", "Dense", "Dropout", "Activation")
-_OPTIMIZER_PARAMETERS = {
-    "sgd": ("learning_rate", "momentum", "nesterov"),
-    "adam": ("learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad"),
-    "rmsprop": ("learning_rate", "rho", "momentum", "epsilon", "centered"),
-    "adagrad": ("learning_rate", "initial_accumulator_value", "epsilon"),
-}
-_CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
-_LOSS_NAMES = {
-    "mean_squared_error": "mse",
-    "mean_absolute_error": "mae",
-    "huber_loss": "huber",
-    "huber": "huber",
-}
-_METRIC_NAMES = {
-    "accuracy": "accuracy",
-    "acc": "accuracy",
-    "sparse_categorical_accuracy": "accuracy",
-    "categorical_accuracy": "accuracy",
-    "binary_accuracy": "accuracy",
-    "mse": "mse",
-    "mean_squared_error": "mse",
-    "mae": "mae",
-    "mean_absolute_error": "mae",
-    "r2_score": "r2",
-}
+INPUT_LAYER = "InputLayer"
+
+
+def keras_name(cls: type[Configurable]) -> str:
+    """The name Keras gives the class (``Dense``, ``SGD``), or ours."""
+    return cls.keras_names[0] if cls.keras_names else str(getattr(cls, "name", cls.__name__))
+
+
+def _keras_aliases(registry: Registry[Any]) -> dict[str, str]:
+    """Every name Keras may use for a class of ``registry`` -> our name."""
+    return {alias: name for name, cls in registry.items() for alias in (name, *cls.keras_names)}
+
+
+def _one_of(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def supported_layers() -> list[str]:
+    """The Keras layer classes a document may hold."""
+    return [INPUT_LAYER, *(keras_name(cls) for cls in LAYERS.values() if cls.keras_names)]
 
 
 @dataclass
@@ -102,48 +107,57 @@ def from_keras(document: dict[str, Any] | str) -> KerasImport:
 def _layer(layer: Any) -> dict[str, Any] | None:
     layer = _object(layer, ())
     kind = layer.get("class_name")
-    if kind not in SUPPORTED_LAYERS:
-        raise SpecError(
-            "class_name", f"unsupported Keras layer {kind!r}; nnserve supports {', '.join(SUPPORTED_LAYERS)}"
-        )
-    if kind == "InputLayer":
+    classes = {keras_name(cls): cls for cls in LAYERS.values() if cls.keras_names}
+    if kind == INPUT_LAYER:
         return None
+    if kind not in classes:
+        raise SpecError(
+            "class_name", f"unsupported Keras layer {kind!r}; nnserve supports {', '.join(supported_layers())}"
+        )
     try:
-        return _layer_config(kind, _object(layer.get("config"), ()))
+        return _layer_config(classes[kind], _object(layer.get("config"), ()))
     except SpecError as error:
         raise error.within("config") from None
 
 
-def _layer_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Our layer spec from a Keras layer's ``config`` (errors located within it)."""
-    if kind == "Dropout":
-        _unsupported(config, "noise_shape")
-        return {"type": "dropout", "rate": config.get("rate")}
-    if kind == "Activation":
-        return {"type": "activation", "activation": _activation(config.get("activation"))}
-    for key in ("bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"):
+def _layer_config(cls: type[Layer], config: dict[str, Any]) -> dict[str, Any]:
+    """Our spec of layer ``cls`` from its Keras ``config`` (errors located within it): every declared
+    parameter Keras has, where the document sets it."""
+    for key in cls.keras_refuses:
         _unsupported(config, key)
-    dense = {
-        "type": "dense",
-        "units": config.get("units"),
-        "activation": _activation(config.get("activation", "linear")),
-    }
-    if "use_bias" in config:
-        dense["use_bias"] = config["use_bias"]
-    for key in ("kernel_initializer", "bias_initializer"):
-        if config.get(key) is not None:
-            dense[key] = _initializer(config[key], key)
-    if config.get("kernel_regularizer") is not None:
-        dense["kernel_regularizer"] = _regularizer(config["kernel_regularizer"])
-    return dense
+    return {"type": cls.type, **_parameters(cls, config)}
+
+
+def _parameters(cls: type[Configurable], config: dict[str, Any]) -> dict[str, Any]:
+    """Our parameters of ``cls`` from a Keras config: those it declares a Keras name for, when set."""
+    converted = {}
+    for name, param in cls.hyperparameters.items():
+        if param.keras is not None and config.get(param.keras) is not None:
+            converted[name] = _value(param, config[param.keras], param.keras)
+    return converted
+
+
+def _value(param: Param[Any], value: Any, field: str) -> Any:
+    """A Keras config value as our spec has it: serialized Keras objects become our names and objects."""
+    constraint = param.constraint
+    if isinstance(constraint, Optional):
+        constraint = constraint.inner
+    if isinstance(constraint, Component) and constraint.registry is ACTIVATIONS:
+        return _activation(value)
+    if isinstance(constraint, Component) and constraint.registry is INITIALIZERS:
+        return _initializer(value, field)
+    if isinstance(constraint, Nested) and isinstance(value, Mapping):
+        return _nested(constraint.cls, value, field)
+    return value
 
 
 def _activation(value: Any) -> Any:
     if isinstance(value, dict):  # a serialized activation function or layer
-        if value.get("class_name") == "function":
-            name = _config(value, "activation").get("name")
-        else:
-            name = value.get("class_name")
+        name = (
+            _config(value, "activation").get("name")
+            if value.get("class_name") == "function"
+            else value.get("class_name")
+        )
         return snake_case(name) if isinstance(name, str) else value
     return value
 
@@ -153,20 +167,20 @@ def _initializer(value: Any, field: str) -> Any:
         return value
     value = _object(value, field)
     name = snake_case(str(value.get("class_name")))
-    params = {k: v for k, v in _config(value, field).items() if k in ("mean", "stddev", "minval", "maxval")}
+    cls = INITIALIZERS.get(name)
+    params = _parameters(cls, _config(value, field)) if cls is not None else {}
     return {"name": name, **params} if params else name
 
 
-def _regularizer(value: Any) -> dict[str, float]:
-    if isinstance(value, str):
-        return {value: 0.01}
-    value = _object(value, "kernel_regularizer")
-    kind, config = value.get("class_name"), _config(value, "kernel_regularizer")
-    if kind not in ("L1", "L2", "L1L2"):
+def _nested(cls: type[Configurable], value: Mapping[str, Any], field: str) -> dict[str, Any]:
+    """A serialized Keras object (``{"class_name": "L2", "config": {...}}``) of one of ``cls``'s Keras classes."""
+    kind = value.get("class_name")
+    if kind not in cls.keras_names:
         raise SpecError(
-            ("kernel_regularizer", "class_name"), f"unsupported regularizer {kind!r}; expected L1, L2 or L1L2"
+            (field, "class_name"),
+            f"unsupported {cls.__name__.lower()} {kind!r}; expected {_one_of(list(cls.keras_names))}",
         )
-    return {key: config[key] for key in ("l1", "l2") if config.get(key) is not None}
+    return _parameters(cls, _config(value, field))
 
 
 def _dtype(value: Any) -> str:
@@ -186,16 +200,17 @@ def _training(compile_config: dict[str, Any]) -> dict[str, Any]:
         training["loss"] = _loss(compile_config["loss"])
     metrics = compile_config.get("metrics") or []
     if metrics:
+        aliases = _keras_aliases(METRICS)
         names = []
         for i, metric in enumerate(_list(metrics, "metrics")):
             name = metric
             if isinstance(metric, dict):
                 name = _config(metric, ("metrics", i)).get("name")
-            if not isinstance(name, str) or name not in _METRIC_NAMES:
+            if not isinstance(name, str) or name not in aliases:
                 raise SpecError(
-                    ("metrics", i), f"unsupported metric {name!r}; expected one of {', '.join(sorted(_METRIC_NAMES))}"
+                    ("metrics", i), f"unsupported metric {name!r}; expected one of {', '.join(sorted(aliases))}"
                 )
-            names.append(_METRIC_NAMES[name])
+            names.append(aliases[name])
         training["metrics"] = list(dict.fromkeys(names))
     return training
 
@@ -204,11 +219,12 @@ def _optimizer(value: Any) -> dict[str, Any] | str:
     if isinstance(value, str):
         return value.lower()
     value = _object(value, "optimizer")
-    name = str(value.get("class_name", "")).lower()
-    if name not in _OPTIMIZER_PARAMETERS:
+    classes: dict[str, type[Optimizer]] = {keras_name(cls).lower(): cls for cls in OPTIMIZERS.values()}
+    cls = classes.get(str(value.get("class_name", "")).lower())
+    if cls is None:
         raise SpecError(
             ("optimizer", "class_name"),
-            f"unsupported optimizer {value.get('class_name')!r}; expected SGD, Adam, RMSprop or Adagrad",
+            f"unsupported optimizer {value.get('class_name')!r}; expected {_one_of([keras_name(c) for c in classes.values()])}",
         )
     config = _config(value, "optimizer")
     if isinstance(config.get("learning_rate"), dict):
@@ -216,14 +232,11 @@ def _optimizer(value: Any) -> dict[str, Any] | str:
             ("optimizer", "learning_rate"),
             "learning-rate schedule objects are not supported; use training.optimizer.schedule",
         )
-    for key in ("weight_decay", "loss_scale_factor", "gradient_accumulation_steps"):
+    for key in cls.keras_refuses:
         _unsupported(config, key, ("optimizer", "config"))
     if config.get("use_ema"):
         raise SpecError(("optimizer", "config", "use_ema"), "exponential moving averages of weights are not supported")
-    optimizer = {"name": name}
-    for key in _OPTIMIZER_PARAMETERS[name] + _CLIPPING:
-        if config.get(key) is not None:
-            optimizer[key] = config[key]
+    optimizer = {"name": cls.name, **_parameters(cls, config)}
     if "learning_rate" in optimizer:  # Keras stores it as float32; give back the decimal the user wrote
         rate = optimizer["learning_rate"]
         if not isinstance(rate, int | float) or isinstance(rate, bool):
@@ -233,44 +246,47 @@ def _optimizer(value: Any) -> dict[str, Any] | str:
 
 
 def _loss(value: Any) -> dict[str, Any] | str:
+    aliases = _keras_aliases(LOSSES)
     if isinstance(value, str):
-        return _LOSS_NAMES.get(value, value)
+        return aliases.get(value, value)
     value = _object(value, "loss")
     config = _config(value, "loss")
     name = config.get("name") or snake_case(str(value.get("class_name")))
-    name = _LOSS_NAMES.get(name, name)
+    name = aliases.get(name, name)
     if config.get("label_smoothing"):
         raise SpecError(("loss", "label_smoothing"), "label smoothing is not supported")
     if config.get("ignore_class") is not None:
         raise SpecError(("loss", "ignore_class"), "ignore_class is not supported")
-    loss = {"name": name}
-    if config.get("from_logits"):
-        loss["from_logits"] = True
-    if name == "huber" and config.get("delta") not in (None, 1.0):
-        loss["delta"] = config["delta"]
-    return loss if len(loss) > 1 else name
+    cls: type[Loss] | None = LOSSES.get(name)
+    # Only what differs from our defaults: the spec then reads as the user would write it.
+    params = (
+        {}
+        if cls is None
+        else {k: v for k, v in _parameters(cls, config).items() if v != cls.hyperparameters[k].default}
+    )
+    return {"name": name, **params} if params else name
 
 
-def _unsupported(config: dict[str, Any], key: str, at: tuple = ()) -> None:
+def _unsupported(config: dict[str, Any], key: str, at: Loc = ()) -> None:
     if config.get(key) not in (None, False):
         raise SpecError((*at, key), f"{key}={config[key]!r} is not supported by nnserve")
 
 
-def _object(value: Any, field) -> dict[str, Any]:
+def _object(value: Any, field: str | Loc) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SpecError(field, f"must be an object; received {value!r}")
     return value
 
 
-def _config(value: dict[str, Any], field) -> dict[str, Any]:
+def _config(value: Mapping[str, Any], field: str | Loc) -> dict[str, Any]:
     """The ``config`` object of a serialized Keras object (``{}`` when absent); ``field`` locates the object."""
     config = value.get("config")
     if config is None:
         return {}
-    return _object(config, (*(field if isinstance(field, tuple) else (field,)), "config"))
+    return _object(config, (*((field,) if isinstance(field, str) else field), "config"))
 
 
-def _list(value: Any, field) -> list[Any]:
+def _list(value: Any, field: str | Loc) -> list[Any]:
     if not isinstance(value, list):
         raise SpecError(field, f"must be a list; received {value!r}")
     return value

@@ -23,32 +23,25 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .buffers import Buffers
-from .config import check_bool, check_float, from_spec
+from .params import Bool, Configurable, Float, Param, Registry
 
-LOSSES: dict[str, type[Loss]] = {}
+LOSSES: Registry[Loss] = Registry("loss", title="Losses")
+
+Result = tuple[float, np.ndarray | None]
+"""A loss value and, when asked for, its gradient with respect to the outputs."""
 
 
-class Loss:
+class Loss(Configurable, registry=LOSSES):
     name: ClassVar[str]
     classification_only: ClassVar[bool] = False
-    from_logits = False
+    from_logits: bool = False
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            LOSSES[cls.name] = cls
-
-    def __init__(self):
+    def __init__(self, **values: Any):
+        super().__init__(**values)
         self._buffers = Buffers()
+        self._arange: np.ndarray | None = None
 
-    def config(self) -> dict[str, Any]:
-        return {}
-
-    def spec(self) -> str | dict[str, Any]:
-        params = self.config()
-        return {"name": self.name, **params} if params else self.name
-
-    def targets(self, y: np.ndarray, n_outputs: int, dtype, classification: bool) -> np.ndarray:
+    def targets(self, y: np.ndarray, n_outputs: int, dtype: np.dtype[Any], classification: bool) -> np.ndarray:
         """Training targets from class indices (classification) or an ``(n, outputs)`` array of values."""
         if not classification:
             return np.asarray(y, dtype=dtype).reshape(len(y), n_outputs)
@@ -61,10 +54,17 @@ class Loss:
     def value(self, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
         return self._compute(out, target, sample_weight, want_grad=False)[0]
 
-    def value_and_grad(self, out, target, sample_weight=None) -> tuple[float, np.ndarray]:
-        return self._compute(out, target, sample_weight, want_grad=True)
+    def value_and_grad(
+        self, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
+        value, grad = self._compute(out, target, sample_weight, want_grad=True)
+        if grad is None:
+            raise NotImplementedError(f"{self.name} gave no gradient")
+        return value, grad
 
-    def _compute(self, out, target, sample_weight, want_grad):
+    def _compute(
+        self, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None, want_grad: bool
+    ) -> Result:
         raise NotImplementedError
 
     def _grad_buffer(self, out: np.ndarray) -> np.ndarray:
@@ -72,10 +72,9 @@ class Loss:
 
     def _rows(self, n: int) -> np.ndarray:
         """``arange(n)``, kept between batches."""
-        rows = getattr(self, "_arange", None)
-        if rows is None or len(rows) < n:
-            rows = self._arange = np.arange(n)
-        return rows[:n]
+        if self._arange is None or len(self._arange) < n:
+            self._arange = np.arange(n)
+        return self._arange[:n]
 
 
 def _mean(per_sample: np.ndarray, sample_weight: np.ndarray | None) -> float:
@@ -92,12 +91,18 @@ def _scale_rows(grad: np.ndarray, factor: float, sample_weight: np.ndarray | Non
     return grad
 
 
+FROM_LOGITS = "the outputs are logits, not probabilities (predictions then apply the sigmoid or softmax)"
+
+
 class MeanSquaredError(Loss):
     """mean((y_pred - y)^2);  grad = 2 (y_pred - y) / (n k)."""
 
     name = "mse"
+    keras_names = ("mean_squared_error",)
 
-    def _compute(self, out, target, sample_weight, want_grad):
+    def _compute(
+        self, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None, want_grad: bool
+    ) -> Result:
         n, k = out.shape
         diff = np.subtract(out, target, out=self._grad_buffer(out))
         if sample_weight is None:
@@ -111,8 +116,11 @@ class MeanAbsoluteError(Loss):
     """mean|y_pred - y|;  grad = sign(y_pred - y) / (n k)."""
 
     name = "mae"
+    keras_names = ("mean_absolute_error",)
 
-    def _compute(self, out, target, sample_weight, want_grad):
+    def _compute(
+        self, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None, want_grad: bool
+    ) -> Result:
         n, k = out.shape
         diff = np.subtract(out, target, out=self._grad_buffer(out))
         value = _mean(np.abs(diff).mean(axis=1), sample_weight)
@@ -123,15 +131,12 @@ class Huber(Loss):
     """mean of e^2/2 where |e| <= delta, else delta (|e| - delta/2);  grad = clip(e, -delta, delta) / (n k)."""
 
     name = "huber"
+    keras_names = ("huber_loss",)
+    delta = Param(Float(gt=0.0), 1.0, keras=True, omit_default=True, doc="where the square turns linear")
 
-    def __init__(self, delta: float = 1.0):
-        super().__init__()
-        self.delta = check_float("delta", delta, minimum=0.0, min_inclusive=False)
-
-    def config(self):
-        return {"delta": self.delta} if self.delta != 1.0 else {}
-
-    def _compute(self, out, target, sample_weight, want_grad):
+    def _compute(
+        self, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None, want_grad: bool
+    ) -> Result:
         n, k = out.shape
         d = self.delta
         err = np.subtract(out, target, out=self._grad_buffer(out))
@@ -150,15 +155,11 @@ class BinaryCrossentropy(Loss):
 
     name = "binary_crossentropy"
     classification_only = True
+    from_logits = Param(Bool(), False, keras=True, omit_default=True, doc=FROM_LOGITS)
 
-    def __init__(self, from_logits: bool = False):
-        super().__init__()
-        self.from_logits = check_bool("from_logits", from_logits)
-
-    def config(self):
-        return {"from_logits": True} if self.from_logits else {}
-
-    def _compute(self, out, target, sample_weight, want_grad):
+    def _compute(
+        self, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None, want_grad: bool
+    ) -> Result:
         n, k = out.shape
         if self.from_logits:
             per_element = np.maximum(out, 0) - out * target + np.log1p(np.exp(-np.abs(out)))
@@ -192,18 +193,14 @@ class CategoricalCrossentropy(Loss):
 
     name = "categorical_crossentropy"
     classification_only = True
+    from_logits = Param(Bool(), False, keras=True, omit_default=True, doc=FROM_LOGITS)
 
-    def __init__(self, from_logits: bool = False):
-        super().__init__()
-        self.from_logits = check_bool("from_logits", from_logits)
-
-    def config(self):
-        return {"from_logits": True} if self.from_logits else {}
-
-    def targets(self, y, n_outputs, dtype, classification):
+    def targets(self, y: np.ndarray, n_outputs: int, dtype: np.dtype[Any], classification: bool) -> np.ndarray:
         return np.asarray(y, dtype=np.intp)
 
-    def _compute(self, out, target, sample_weight, want_grad):
+    def _compute(
+        self, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None, want_grad: bool
+    ) -> Result:
         n = out.shape[0]
         rows = self._rows(n)
         if self.from_logits:
@@ -244,4 +241,4 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 
 def get(spec: Any) -> Loss:
     """A loss from ``"mse"`` or ``{"name": "huber", "delta": 2.0}``. Raises SpecError."""
-    return from_spec(spec, LOSSES)
+    return LOSSES.from_spec(spec)

@@ -7,25 +7,21 @@ metrics; ``result()`` gives the value over everything seen since ``reset()``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .config import check_choice
+from .params import Configurable, Registry, check_choice
 
-METRICS: dict[str, type[Metric]] = {}
+METRICS: Registry[Metric] = Registry("metric")
 
 
-class Metric:
+class Metric(Configurable, registry=METRICS):
     name: ClassVar[str]
     task: ClassVar[str]  # "classification" or "regression"
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            METRICS[cls.name] = cls
-
-    def __init__(self):
+    def __init__(self, **values: Any):
+        super().__init__(**values)
         self.reset()
 
     def reset(self) -> None:
@@ -47,16 +43,17 @@ class Accuracy(Metric):
     """Fraction of samples whose predicted class is the true class."""
 
     name, task = "accuracy", "classification"
+    keras_names = ("acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
 
-    def reset(self):
+    def reset(self) -> None:
         self.correct = 0
         self.count = 0
 
-    def update(self, pred, target):
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
         self.correct += int(np.count_nonzero(pred == target))
         self.count += len(target)
 
-    def result(self):
+    def result(self) -> float:
         return self.correct / self.count if self.count else 0.0
 
 
@@ -64,17 +61,18 @@ class MeanSquaredError(Metric):
     """mean((y_pred - y)^2) over samples and outputs."""
 
     name, task = "mse", "regression"
+    keras_names = ("mean_squared_error",)
 
-    def reset(self):
+    def reset(self) -> None:
         self.total = 0.0
         self.count = 0
 
-    def update(self, pred, target):
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
         diff = pred - target
         self.total += float(np.vdot(diff, diff))
         self.count += diff.size
 
-    def result(self):
+    def result(self) -> float:
         return self.total / self.count if self.count else 0.0
 
 
@@ -82,16 +80,17 @@ class MeanAbsoluteError(Metric):
     """mean|y_pred - y| over samples and outputs."""
 
     name, task = "mae", "regression"
+    keras_names = ("mean_absolute_error",)
 
-    def reset(self):
+    def reset(self) -> None:
         self.total = 0.0
         self.count = 0
 
-    def update(self, pred, target):
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
         self.total += float(np.abs(pred - target).sum())
         self.count += pred.size
 
-    def result(self):
+    def result(self) -> float:
         return self.total / self.count if self.count else 0.0
 
 
@@ -99,19 +98,23 @@ class R2(Metric):
     """Coefficient of determination 1 - SS_res / SS_tot, averaged over outputs (Keras's R2Score)."""
 
     name, task = "r2", "regression"
+    keras_names = ("r2_score",)
 
-    def reset(self):
+    def reset(self) -> None:
         self.n = 0
-        self.sums = self.squares = self.residuals = 0.0
+        # Per output column once updated: the sums of the targets, of their squares, of the squared residuals.
+        self.sums: np.ndarray | float = 0.0
+        self.squares: np.ndarray | float = 0.0
+        self.residuals: np.ndarray | float = 0.0
 
-    def update(self, pred, target):
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
         target = target.astype(np.float64)
         self.n += len(target)
         self.sums = self.sums + target.sum(axis=0)
         self.squares = self.squares + (target * target).sum(axis=0)
         self.residuals = self.residuals + ((target - pred) ** 2).sum(axis=0)
 
-    def result(self):
+    def result(self) -> float:
         if not self.n:
             return 0.0
         total = self.squares - self.sums**2 / self.n
@@ -127,6 +130,6 @@ def decide(out: np.ndarray, threshold: float) -> np.ndarray:
     return out.argmax(axis=1) if out.shape[1] > 1 else (out[:, 0] > threshold).astype(np.intp)
 
 
-def get(name: str) -> Metric:
+def get(name: object) -> Metric:
     """A metric from its name. Raises SpecError listing the known ones."""
-    return METRICS[check_choice((), name, METRICS)]()
+    return METRICS[check_choice(name, METRICS)]()

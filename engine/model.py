@@ -1,12 +1,8 @@
-"""The model: a sequence of layers, the preprocessing that lets it meet raw data, and predict / evaluate.
+"""The model: a network one can fit, evaluate and predict with.
 
-Parameters live in one flat buffer and their gradients in another; each layer's
-``params`` and ``grads`` are views into them (kernel then bias, layer by layer: Keras's
-``get_weights()`` order). An optimizer then updates every weight in a few NumPy calls,
-and a checkpoint is one array.
-
-Training itself (the mini-batch loop, validation, early stopping, checkpoints) is in
-``training.py``; ``Model.fit`` hands the model to a ``Trainer``.
+The network itself (layers, weights, input scaling, label encoding) is ``network.py``;
+training (the mini-batch loop, validation, early stopping, checkpoints) is a
+``training.TrainingSession``, which ``fit`` creates and runs.
 """
 
 from __future__ import annotations
@@ -16,265 +12,52 @@ from typing import Any
 
 import numpy as np
 
-from . import losses
 from .activations import Sigmoid, Softmax
+from .callbacks import History
 from .errors import SpecError
-from .layers import Activation, Dense, Dropout, Layer
+from .evaluation import CHUNK, evaluate
 from .metrics import decide
-from .preprocessing import LabelEncoder, StandardScaler
-
-TASKS = ("classification", "regression")
-_PREDICT_CHUNK = 8192  # rows per forward pass when predicting or evaluating, bounding temporary memory
+from .network import Network
+from .training import OnEpoch, TrainingSession
 
 
-def _all_finite(x: np.ndarray, chunk: int = 4096) -> bool:
-    """True when every value is finite, without a boolean array the size of ``x``.
+class Model(Network):
+    """A network with ``fit``, ``evaluate``, ``predict`` and ``predict_proba`` (see ``spec.build``)."""
 
-    Small arrays (a prediction request) take the plain test. For large ones, ``x @ ones`` is
-    finite exactly when every row is (NaN and inf propagate through the sums), and BLAS
-    computes it in a quarter of the time of a float64 sum; only if it is not finite (NaN,
-    inf, or a row whose finite values overflow when added) are the rows checked one chunk
-    at a time.
-    """
-    if x.size <= 65536:
-        return bool(np.isfinite(x).all())
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(x @ np.ones(x.shape[1], dtype=x.dtype)).all():
-            return True
-    return all(np.isfinite(x[i : i + chunk]).all() for i in range(0, len(x), chunk))
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        task: str | None = None,
+        validation_data: tuple[Any, Any] | None = None,
+        on_epoch: OnEpoch | None = None,
+        checkpoint_every: int = 0,
+        on_checkpoint: Callable[[bytes], None] | None = None,
+        resume_from: bytes | None = None,
+    ) -> History:
+        """Train with the model's training config; returns the ``History``.
 
-
-class Model:
-    def __init__(self, layers: list[Layer], input_scaling: str = "standard", dtype: str = "float32"):
-        if not layers or not any(isinstance(layer, Dense) for layer in layers):
-            raise SpecError("layers", "needs at least one dense layer")
-        self.layers = layers
-        self.input_scaling = input_scaling
-        self.dtype = np.dtype(dtype)
-        self.training = None  # a training.TrainingConfig, set by build() or the caller
-        self.ops: list[Layer] = [
-            op for layer in layers for op in (layer.expand() if isinstance(layer, Dense) else [layer])
-        ]
-        self._mark_in_place()
-        # Set by prepare() from the first data, or by serialize.loads().
-        self.n_features: int | None = None
-        self.task: str | None = None
-        self.encoder: LabelEncoder | None = None
-        self.scaler: StandardScaler | None = None
-        self.params: np.ndarray | None = None
-        self.grads: np.ndarray | None = None
-
-    # Structure ----------------------------------------------------------------------
-
-    def _mark_in_place(self) -> None:
-        previous = None
-        for op in self.ops:
-            if isinstance(op, Activation):
-                # A dropout with rate 0 passes its input through, so that input is not its own buffer.
-                op.in_place = isinstance(previous, Dense) or (isinstance(previous, Dropout) and previous.rate > 0)
-                # At inference only a dense layer's output is sure to be a fresh array (dropout
-                # passes its input through, which may be the caller's).
-                op.in_place_inference = isinstance(previous, Dense)
-            previous = op
-        first_dense = next(op for op in self.ops if isinstance(op, Dense))
-        first_dense.propagate = False
-
-    @property
-    def n_outputs(self) -> int:
-        return next(op.units for op in reversed(self.ops) if isinstance(op, Dense))
-
-    @property
-    def built(self) -> bool:
-        return self.params is not None
-
-    def spec(self) -> dict[str, Any]:
-        """The model spec this model is built from: ``build(model.spec())`` builds the same model."""
-        return {
-            "layers": [layer.config() for layer in self.layers],
-            "input_scaling": self.input_scaling,
-            "dtype": self.dtype.name,
-        }
-
-    def allocate(self, n_features: int, rng: np.random.Generator | None) -> None:
-        """Create the flat parameter and gradient buffers for ``n_features`` inputs and hand each layer
-        its views; initialize the weights from ``rng`` (left at zero when ``rng`` is None)."""
-        shapes, n_in = [], n_features
-        for op in self.ops:
-            for name, shape in op.param_shapes(n_in).items():
-                shapes.append((op, name, shape))
-            n_in = op.output_units(n_in)
-        sizes = [int(np.prod(shape)) for _, _, shape in shapes]
-        self.params = np.zeros(sum(sizes), dtype=self.dtype)
-        self.grads = np.zeros(sum(sizes), dtype=self.dtype)
-        offset = 0
-        for (op, name, shape), size in zip(shapes, sizes):
-            op.params[name] = self.params[offset : offset + size].reshape(shape)
-            op.grads[name] = self.grads[offset : offset + size].reshape(shape)
-            offset += size
-        self.n_features = n_features
-        if rng is not None:
-            n_in = n_features
-            for op in self.ops:
-                for name, value in op.initial_values(n_in, rng, self.dtype).items():
-                    op.params[name][...] = value
-                n_in = op.output_units(n_in)
-
-    @property
-    def n_parameters(self) -> int:
-        if self.built:
-            return int(self.params.size)
-        raise SpecError((), "the model has no weights yet: fit it, or load a trained one")
-
-    def parameter_count(self, n_features: int) -> int:
-        """How many weights the model has for ``n_features`` inputs (without building it)."""
-        total, n_in = 0, n_features
-        for op in self.ops:
-            total += sum(int(np.prod(s)) for s in op.param_shapes(n_in).values())
-            n_in = op.output_units(n_in)
-        return total
-
-    def weight_names(self) -> list[str]:
-        """``layers.{i}.{kernel|bias}`` for each array of ``get_weights()``, i the spec layer's index."""
-        index = {id(layer): i for i, layer in enumerate(self.layers)}
-        return [f"layers.{index[id(op)]}.{name}" for op in self.ops for name in op.params]
-
-    def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weight arrays in Keras ``get_weights()`` order (kernel, bias per dense layer)."""
-        return [array.copy() for op in self.ops for array in op.params.values()]
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        views = [array for op in self.ops for array in op.params.values()]
-        if len(weights) != len(views):
-            raise SpecError("weights", f"expected {len(views)} arrays; received {len(weights)}")
-        for i, (view, value) in enumerate(zip(views, weights)):
-            value = np.asarray(value)
-            if value.shape != view.shape:
-                raise SpecError(("weights", i), f"expected shape {view.shape}; received {value.shape}")
-            view[...] = value
-
-    # Data ---------------------------------------------------------------------------
-
-    def check_inputs(self, x: Any, name: str = "X") -> np.ndarray:
-        """``x`` as a 2-D array of the model's dtype; wrong shapes, widths and non-finite values raise SpecError."""
-        given = x
-        try:
-            with np.errstate(over="ignore"):  # values beyond the dtype become inf, reported below
-                x = np.asarray(x, dtype=self.dtype)
-        except (TypeError, ValueError):
-            raise SpecError(name, "must be a 2-D array of numbers") from None
-        if x.ndim != 2:
-            raise SpecError(name, f"must be 2-D (rows x features); received an array of shape {x.shape}")
-        if self.n_features is not None and x.shape[1] != self.n_features:
-            raise SpecError(name, f"each row must have {self.n_features} features; received {x.shape[1]}")
-        if not _all_finite(x):
-            if _all_finite(np.asarray(given, dtype=np.float64)):
-                raise SpecError(
-                    name, f"has values beyond the {self.dtype.name} range (±{np.finfo(self.dtype).max:.3g})"
-                )
-            raise SpecError(name, "contains NaN or infinite values")
-        return x
-
-    def encode_fit_targets(self, y: Any, n_rows: int, task: str | None) -> np.ndarray:
-        """Fix the task (given, or inferred from ``y`` and the loss), fit the label encoder for a
-        classification task, and return the targets as class indices or an ``(n, outputs)`` float array."""
-        y = np.asarray(y)
-        if len(y) != n_rows:
-            raise SpecError("y", f"has {len(y)} rows but X has {n_rows}")
-        if task is not None and task not in TASKS:
-            raise SpecError("task", f"unknown {task!r}; expected one of {', '.join(map(repr, TASKS))}")
-        self.task = task or self._infer_task(y)
-        if self.task == "regression":
-            try:
-                encoded = y.astype(np.float64).reshape(len(y), -1)
-            except (TypeError, ValueError):
-                raise SpecError("y", "regression targets must be numbers") from None
-            if not np.isfinite(encoded).all():
-                raise SpecError("y", "contains NaN or infinite values")
-            return encoded
-        if y.ndim == 2 and y.shape[1] > 1:  # one-hot rows, as Keras's categorical_crossentropy takes them
-            if not np.isin(y, (0, 1)).all() or not (y.sum(axis=1) == 1).all():
-                raise SpecError("y", "2-D classification targets must be one-hot rows")
-            y = y.argmax(axis=1)
-        self.encoder, encoded = LabelEncoder.fit(y.reshape(-1))
-        if len(self.encoder.classes) < 2:
-            raise SpecError("y", "a classification task needs at least 2 classes")
-        return encoded
-
-    def fit_scaler(self, x: np.ndarray, rows: np.ndarray) -> None:
-        """Fit the input scaler (when ``input_scaling`` is "standard") on the training rows ``x[rows]``."""
-        self.scaler = StandardScaler.fit(x, rows) if self.input_scaling == "standard" else None
-
-    def target_width(self, encoded: np.ndarray) -> int:
-        """The number of classes (classification) or of target columns (regression)."""
-        return len(self.encoder.classes) if self.task == "classification" else encoded.shape[1]
-
-    def _infer_task(self, y: np.ndarray) -> str:
-        """Classification for labels (strings, booleans, integers) or a cross-entropy loss; regression for
-        floats, or integers with one output and an explicit regression loss (counts, say)."""
-        loss = self.training.loss if self.training is not None else None
-        if loss is not None and loss.classification_only:
-            return "classification"
-        if y.dtype.kind in "fc":
-            return "regression"
-        if y.dtype.kind in "iu" and y.ndim == 1 and self.n_outputs == 1 and loss is not None:
-            return "regression"
-        return "classification"
-
-    def encode_targets(self, y: Any, n_rows: int) -> np.ndarray:
-        """Targets encoded with the model's own classes, as ``encode_fit_targets`` does (for evaluation,
-        validation data, or more training); an unknown class raises SpecError."""
-        y = np.asarray(y)
-        if len(y) != n_rows:
-            raise SpecError("y", f"has {len(y)} rows but X has {n_rows}")
-        if self.task == "classification":
-            if y.ndim == 2 and y.shape[1] > 1:
-                y = y.argmax(axis=1)
-            return self.encoder.transform(y.reshape(-1))
-        return y.astype(np.float64).reshape(len(y), -1)
-
-    def check_head(self, task: str, width: int) -> None:
-        """Check that the output layer fits the task: ``width`` classes, or ``width`` regression targets.
-
-        Raises SpecError naming the output layer (or the loss) and saying what would fit.
+        ``on_epoch(epoch, logs)`` is called after every epoch (0-based); returning ``True``
+        stops training there. Every ``checkpoint_every`` epochs ``on_checkpoint`` receives a
+        checkpoint, and ``resume_from`` continues from one exactly where it was taken.
         """
-        units = self.n_outputs
-        last = max(i for i, layer in enumerate(self.layers) if isinstance(layer, Dense))
-        where = ("layers", last, "units")
-        loss = self.training.loss if self.training is not None else None
-        if task == "regression":
-            if units != width:
-                raise SpecError(
-                    where,
-                    f"the output layer has {units} units but the data has {width} target column{'s' * (width != 1)}",
-                )
-            return
-        if isinstance(loss, losses.CategoricalCrossentropy):
-            if units != width:
-                raise SpecError(
-                    where, f"the output layer has {units} units but {loss.name} needs one per class: {width}"
-                )
-            return
-        if units != width and not (units == 1 and width == 2):
-            hint = " (or 1 sigmoid unit for a binary task)" if width == 2 else ""
-            raise SpecError(
-                where, f"the output layer has {units} units but the data has {width} classes: use {width}{hint}"
-            )
+        session = TrainingSession(self, x, y, task=task, validation_data=validation_data)
+        if resume_from is not None:
+            session.restore(resume_from)
+        return session.run(on_epoch=on_epoch, checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint)
 
-    # Inference ----------------------------------------------------------------------
-
-    def forward(self, x: np.ndarray, training: bool = False, ops: list[Layer] | None = None) -> np.ndarray:
-        """Outputs of ``ops`` (all of them by default) for an already scaled batch."""
-        for op in self.ops if ops is None else ops:
-            x = op.forward(x, training)
-        return x
+    def evaluate(self, x: Any, y: Any) -> dict[str, float]:
+        """The loss (with regularization) and every configured metric on ``x, y``."""
+        return evaluate(self, x, y)
 
     def outputs(self, x: Any) -> np.ndarray:
         """The network's outputs for raw inputs (scaled here), computed in chunks of rows."""
-        self._require_built()
+        self.weights()  # raises while the model has none
         x = self.check_inputs(x)
-        if len(x) <= _PREDICT_CHUNK:
+        if len(x) <= CHUNK:
             return self._outputs(x)
-        return np.concatenate([self._outputs(x[i : i + _PREDICT_CHUNK]) for i in range(0, len(x), _PREDICT_CHUNK)])
+        return np.concatenate([self._outputs(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)])
 
     def _outputs(self, x: np.ndarray) -> np.ndarray:
         if self.scaler is not None:
@@ -284,7 +67,7 @@ class Model:
 
     def _outputs_are_logits(self) -> bool:
         """True when the loss was told its inputs are logits and the network ends without softmax/sigmoid."""
-        loss = self.training.loss if self.training is not None else None
+        loss = self.training.loss
         return bool(loss is not None and loss.from_logits)
 
     @staticmethod
@@ -295,7 +78,7 @@ class Model:
         """Class labels (classification) or values: ``(n,)`` for one target, else ``(n, targets)``."""
         out = self.outputs(x)
         if self.task == "classification":
-            return self.encoder.inverse(decide(out, threshold=0.5))
+            return self.classifier().inverse(decide(out, threshold=0.5))
         return out[:, 0] if out.shape[1] == 1 else out
 
     def predict_proba(self, x: Any) -> np.ndarray:
@@ -304,7 +87,7 @@ class Model:
         With one sigmoid output the columns are ``1 - p, p``. Heads that are not softmax (say
         sigmoid units trained with mse) give their raw outputs, which need not sum to 1.
         """
-        self._require_built()
+        self.weights()  # raises while the model has none
         if self.task != "classification":
             raise SpecError((), "predict_proba needs a classification model")
         out = self.outputs(x)
@@ -313,38 +96,3 @@ class Model:
     @property
     def classes(self) -> list[Any] | None:
         return self.encoder.config() if self.encoder is not None else None
-
-    def evaluate(self, x: Any, y: Any) -> dict[str, float]:
-        """The loss (with regularization) and every configured metric on ``x, y``."""
-        from .training import evaluate
-
-        return evaluate(self, x, y)
-
-    def fit(
-        self,
-        x: Any,
-        y: Any,
-        *,
-        task: str | None = None,
-        validation_data: tuple[Any, Any] | None = None,
-        on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
-        checkpoint_every: int = 0,
-        on_checkpoint: Callable[[bytes], None] | None = None,
-        resume_from: bytes | None = None,
-    ):
-        """Train with the model's training config; returns the ``History``.
-
-        ``on_epoch(epoch, logs)`` is called after every epoch (0-based); returning ``True``
-        stops training there. Every ``checkpoint_every`` epochs ``on_checkpoint`` receives a
-        checkpoint, and ``resume_from`` continues from one exactly where it was taken.
-        """
-        from .training import Trainer
-
-        trainer = Trainer(self, x, y, task=task, validation_data=validation_data)
-        if resume_from is not None:
-            trainer.restore(resume_from)
-        return trainer.run(on_epoch=on_epoch, checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint)
-
-    def _require_built(self) -> None:
-        if not self.built:
-            raise SpecError((), "the model has no weights yet: fit it, or load a trained one")

@@ -14,163 +14,132 @@ reduce-on-plateau lower the rate on top of them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .config import check_bool, check_float, check_int, from_spec
-from .errors import SpecError
+from .params import Bool, Component, Configurable, Float, Int, Optional, Param, Registry
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {}
-SCHEDULES: dict[str, type[Schedule]] = {}
+OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
+SCHEDULES: Registry[Schedule] = Registry("schedule")
 
 
 # Schedules ---------------------------------------------------------------------------
 
 
-class Schedule:
+class Schedule(Configurable, registry=SCHEDULES):
     """``rate(initial, epoch)``: the learning rate for a 0-based epoch."""
 
     name: ClassVar[str]
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            SCHEDULES[cls.name] = cls
-
     def rate(self, initial: float, epoch: int) -> float:
         raise NotImplementedError
 
-    def config(self) -> dict[str, Any]:
-        return {}
-
-    def spec(self) -> str | dict[str, Any]:
-        params = self.config()
-        return {"name": self.name, **params} if params else self.name
-
 
 class Constant(Schedule):
+    """lr."""
+
     name = "constant"
 
-    def rate(self, initial, epoch):
+    def rate(self, initial: float, epoch: int) -> float:
         return initial
 
 
 class StepDecay(Schedule):
-    """initial * drop ** floor(epoch / every)."""
+    """lr · drop^⌊epoch / every⌋."""
 
     name = "step"
+    drop = Param(Float(gt=0.0, le=1.0), 0.5, doc="the factor applied at each step")
+    every = Param(Int(ge=1), 10, doc="epochs between steps")
 
-    def __init__(self, drop: float = 0.5, every: int = 10):
-        self.drop = check_float("drop", drop, minimum=0.0, maximum=1.0, min_inclusive=False)
-        self.every = check_int("every", every)
-
-    def rate(self, initial, epoch):
+    def rate(self, initial: float, epoch: int) -> float:
         return initial * self.drop ** (epoch // self.every)
-
-    def config(self):
-        return {"drop": self.drop, "every": self.every}
 
 
 class ExponentialDecay(Schedule):
-    """initial * decay_rate ** (epoch / decay_epochs), the exponent floored when ``staircase``."""
+    """lr · decay_rate^(epoch / decay_epochs), the exponent floored when ``staircase``."""
 
     name = "exponential"
+    decay_rate = Param(Float(gt=0.0), 0.96, doc="the factor per decay_epochs")
+    decay_epochs = Param(Int(ge=1), 1, doc="epochs over which the rate is multiplied by decay_rate")
+    staircase = Param(Bool(), False, doc="decay in steps rather than smoothly")
 
-    def __init__(self, decay_rate: float = 0.96, decay_epochs: int = 1, staircase: bool = False):
-        self.decay_rate = check_float("decay_rate", decay_rate, minimum=0.0, min_inclusive=False)
-        self.decay_epochs = check_int("decay_epochs", decay_epochs)
-        self.staircase = check_bool("staircase", staircase)
-
-    def rate(self, initial, epoch):
+    def rate(self, initial: float, epoch: int) -> float:
         exponent = epoch / self.decay_epochs
-        return initial * self.decay_rate ** (math.floor(exponent) if self.staircase else exponent)
-
-    def config(self):
-        return {"decay_rate": self.decay_rate, "decay_epochs": self.decay_epochs, "staircase": self.staircase}
+        return float(initial * self.decay_rate ** (math.floor(exponent) if self.staircase else exponent))
 
 
 class CosineDecay(Schedule):
-    """initial * ((1 - alpha) * (1 + cos(pi * min(epoch, E) / E)) / 2 + alpha), E = ``decay_epochs``
-    (the number of training epochs when absent)."""
+    """lr · ((1 − alpha)(1 + cos(π · min(epoch, E) / E)) / 2 + alpha), E = ``decay_epochs`` or the
+    number of training epochs."""
 
     name = "cosine"
+    decay_epochs = Param(Optional(Int(ge=1)), None, doc="epochs to decay over (null: the training's epochs)")
+    alpha = Param(Float(ge=0.0, le=1.0), 0.0, doc="the final rate, as a fraction of lr")
 
-    def __init__(self, decay_epochs: int | None = None, alpha: float = 0.0):
-        self.decay_epochs = None if decay_epochs is None else check_int("decay_epochs", decay_epochs)
-        self.alpha = check_float("alpha", alpha, minimum=0.0, maximum=1.0)
-        self.epochs = 1  # set by the trainer when decay_epochs is absent
+    def __init__(self, **values: Any):
+        super().__init__(**values)
+        self.epochs = 1  # set by the training session when decay_epochs is absent
 
-    def rate(self, initial, epoch):
+    def rate(self, initial: float, epoch: int) -> float:
         span = self.decay_epochs or self.epochs
         cosine = 0.5 * (1.0 + math.cos(math.pi * min(epoch, span) / span))
         return initial * ((1.0 - self.alpha) * cosine + self.alpha)
 
-    def config(self):
-        return {"decay_epochs": self.decay_epochs, "alpha": self.alpha}
-
 
 # Optimizers ---------------------------------------------------------------------------
 
+_POSITIVE = Optional(Float(gt=0.0))
 
-class Optimizer:
+
+def _learning_rate(default: float) -> Param[float]:
+    """The one parameter every optimizer has, with a default of its own (Keras's)."""
+    return Param(Float(gt=0.0), default, keras=True, doc="the step size (before any schedule)")
+
+
+class Optimizer(Configurable, registry=OPTIMIZERS):
+    """The step counter, the learning rate (``lr``, the schedule's rate for this epoch) and clipping;
+    a subclass declares its ``learning_rate`` and hyperparameters and states its ``update``."""
+
     name: ClassVar[str]
-    slot_names: ClassVar[tuple[str, ...]] = ()
     needs_scratch: ClassVar[bool] = False
     """Whether ``update`` needs a scratch array besides the gradient, which it may overwrite."""
+    keras_refuses: ClassVar[tuple[str, ...]] = ("weight_decay", "loss_scale_factor", "gradient_accumulation_steps")
+    """Keras optimizer settings that change the computation and that nnserve does not honour."""
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            OPTIMIZERS[cls.name] = cls
+    learning_rate: ClassVar[Param[float]]  # declared by each optimizer, with its own default
+    clipnorm = Param(
+        _POSITIVE, None, keras=True, omit_default=True, doc="clip each weight array's gradient to this norm"
+    )
+    clipvalue = Param(_POSITIVE, None, keras=True, omit_default=True, doc="clip each gradient into ±clipvalue")
+    global_clipnorm = Param(
+        _POSITIVE, None, keras=True, omit_default=True, doc="clip all gradients together to this norm"
+    )
+    schedule = Param(
+        Component(SCHEDULES),
+        "constant",
+        omit_default=True,
+        doc="the learning rate per epoch",
+    )
 
-    def __init__(
-        self,
-        learning_rate: float,
-        clipnorm: float | None = None,
-        clipvalue: float | None = None,
-        global_clipnorm: float | None = None,
-        schedule: Any = "constant",
-    ):
-        self.initial_learning_rate = check_float("learning_rate", learning_rate, minimum=0.0, min_inclusive=False)
-        self.clipnorm = (
-            None if clipnorm is None else check_float("clipnorm", clipnorm, minimum=0.0, min_inclusive=False)
-        )
-        self.clipvalue = (
-            None if clipvalue is None else check_float("clipvalue", clipvalue, minimum=0.0, min_inclusive=False)
-        )
-        self.global_clipnorm = (
-            None
-            if global_clipnorm is None
-            else check_float("global_clipnorm", global_clipnorm, minimum=0.0, min_inclusive=False)
-        )
-        try:
-            self.schedule: Schedule = from_spec(schedule, SCHEDULES)
-        except SpecError as error:
-            raise error.within("schedule") from None
-        self.learning_rate = self.initial_learning_rate
+    def __init__(self, **values: Any):
+        super().__init__(**values)
+        self.lr = self.learning_rate
         self.lr_scale = 1.0
         self.iterations = 0
         self.params: list[np.ndarray] = []
         self.grads: list[np.ndarray] = []
         self.slots: list[dict[str, np.ndarray]] = []
         self.clip_views: list[np.ndarray] = []
+        self._scratch: list[np.ndarray | None] = []
 
-    def config(self) -> dict[str, Any]:
-        """Every hyperparameter, so a saved spec does not depend on the defaults of a later version."""
-        config = {"name": self.name, "learning_rate": self.initial_learning_rate}
-        config.update(self.hyperparameters())
-        for key in ("clipnorm", "clipvalue", "global_clipnorm"):
-            if getattr(self, key) is not None:
-                config[key] = getattr(self, key)
-        if self.schedule.name != "constant":
-            config["schedule"] = self.schedule.spec()
-        return config
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        """The state kept per parameter array."""
+        return ()
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {}
-
-    def build(self, params: list[np.ndarray], grads: list[np.ndarray], clip_views: list[np.ndarray] = ()) -> None:
+    def build(self, params: list[np.ndarray], grads: list[np.ndarray], clip_views: Sequence[np.ndarray] = ()) -> None:
         """Take the arrays to update, and (for ``clipnorm``) the per-variable views of the gradients."""
         self.params, self.grads, self.clip_views = list(params), list(grads), list(clip_views)
         self.slots = [self.new_slots(p) for p in self.params]
@@ -180,7 +149,7 @@ class Optimizer:
         return {name: np.zeros_like(param) for name in self.slot_names}
 
     def start_epoch(self, epoch: int) -> None:
-        self.learning_rate = self.schedule.rate(self.initial_learning_rate, epoch) * self.lr_scale
+        self.lr = self.schedule.rate(self.learning_rate, epoch) * self.lr_scale
 
     def step(self) -> None:
         """Clip the gradients, then apply one update to every parameter array.
@@ -192,7 +161,9 @@ class Optimizer:
         for param, grad, slots, scratch in zip(self.params, self.grads, self.slots, self._scratch):
             self.update(param, grad, slots, scratch)
 
-    def update(self, param, grad, slots, scratch) -> None:
+    def update(
+        self, param: np.ndarray, grad: np.ndarray, slots: dict[str, np.ndarray], scratch: np.ndarray | None
+    ) -> None:
         raise NotImplementedError
 
     def _clip(self) -> None:
@@ -223,22 +194,30 @@ class Optimizer:
                 np.copyto(array, arrays[f"{i}.{name}"])
 
 
+def _scratch(scratch: np.ndarray | None) -> np.ndarray:
+    """The scratch array of an optimizer with ``needs_scratch``, which ``build`` always gives one."""
+    if scratch is None:
+        raise TypeError("this optimizer needs a scratch array: build() it before stepping")
+    return scratch
+
+
 class SGD(Optimizer):
     """v = momentum * v - lr * g;  w += v (nesterov: w += momentum * v - lr * g).  Without momentum: w -= lr * g."""
 
     name = "sgd"
+    keras_names = ("SGD",)
+    learning_rate = _learning_rate(0.01)
+    momentum = Param(Float(ge=0.0, le=1.0), 0.0, keras=True, doc="the fraction of the last step kept")
+    nesterov = Param(Bool(), False, keras=True, doc="Nesterov momentum")
 
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False, **common):
-        super().__init__(learning_rate, **common)
-        self.momentum = check_float("momentum", momentum, minimum=0.0, maximum=1.0)
-        self.nesterov = check_bool("nesterov", nesterov)
-        self.slot_names = ("velocity",) if self.momentum else ()
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        return ("velocity",) if self.momentum else ()
 
-    def hyperparameters(self):
-        return {"momentum": self.momentum, "nesterov": self.nesterov}
-
-    def update(self, param, grad, slots, scratch):
-        grad *= self.learning_rate  # lr * g, in the gradient's own buffer
+    def update(
+        self, param: np.ndarray, grad: np.ndarray, slots: dict[str, np.ndarray], scratch: np.ndarray | None
+    ) -> None:
+        grad *= self.lr  # lr * g, in the gradient's own buffer
         if not self.momentum:
             param -= grad
             return
@@ -263,29 +242,22 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    keras_names = ("Adam",)
+    learning_rate = _learning_rate(0.001)
+    beta_1 = Param(Float(ge=0.0, lt=1.0), 0.9, keras=True, doc="decay of the first moment")
+    beta_2 = Param(Float(ge=0.0, lt=1.0), 0.999, keras=True, doc="decay of the second moment")
+    epsilon = Param(Float(gt=0.0), 1e-7, keras=True, doc="added to the denominator")
+    amsgrad = Param(Bool(), False, keras=True, doc="divide by the running maximum of v (AMSGrad)")
 
-    def __init__(
-        self,
-        learning_rate: float = 0.001,
-        beta_1: float = 0.9,
-        beta_2: float = 0.999,
-        epsilon: float = 1e-7,
-        amsgrad: bool = False,
-        **common,
-    ):
-        super().__init__(learning_rate, **common)
-        self.beta_1 = check_float("beta_1", beta_1, minimum=0.0, maximum=1.0, max_inclusive=False)
-        self.beta_2 = check_float("beta_2", beta_2, minimum=0.0, maximum=1.0, max_inclusive=False)
-        self.epsilon = check_float("epsilon", epsilon, minimum=0.0, min_inclusive=False)
-        self.amsgrad = check_bool("amsgrad", amsgrad)
-        self.slot_names = ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        return ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
 
-    def hyperparameters(self):
-        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon, "amsgrad": self.amsgrad}
-
-    def update(self, param, grad, slots, scratch):
+    def update(
+        self, param: np.ndarray, grad: np.ndarray, slots: dict[str, np.ndarray], scratch: np.ndarray | None
+    ) -> None:
         t, b1, b2 = self.iterations, self.beta_1, self.beta_2
-        lr_t = self.learning_rate * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        lr_t = self.lr * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
         root = math.sqrt(1.0 - b2)
         m, v = slots["m"], slots["v"]
         m *= b1
@@ -313,28 +285,22 @@ class RMSprop(Optimizer):
     name = "rmsprop"
     needs_scratch = True  # the gradient is needed whole after its square
 
-    def __init__(
-        self,
-        learning_rate: float = 0.001,
-        rho: float = 0.9,
-        momentum: float = 0.0,
-        epsilon: float = 1e-7,
-        centered: bool = False,
-        **common,
-    ):
-        super().__init__(learning_rate, **common)
-        self.rho = check_float("rho", rho, minimum=0.0, maximum=1.0, max_inclusive=False)
-        self.momentum = check_float("momentum", momentum, minimum=0.0, maximum=1.0)
-        self.epsilon = check_float("epsilon", epsilon, minimum=0.0, min_inclusive=False)
-        self.centered = check_bool("centered", centered)
-        self.slot_names = (
-            ("velocity",) + (("average_gradient",) if centered else ()) + (("momentum",) if self.momentum else ())
-        )
+    keras_names = ("RMSprop",)
+    learning_rate = _learning_rate(0.001)
+    rho = Param(Float(ge=0.0, lt=1.0), 0.9, keras=True, doc="decay of the mean square")
+    momentum = Param(Float(ge=0.0, le=1.0), 0.0, keras=True, doc="the fraction of the last step kept")
+    epsilon = Param(Float(gt=0.0), 1e-7, keras=True, doc="added to the mean square")
+    centered = Param(Bool(), False, keras=True, doc="subtract the squared mean gradient")
 
-    def hyperparameters(self):
-        return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon, "centered": self.centered}
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        centered = ("average_gradient",) if self.centered else ()
+        return ("velocity", *centered, *(("momentum",) if self.momentum else ()))
 
-    def update(self, param, grad, slots, scratch):
+    def update(
+        self, param: np.ndarray, grad: np.ndarray, slots: dict[str, np.ndarray], scratch: np.ndarray | None
+    ) -> None:
+        scratch = _scratch(scratch)
         rho, keep = self.rho, 1.0 - self.rho
         velocity = slots["velocity"]
         velocity *= rho
@@ -353,7 +319,7 @@ class RMSprop(Optimizer):
             np.add(velocity, self.epsilon / keep, out=scratch)
         np.sqrt(scratch, out=scratch)
         np.divide(grad, scratch, out=scratch)
-        scratch *= self.learning_rate / math.sqrt(keep)
+        scratch *= self.lr / math.sqrt(keep)
         if self.momentum:
             buffer = slots["momentum"]
             buffer *= self.momentum
@@ -367,35 +333,33 @@ class Adagrad(Optimizer):
     """acc += g^2;  w -= lr g / sqrt(acc + epsilon); the accumulator starts at ``initial_accumulator_value``."""
 
     name = "adagrad"
-    slot_names = ("accumulator",)
+    keras_names = ("Adagrad",)
     needs_scratch = True
+    learning_rate = _learning_rate(0.001)
+    initial_accumulator_value = Param(Float(ge=0.0), 0.1, keras=True, doc="the accumulator's starting value")
+    epsilon = Param(Float(gt=0.0), 1e-7, keras=True, doc="added to the accumulator")
 
-    def __init__(
-        self, learning_rate: float = 0.001, initial_accumulator_value: float = 0.1, epsilon: float = 1e-7, **common
-    ):
-        super().__init__(learning_rate, **common)
-        self.initial_accumulator_value = check_float(
-            "initial_accumulator_value", initial_accumulator_value, minimum=0.0
-        )
-        self.epsilon = check_float("epsilon", epsilon, minimum=0.0, min_inclusive=False)
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        return ("accumulator",)
 
-    def hyperparameters(self):
-        return {"initial_accumulator_value": self.initial_accumulator_value, "epsilon": self.epsilon}
-
-    def new_slots(self, param):
+    def new_slots(self, param: np.ndarray) -> dict[str, np.ndarray]:
         return {"accumulator": np.full_like(param, self.initial_accumulator_value)}
 
-    def update(self, param, grad, slots, scratch):
+    def update(
+        self, param: np.ndarray, grad: np.ndarray, slots: dict[str, np.ndarray], scratch: np.ndarray | None
+    ) -> None:
+        scratch = _scratch(scratch)
         accumulator = slots["accumulator"]
         np.multiply(grad, grad, out=scratch)
         accumulator += scratch
         np.add(accumulator, self.epsilon, out=scratch)
         np.sqrt(scratch, out=scratch)
         np.divide(grad, scratch, out=scratch)
-        scratch *= self.learning_rate
+        scratch *= self.lr
         param -= scratch
 
 
 def get(spec: Any) -> Optimizer:
     """An optimizer from ``"adam"`` or ``{"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, ...}``."""
-    return from_spec(spec, OPTIMIZERS)
+    return OPTIMIZERS.from_spec(spec)

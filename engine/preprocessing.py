@@ -75,7 +75,9 @@ class LabelEncoder:
             ) from None
 
     def inverse(self, indices: np.ndarray) -> np.ndarray:
-        return self.classes[indices]
+        labels: np.ndarray = self.classes[indices]
+        return labels
 
     def config(self) -> list[Any]:
-        return self.classes.tolist()
+        labels: list[Any] = self.classes.tolist()
+        return labels

@@ -1,53 +1,31 @@
-"""Models and checkpoints as bytes: an ``.npz`` archive of named arrays plus one JSON document.
+"""A trained model as bytes and back: ``dumps`` and ``loads``.
 
-Never pickle: archives are written with ``np.savez`` and read with ``allow_pickle=False``,
-so loading untrusted bytes can fail but cannot run code. A model archive holds its
-weights as ``layers.{i}.kernel`` / ``layers.{i}.bias`` in Keras ``get_weights()`` order
-and, under ``metadata``, the model spec, the training config, the task, the class
-labels and the input scaler: everything ``loads`` needs to predict bit-identically.
+The bytes are an archive (``archive.py``: npz, never a pickle) holding the weights as
+``layers.{i}.kernel`` / ``layers.{i}.bias`` in Keras ``get_weights()`` order and, as its
+metadata, the model spec, the training config, the task, the class labels and the input
+scaler: everything ``loads`` needs to predict bit-identically.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from typing import Any
 
 import numpy as np
 
+from . import archive
 from .errors import SpecError
+from .model import Model
+from .preprocessing import LabelEncoder, StandardScaler
+from .spec import build
+from .training_config import TASKS
 
 FORMAT = "nnserve.model"
 VERSION = 1
 
 
-def pack(arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> bytes:
-    """Arrays and a JSON-able ``metadata`` dict as npz bytes."""
-    buffer = io.BytesIO()
-    np.savez(buffer, metadata=np.array(json.dumps(metadata)), **arrays)
-    return buffer.getvalue()
-
-
-def unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The arrays and metadata of ``pack``; anything else raises SpecError."""
-    try:
-        loaded = np.load(io.BytesIO(blob), allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("a single array, not an npz archive")
-        with loaded as archive:
-            arrays = {name: archive[name] for name in archive.files}
-        metadata = json.loads(str(arrays.pop("metadata")))
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise SpecError("weights", f"not a readable nnserve archive ({error or type(error).__name__})") from None
-    if not isinstance(metadata, dict):
-        raise SpecError("weights", "not a readable nnserve archive (its metadata is not an object)")
-    return arrays, metadata
-
-
-def dumps(model) -> bytes:
+def dumps(model: Model) -> bytes:
     """A trained model as npz bytes."""
-    model._require_built()
+    model.weights()  # raises while the model has none
     metadata = {
         "format": FORMAT,
         "version": VERSION,
@@ -59,12 +37,12 @@ def dumps(model) -> bytes:
         "scaler": model.scaler.config() if model.scaler is not None else None,
         "weights": model.weight_names(),
     }
-    return pack(dict(zip(model.weight_names(), model.get_weights())), metadata)
+    return archive.pack(dict(zip(model.weight_names(), model.get_weights())), metadata)
 
 
-def loads(blob: bytes):
+def loads(blob: bytes) -> Model:
     """The model ``dumps`` wrote. Raises SpecError for anything that is not such an archive."""
-    arrays, metadata = unpack(blob)
+    arrays, metadata = archive.unpack(blob, "weights")
     if metadata.get("format") != FORMAT:
         raise SpecError("weights", "not an nnserve model archive")
     try:
@@ -75,11 +53,7 @@ def loads(blob: bytes):
         raise SpecError("weights", f"not a valid nnserve model archive ({type(error).__name__}: {error})") from None
 
 
-def _restore(arrays: dict[str, np.ndarray], metadata: dict[str, Any]):
-    from .model import TASKS
-    from .preprocessing import LabelEncoder, StandardScaler
-    from .spec import build
-
+def _restore(arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> Model:
     model = build(metadata["spec"], metadata["training"])
     if metadata["task"] not in TASKS:
         raise SpecError("task", f"unknown {metadata['task']!r}")

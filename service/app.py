@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from redis import Redis
 from rq import Queue
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -21,6 +22,10 @@ from .fastpath import PredictFastPath
 from .monitoring import Monitoring
 from .queue import make_queue
 from .settings import Settings
+
+
+class OrderedJSON(DefaultJSONProvider):
+    sort_keys = False
 
 
 @dataclass
@@ -41,6 +46,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__, static_folder=None)  # service/static is the dashboard's; its blueprint serves it
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Our answers are built by ``respond`` (orjson); Flask's own JSON provider serves its test client,
+    # which should send a body's keys in the order they were written, as any HTTP client does.
+    app.json = OrderedJSON(app)
     if settings.forwarded_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops)  # type: ignore[method-assign]
 

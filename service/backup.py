@@ -39,6 +39,7 @@ import orjson
 import redis
 
 from nnserve import __version__
+from nnserve.engine import archive as npz
 
 from . import store
 from .lifecycle import ACTIVE, JobStatus, ModelStatus
@@ -230,7 +231,7 @@ def _checked_record(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
         if kinds.get(part) != "npz":
             raise ArchiveError(f"{name}: {part!r} is not a blob part of {family.name}")
         try:
-            store.unpack_arrays(archive.read(blob))
+            npz.unpack(archive.read(blob), blob)[0]
         except KeyError:
             raise ArchiveError(f"{name}: the archive has no {blob}") from None
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:

@@ -9,7 +9,7 @@ batch at a time; nothing here holds the body, or a Python object per value. What
   labels (strings, true/false) as int32 codes into the distinct labels seen.
 
 Blocks are never joined: the store writes them into the npz one by one and each is released once
-written (``store.Chunks``). So an upload costs the API at most about 3x its body size, plus a
+written (``Chunks``). So an upload costs the API at most about 3x its body size, plus a
 constant (a block, a parse buffer), however the body is shaped; the test in
 ``tests/e2e/test_upload_memory.py`` measures it against a real ``nnserve api``.
 
@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from nnserve.engine.archive import Chunks
+
 from .errors import Invalid
 
 MiB = 1024 * 1024
@@ -91,13 +92,13 @@ class Blocks:
         """The distinct values, sorted."""
         return np.unique(np.concatenate([np.unique(block) for block in self.blocks()] or [np.empty(0, self.dtype)]))
 
-    def chunks(self, shape: tuple[int, ...], dtype: Any = None) -> store.Chunks:
+    def chunks(self, shape: tuple[int, ...], dtype: Any = None) -> Chunks:
         """The values as ``shape`` for the store, converted piece by piece to ``dtype`` if given."""
         dtype = np.dtype(dtype or self.dtype)
         pieces = self.take(max(dtype.itemsize, self.dtype.itemsize))
         if dtype != self.dtype:
             pieces = (piece.astype(dtype) for piece in pieces)
-        return store.Chunks(shape, dtype, pieces)
+        return Chunks(shape, dtype, pieces)
 
 
 def _block(size: int, dtype: np.dtype) -> np.ndarray:
@@ -126,7 +127,7 @@ LONG_LABEL = f"labels are at most {MAX_LABEL_LENGTH} characters"
 class TargetArrays:
     """Targets ready to store, with what they mean."""
 
-    chunks: store.Chunks
+    chunks: Chunks
     kind: str
     note: str | None
     classes: list[Any] | None = None
@@ -236,7 +237,7 @@ class TargetColumn:
         rows_of_code = sum(np.bincount(block, minlength=len(values)) for block in self.codes.blocks())
         counts = np.bincount(class_of_code, weights=rows_of_code, minlength=len(classes))
         pieces = (values[piece] for piece in self.codes.take(values.dtype.itemsize))
-        return _categorical(store.Chunks((self.size,), values.dtype, pieces), note, classes, counts)
+        return _categorical(Chunks((self.size,), values.dtype, pieces), note, classes, counts)
 
     def _numbers(self, kind: str | None) -> TargetArrays:
         n = self.size
@@ -276,7 +277,7 @@ class TargetColumn:
         return _categorical(self.numbers.chunks((self.size,), dtype), note, classes.astype(dtype), counts)
 
 
-def _categorical(chunks: store.Chunks, note: str | None, classes: np.ndarray, counts: Any) -> TargetArrays:
+def _categorical(chunks: Chunks, note: str | None, classes: np.ndarray, counts: Any) -> TargetArrays:
     """Categorical targets, with their classes (sorted) and the rows of each."""
     if len(classes) < 2:
         raise Invalid("targets", "categorical targets need at least 2 distinct classes")
@@ -307,8 +308,8 @@ class Dataset:
     """An upload ready for ``store.save_dataset``: its metadata and its arrays, each iterable once."""
 
     meta: dict[str, Any]
-    features: store.Chunks
-    targets: store.Chunks
+    features: Chunks
+    targets: Chunks
 
 
 def dataset(

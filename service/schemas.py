@@ -1,30 +1,21 @@
 """Request and response bodies: pydantic models, kept apart (``…Create`` in, ``…Public`` out).
 
-Requests forbid unknown keys, so a typo is a 422 rather than a silent default. Names of
-layers, activations, losses, optimizers and metrics are taken from the engine's own
-registries; the engine then checks what only it knows (a parameter of a given optimizer,
-the output width against the classes, the loss against the task) in ``engine.validate``.
+Requests forbid unknown keys, so a typo is a 422 rather than a silent default. A job's
+model and training specs are the engine's: their models come from its declarations
+(``spec_models``), and the engine checks them (``engine.validate``), so a mistake gets the
+same message over HTTP as through ``engine.build``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema
 
-from nnserve.engine.activations import ACTIVATIONS
-from nnserve.engine.initializers import INITIALIZERS
-from nnserve.engine.layers import LAYERS
-from nnserve.engine.losses import LOSSES
-from nnserve.engine.metrics import METRICS
-from nnserve.engine.optimizers import OPTIMIZERS
+from nnserve.engine.network import INPUT_SCALINGS
 
 from .lifecycle import JobStatus, ModelStatus, ServiceStatus
-
-
-def _choice(names) -> Any:
-    return Literal[tuple(names)]  # type: ignore[valid-type]
-
+from .spec_models import ModelSpec, TrainingSpec
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Label = (
@@ -40,72 +31,18 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Open(BaseModel):
-    """A named engine object whose other parameters the engine checks (unknown ones are still errors)."""
-
-    model_config = ConfigDict(extra="allow")
+def _as_written(value: Any) -> Any:
+    return value
 
 
-def _named(value: Any) -> Any:
-    return {"name": value} if isinstance(value, str) else value
+def _checked_by_the_engine(schema: type[BaseModel]) -> PlainValidator:
+    """The value passed on as the client wrote it, published with ``schema``: the engine checks it, so that
+    a mistake has one message whether it comes over HTTP or through ``engine.build`` (see ``spec_models``)."""
+    return PlainValidator(_as_written, json_schema_input_type=schema)
 
 
-def Named(model: type[BaseModel]) -> Any:
-    """``model`` that may also be written as its bare name: ``"relu"`` means ``{"name": "relu"}``."""
-    return Annotated[model, BeforeValidator(_named, json_schema_input_type=str | model)]
-
-
-class ActivationSpec(Open):
-    name: _choice(ACTIVATIONS)
-
-
-class InitializerSpec(Open):
-    name: _choice(INITIALIZERS)
-
-
-class LossSpec(Open):
-    name: _choice(LOSSES)
-    from_logits: bool | None = None
-
-
-class OptimizerSpec(Open):
-    name: _choice(OPTIMIZERS)
-    learning_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-
-
-class Regularizer(Request):
-    l1: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
-    l2: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
-
-
-class DenseLayer(Request):
-    type: Literal["dense"]
-    units: Annotated[int, Field(strict=True, gt=0)]
-    activation: Named(ActivationSpec) = ActivationSpec(name="linear")
-    use_bias: bool = True
-    kernel_initializer: Named(InitializerSpec) = InitializerSpec(name="glorot_uniform")
-    bias_initializer: Named(InitializerSpec) = InitializerSpec(name="zeros")
-    kernel_regularizer: Literal["l1", "l2"] | Regularizer | None = None
-
-
-class DropoutLayer(Request):
-    type: Literal["dropout"]
-    rate: Annotated[float, Field(ge=0, lt=1)]
-
-
-class ActivationLayer(Request):
-    type: Literal["activation"]
-    activation: Named(ActivationSpec)
-
-
-Layer = Annotated[DenseLayer | DropoutLayer | ActivationLayer, Field(discriminator="type")]
-assert {"dense", "dropout", "activation"} == set(LAYERS), "a layer type is missing from the API schema"
-
-
-class ModelSpec(Request):
-    layers: Annotated[list[Layer], Field(min_length=1)]
-    input_scaling: Literal["standard", "none"] = "standard"
-    dtype: Literal["float32", "float64"] = "float32"
+ModelSpecAsWritten = Annotated[Any, _checked_by_the_engine(ModelSpec)]
+TrainingSpecAsWritten = Annotated[Any, _checked_by_the_engine(TrainingSpec)]
 
 
 # The object's schema asks for what only a Keras document has, so that ``model`` matches exactly one form.
@@ -132,10 +69,10 @@ class KerasModel(Request):
     """A Keras document with nnserve's options: ``input_scaling`` (``"none"`` by default, as in Keras)."""
 
     keras: KerasDocument
-    input_scaling: Literal["standard", "none"] = "none"
+    input_scaling: Literal[INPUT_SCALINGS] = "none"  # type: ignore[valid-type]
 
 
-def _model_form(value: Any) -> str:
+def model_form(value: Any) -> str:
     """Which form a job's ``model`` takes: a Keras document is a string or has ``class_name``."""
     if isinstance(value, str) or (isinstance(value, dict) and "class_name" in value):
         return "keras-document"
@@ -144,45 +81,11 @@ def _model_form(value: Any) -> str:
 
 # The tags are never keys of the input, so ``errors.validation_errors`` leaves them out of locs.
 ModelField = Annotated[
-    Annotated[ModelSpec, Tag("nnserve-spec")]
+    Annotated[ModelSpecAsWritten, Tag("nnserve-spec")]
     | Annotated[KerasModel, Tag("keras-options")]
     | Annotated[KerasDocument, Tag("keras-document")],
-    Discriminator(_model_form),
+    Discriminator(model_form),
 ]
-
-
-class EarlyStopping(Request):
-    monitor: str = "val_loss"
-    patience: Annotated[int, Field(ge=0)] = 0
-    min_delta: Annotated[float, Field(ge=0)] = 0.0
-    restore_best: bool = False
-    start_from_epoch: Annotated[int, Field(ge=0)] = 0
-
-
-class ReduceLROnPlateau(Request):
-    monitor: str = "val_loss"
-    factor: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    patience: Annotated[int, Field(ge=0)] = 10
-    min_delta: Annotated[float, Field(ge=0)] = 1e-4
-    cooldown: Annotated[int, Field(ge=0)] = 0
-    min_lr: Annotated[float, Field(ge=0)] = 0.0
-
-
-class TrainingSpec(Request):
-    """Keras's defaults where a field is absent; ``loss`` is chosen from the task and output layer,
-    ``metrics`` default to accuracy (classification) or mae (regression), ``seed`` is drawn and kept."""
-
-    loss: Named(LossSpec) | None = None
-    optimizer: Named(OptimizerSpec) = OptimizerSpec(name="rmsprop")
-    epochs: Annotated[int, Field(strict=True, gt=0)] = 1
-    batch_size: Annotated[int, Field(strict=True, gt=0)] = 32
-    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    shuffle: bool = True
-    seed: Annotated[int, Field(strict=True, ge=0, lt=2**63)] | None = None
-    metrics: list[_choice(METRICS)] | None = None
-    class_weight: Literal["balanced"] | dict[str, Annotated[float, Field(ge=0)]] | None = None
-    early_stopping: EarlyStopping | None = None
-    reduce_lr_on_plateau: ReduceLROnPlateau | None = None
 
 
 # Datasets ------------------------------------------------------------------------------
@@ -248,7 +151,7 @@ class JobCreate(Request):
         description="An nnserve model spec, or a Keras `Sequential` document (object or JSON "
         'text), or `{"keras": <document>, "input_scaling": ...}`.'
     )
-    training: TrainingSpec = TrainingSpec()
+    training: TrainingSpecAsWritten = Field(default_factory=dict)
 
 
 class Progress(BaseModel):

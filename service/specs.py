@@ -23,8 +23,9 @@ from nnserve import engine
 from . import store
 from .errors import Invalid, spec_error
 from .lifecycle import JobStatus, ModelStatus
-from .schemas import JobCreate, KerasModel, ModelSpec
+from .schemas import JobCreate, KerasModel, model_form
 from .settings import Settings
+from .spec_models import NOT_SERVED
 
 DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mae"]}
 
@@ -39,11 +40,6 @@ def check(
     """The engine's unbuilt model for these specs and data, within the service's limits. Raises Invalid
     (an engine error through ``invalid``, which says where it is in the request)."""
     task, width = store.task_of(dataset)
-    for field, limit in (("epochs", settings.max_epochs), ("batch_size", settings.max_batch_size)):
-        if training.get(field, 1) > limit:
-            raise Invalid(
-                f"training.{field}", f"must be at most {limit} (the server's limit); received {training[field]}"
-            )
     try:
         model = engine.validate(
             model_spec,
@@ -58,6 +54,10 @@ def check(
         )
     except engine.SpecError as error:
         raise invalid(error) from None
+    for field, limit in (("epochs", settings.max_epochs), ("batch_size", settings.max_batch_size)):
+        value = getattr(model.training, field)
+        if value > limit:
+            raise Invalid(f"training.{field}", f"must be at most {limit} (the server's limit); received {value}")
     n_parameters = model.parameter_count(dataset["n_features"])
     if n_parameters > settings.max_parameters:
         raise Invalid(
@@ -79,12 +79,18 @@ def check(
 def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: str) -> tuple[dict, dict]:
     """The job and model records for a validated request. Raises Invalid."""
     task, _width = store.task_of(dataset)
-    training = body.training.model_dump(exclude_unset=True, exclude_none=True)
-    if isinstance(body.model, ModelSpec):
-        model_spec, invalid = body.model.model_dump(exclude_unset=True, exclude_none=True), spec_error
+    training = body.training  # as the client wrote it, but for null fields, which mean "left out": the engine checks it
+    if isinstance(training, dict):
+        training = {field: value for field, value in training.items() if value is not None}
+        for field, reason in NOT_SERVED.items():
+            if field in training:
+                raise Invalid(f"training.{field}", f"not offered by this server: {reason}", "not_served")
+    if not isinstance(body.model, KerasModel) and model_form(body.model) == "nnserve-spec":
+        model_spec, invalid = body.model, spec_error
     else:
         model_spec, training, invalid = from_keras(body.model, training, dataset["n_features"])
-    training.setdefault("metrics", DEFAULT_METRICS[task])
+    if isinstance(training, dict):
+        training.setdefault("metrics", DEFAULT_METRICS[task])
     model = check(model_spec, training, dataset, settings, invalid)
     job_id, model_id, created_at = store.new_id("job"), store.new_id("mdl"), store.now()
     config = model.training.config()
@@ -127,7 +133,7 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
     return job, record
 
 
-def from_keras(model: KerasModel | dict[str, Any] | str, training: dict[str, Any], n_features: int):
+def from_keras(model: KerasModel | dict[str, Any] | str, training: Any, n_features: int):
     """``(model spec, training, invalid)`` from a Keras document, bare or in ``{"keras": ...}``, and the
     job's ``training``, whose fields win over the document's ``compile_config``; ``invalid`` turns an
     engine error into an Invalid naming the place in the document (or in ``training``) it comes from.
@@ -153,6 +159,7 @@ def from_keras(model: KerasModel | dict[str, Any] | str, training: dict[str, Any
             f"{root}.config.layers.{inputs[0]}.config.batch_shape",
             f"the model takes {imported.input_dim} features; the dataset has {n_features}",
         )
+    given = training if isinstance(training, dict) else {}
     # The converted spec's layer i is the document's i-th layer that is not an InputLayer.
     converted = [i for i, layer in enumerate(layers) if layer.get("class_name") != "InputLayer"]
 
@@ -160,8 +167,8 @@ def from_keras(model: KerasModel | dict[str, Any] | str, training: dict[str, Any
         loc = error.loc
         if len(loc) >= 2 and loc[0] == "layers" and isinstance(loc[1], int) and loc[1] < len(converted):
             loc = ("config", "layers", converted[loc[1]], "config", *loc[2:])
-        elif len(loc) >= 2 and loc[0] == "training" and loc[1] in imported.training and loc[1] not in training:
+        elif len(loc) >= 2 and loc[0] == "training" and loc[1] in imported.training and loc[1] not in given:
             loc = ("compile_config", *loc[1:])
         return spec_error(engine.SpecError(loc, error.message), root)
 
-    return spec, {**imported.training, **training}, invalid
+    return spec, {**imported.training, **given} if isinstance(training, dict) else training, invalid

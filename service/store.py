@@ -33,11 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import math
 import re
 import secrets
-import zipfile
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +49,9 @@ from redis.connection import parse_url
 from redis.driver_info import DriverInfo
 from redis.retry import Retry
 from redis.sentinel import Sentinel
+
+from nnserve.engine import archive
+from nnserve.engine.archive import Chunks
 
 from . import builtin
 
@@ -266,53 +266,6 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     return {k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None
 
 
-@dataclass(frozen=True)
-class Chunks:
-    """An array handed over as ``pieces``: arrays of its dtype whose values, one after the other, are
-    the whole in C order. ``pack_arrays`` writes them as they come and never joins them, so a caller
-    whose iterator releases each piece once taken never holds the array twice. Iterated once."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    pieces: Iterable[np.ndarray]
-
-
-def pack_arrays(**arrays: np.ndarray | Chunks) -> bytes:
-    """npz bytes as ``np.savez`` writes them (``{name}.npy`` members; never pickle: object arrays are
-    a ValueError). Fixed-width string members (labels) are deflated: they are mostly padding, a
-    million labels as wide as the longest one."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
-        for name, array in arrays.items():
-            chunks = array if isinstance(array, Chunks) else Chunks(array.shape, array.dtype, [array])
-            if chunks.dtype.hasobject:
-                raise ValueError(f"{name}: object arrays cannot be stored without pickle")
-            member = zipfile.ZipInfo(f"{name}.npy")
-            member.compress_type = zipfile.ZIP_DEFLATED if chunks.dtype.kind == "U" else zipfile.ZIP_STORED
-            header = {
-                "descr": np.lib.format.dtype_to_descr(chunks.dtype),
-                "fortran_order": False,
-                "shape": chunks.shape,
-            }
-            written, expected = 0, math.prod(chunks.shape) * chunks.dtype.itemsize
-            with archive.open(member, "w", force_zip64=True) as file:
-                np.lib.format.write_array_header_1_0(file, header)
-                for piece in chunks.pieces:
-                    if piece.dtype != chunks.dtype:
-                        raise ValueError(f"{name}: a piece of dtype {piece.dtype} in an array of {chunks.dtype}")
-                    raw = np.ascontiguousarray(piece).reshape(-1).view(np.uint8).data
-                    file.write(raw)
-                    written += raw.nbytes
-            if written != expected:
-                raise ValueError(f"{name}: pieces of {written} bytes for shape {chunks.shape} ({expected} bytes)")
-    return buffer.getvalue()  # the buffer's own bytes: no copy
-
-
-def unpack_arrays(blob: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
 def _owned(record: dict[str, Any] | None, tenant: str) -> dict[str, Any] | None:
     return record if record is not None and record.get("tenant") == tenant else None
 
@@ -360,7 +313,7 @@ def save_dataset(
     Arrays given as Chunks are packed piece by piece (see ``pack_arrays``)."""
     with r.pipeline() as pipe:
         pipe.hset(dataset_key(meta["id"]), mapping=_encode(meta))
-        pipe.set(arrays_key(meta["id"]), pack_arrays(features=features, targets=targets))
+        pipe.set(arrays_key(meta["id"]), archive.pack({"features": features, "targets": targets}))
         pipe.zadd(index_key(meta["tenant"], DATASETS), {meta["id"]: _score(meta["created_at"])})
         if also is not None:
             also(pipe)
@@ -389,7 +342,7 @@ def load_dataset(r: redis.Redis, dataset_id: str) -> tuple[np.ndarray, np.ndarra
     blob = r.get(arrays_key(dataset_id))
     if blob is None:
         return None
-    arrays = unpack_arrays(blob)
+    arrays, _ = archive.unpack(blob, "dataset")
     return arrays["features"], arrays["targets"]
 
 

@@ -21,13 +21,11 @@ import signal
 import threading
 from typing import Any
 
-import numpy as np
 import redis
 from rq import Retry, get_current_job
 from rq.exceptions import AbandonedJobError
 
 from nnserve import engine
-from nnserve.engine.training import Trainer
 from nnserve.service import lifecycle, store
 from nnserve.service.lifecycle import JobStatus
 
@@ -123,18 +121,15 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
         return stopped_for is not None
 
     try:
-        # Diverging weights overflow on the way to inf; the engine checks every epoch and raises
-        # NonFiniteError with advice, so NumPy's own overflow warnings would only be noise.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            # The Trainer rather than model.fit: a stopping worker needs a checkpoint of the current epoch.
-            trainer = Trainer(model, *arrays, task=task)
-            if checkpoint:
-                trainer.restore(checkpoint[0])
-            history = trainer.run(
-                on_epoch=on_epoch,
-                checkpoint_every=job["checkpoint_every"],
-                on_checkpoint=lambda blob: store.save_checkpoint(r, job_id, lease, blob, trainer.epoch),
-            )
+        # A session rather than model.fit: a stopping worker needs a checkpoint of the current epoch.
+        trainer = engine.TrainingSession(model, *arrays, task=task)
+        if checkpoint:
+            trainer.restore(checkpoint[0])
+        history = trainer.run(
+            on_epoch=on_epoch,
+            checkpoint_every=job["checkpoint_every"],
+            on_checkpoint=lambda blob: store.save_checkpoint(r, job_id, lease, blob, trainer.epoch),
+        )
     except store.LeaseLost:
         return _walk_away(job_id)
 

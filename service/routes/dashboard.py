@@ -1,6 +1,8 @@
 """The web dashboard: the page at ``/`` and its assets under ``/static/``, shipped in the package.
 
 Plain HTML, CSS and JavaScript calling the same ``/v1`` API as any client; no build step, no CDN.
+The names its lists offer (layer types, activations, optimizers) come from the engine at
+``/choices.json``, so the page never re-types them.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from pathlib import Path
 
 from flask import Blueprint, Response, send_from_directory
 
+from nnserve.engine import reference
+
 from ..openapi import doc
+from . import respond
 
 bp = Blueprint("dashboard", __name__)
 
@@ -45,6 +50,15 @@ def index():
     response = _send("index.html", max_age=None)
     response.cache_control.no_cache = True
     response.headers["Content-Security-Policy"] = PAGE_POLICY
+    return response
+
+
+@bp.get("/choices.json")
+@doc(responses={200: "application/json; layers, activations, optimizers... by name, each with its parameters"})
+def choices() -> Response:
+    """What the dashboard's lists offer: the engine's own registries."""
+    response = respond(reference.choices())
+    response.cache_control.no_cache = True
     return response
 
 

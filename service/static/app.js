@@ -5,13 +5,11 @@
 (() => {
   const KEY = "nnserve.apiKey"; // sessionStorage: the key lasts as long as the tab
   const FINISHED = ["succeeded", "failed", "canceled"];
-  const ACTIVATIONS = ["linear", "relu", "leaky_relu", "elu", "selu", "sigmoid", "hard_sigmoid", "tanh", "softmax",
-    "softplus", "gelu"];
   const POLL_MS = 1000;
 
   const $ = (selector) => document.querySelector(selector);
   const state = {
-    presets: {}, datasets: [], models: [], spec: null,
+    presets: {}, choices: { layers: {}, activations: {}, optimizers: {} }, datasets: [], models: [], spec: null,
     job: null, points: new Map(), stream: null, timer: null, chart: null,
   };
 
@@ -174,13 +172,16 @@
     renderJson();
   }
 
+  // The parameters a layer type takes, from /choices.json: the form shows the ones it can edit.
+  const takes = (type, parameter) => (state.choices.layers[type] || []).includes(parameter);
+
   function layerRow(layer) {
     const type = el("select", { class: "layer-type", "aria-label": "layer type" },
-      ...["dense", "dropout", "activation"].map((t) => el("option", { value: t }, t)));
+      ...Object.keys(state.choices.layers).map((t) => el("option", { value: t }, t)));
     type.value = layer.type;
     const activationName = typeof layer.activation === "object" ? layer.activation.name : layer.activation || "linear";
     const activation = el("select", { class: "layer-activation", "aria-label": "activation" },
-      ...ACTIVATIONS.map((a) => el("option", { value: a }, a)));
+      ...Object.keys(state.choices.activations).map((a) => el("option", { value: a }, a)));
     activation.value = activationName;
     const units = el("input", { class: "layer-units", type: "number", min: "1", step: "1", "aria-label": "units",
       value: layer.units ?? 8 });
@@ -192,9 +193,9 @@
     } }, "remove");
     const row = el("li", {}, type, units, rate, activation, remove);
     const show = () => {
-      units.hidden = type.value !== "dense";
-      rate.hidden = type.value !== "dropout";
-      activation.hidden = type.value === "dropout";
+      units.hidden = !takes(type.value, "units");
+      rate.hidden = !takes(type.value, "rate");
+      activation.hidden = !takes(type.value, "activation");
     };
     type.addEventListener("change", show);
     show();
@@ -224,9 +225,9 @@
       spec.model.layers = [...document.querySelectorAll("#layers > li")].map((row, i) => {
         const type = row.querySelector(".layer-type").value;
         const layer = old[i] && old[i].type === type ? { ...old[i] } : { type };
-        if (type === "dense") layer.units = Number(row.querySelector(".layer-units").value);
-        if (type === "dropout") layer.rate = Number(row.querySelector(".layer-rate").value);
-        else {
+        if (takes(type, "units")) layer.units = Number(row.querySelector(".layer-units").value);
+        if (takes(type, "rate")) layer.rate = Number(row.querySelector(".layer-rate").value);
+        if (takes(type, "activation")) {
           const name = row.querySelector(".layer-activation").value;
           const current = typeof layer.activation === "object" ? layer.activation.name : layer.activation;
           if (name !== current) layer.activation = name;
@@ -520,6 +521,8 @@
     health();
     setInterval(health, 10000);
     state.presets = await (await fetch("/static/presets.json")).json();
+    state.choices = await (await fetch("/choices.json")).json();
+    $("#optimizer").replaceChildren(...Object.keys(state.choices.optimizers).map((o) => el("option", { value: o }, o)));
     $("#preset").replaceChildren(el("option", { value: "" }, "custom"),
       ...Object.entries(state.presets).map(([name, preset]) => el("option", { value: name }, preset.label)));
     await refreshAll();

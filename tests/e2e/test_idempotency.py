@@ -17,9 +17,10 @@ from tests.conftest import wait_until
 
 
 def test_a_key_held_by_a_dead_api_process_is_free_within_the_lease(processes, redis):
-    settings = {"max_rows": 5_000_000, "max_body_bytes": 64 * 1024 * 1024, "api_workers": 1}
+    settings = {"max_rows": 20_000_000, "max_body_bytes": 64 * 1024 * 1024, "api_workers": 1}
     api = processes.api(**settings)
-    body = "a,b,label\n" + "1,2,0\n3,4,1\n" * 1_000_000  # seconds of parsing: time to kill it mid-request
+    # 60 MB, 10 million rows: seconds of parsing, time enough to kill the process mid-request.
+    body = "a,b,label\n" + "1,2,0\n3,4,1\n" * 5_000_000
     headers = {"Idempotency-Key": "dies-with-its-process"}
     key = store.idempotency_key(store.PUBLIC, "dies-with-its-process")
 

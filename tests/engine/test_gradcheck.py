@@ -11,6 +11,7 @@ import pytest
 
 from nnserve.engine import build, gradcheck
 from nnserve.engine.activations import ACTIVATIONS, Tanh
+from tests.engine.helpers import dense
 
 TOLERANCE = 1e-6
 # An odd number of rows: with an even one, mae's output-bias gradient (a sum of +-1/n) can be exactly
@@ -30,10 +31,6 @@ def _id(spec):
     if isinstance(spec, str):
         return spec
     return "-".join(f"{v}" for v in spec.values())
-
-
-def dense(units, activation="linear", **options):
-    return {"type": "dense", "units": units, "activation": activation, **options}
 
 
 def inputs(seed=0):

@@ -11,6 +11,7 @@ import pytest
 from nnserve.engine import SpecError, build
 from nnserve.engine.activations import get as activation
 from nnserve.engine.layers import LAYERS, get
+from tests.engine.helpers import dense
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(5, 3))
@@ -25,10 +26,6 @@ def model_of(*layers, n_features=3, weights=None, dtype="float64"):
     if weights is not None:
         model.set_weights(weights)
     return model
-
-
-def dense(units, **options):
-    return {"type": "dense", "units": units, **options}
 
 
 def test_the_issue_layers_are_registered():
@@ -103,7 +100,7 @@ def test_activation_layer_applies_its_function():
     np.testing.assert_allclose(a, np.tanh(z), rtol=1e-14)
     g = rng.normal(size=(5, 4))
     np.testing.assert_allclose(layer.backward(g.copy()), g * (1 - np.tanh(z) ** 2), rtol=1e-13)
-    assert layer.config() == {"type": "activation", "activation": "tanh"}
+    assert layer.spec() == {"type": "activation", "activation": "tanh"}
 
 
 def dropout_layer(rate):

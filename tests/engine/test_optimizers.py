@@ -271,8 +271,8 @@ def test_state_is_kept_per_parameter_array():
 
 def test_keras_defaults():
     assert set(OPTIMIZERS) == {"sgd", "adam", "rmsprop", "adagrad"}
-    assert get("sgd").config() == {"name": "sgd", "learning_rate": 0.01, "momentum": 0.0, "nesterov": False}
-    assert get("adam").config() == {
+    assert get("sgd").spec() == {"name": "sgd", "learning_rate": 0.01, "momentum": 0.0, "nesterov": False}
+    assert get("adam").spec() == {
         "name": "adam",
         "learning_rate": 0.001,
         "beta_1": 0.9,
@@ -280,7 +280,7 @@ def test_keras_defaults():
         "epsilon": 1e-7,
         "amsgrad": False,
     }
-    assert get("rmsprop").config() == {
+    assert get("rmsprop").spec() == {
         "name": "rmsprop",
         "learning_rate": 0.001,
         "rho": 0.9,
@@ -288,7 +288,7 @@ def test_keras_defaults():
         "epsilon": 1e-7,
         "centered": False,
     }
-    assert get("adagrad").config() == {
+    assert get("adagrad").spec() == {
         "name": "adagrad",
         "learning_rate": 0.001,
         "initial_accumulator_value": 0.1,

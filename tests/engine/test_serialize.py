@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 
 from nnserve.engine import SpecError, build, dumps, loads
-
-
-def dense(units, activation="linear", **options):
-    return {"type": "dense", "units": units, "activation": activation, **options}
+from tests.engine.helpers import dense
 
 
 def fitted(spec, training, x, y):

@@ -14,11 +14,7 @@ from nnserve.engine.layers import LAYERS
 from nnserve.engine.losses import LOSSES
 from nnserve.engine.metrics import METRICS
 from nnserve.engine.optimizers import OPTIMIZERS, SCHEDULES
-
-
-def dense(units, activation="linear", **options):
-    return {"type": "dense", "units": units, "activation": activation, **options}
-
+from tests.engine.helpers import dense
 
 # Non-default parameters for the classes that take any; a class registered later without an entry
 # here is still round-tripped by its bare name.

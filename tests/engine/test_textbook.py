@@ -10,12 +10,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from nnserve.engine import build
+from tests.engine.helpers import dense
 
 SEED = 0
-
-
-def dense(units, activation="linear", **options):
-    return {"type": "dense", "units": units, "activation": activation, **options}
 
 
 def accuracy(model, x, y):

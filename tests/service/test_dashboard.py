@@ -1,4 +1,5 @@
-"""The dashboard's blueprint: the page and its assets, their types and cache headers; the presets."""
+"""The dashboard's blueprint: the page and its assets, their types and cache headers; the presets and the
+engine's choices."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 
 import pytest
 
+from nnserve.engine import reference
 from tests.conftest import ROOT
 
 
@@ -90,3 +92,19 @@ def test_presets_are_the_example_spec_files(client):
     for name, preset in presets.items():
         assert preset["dataset"] == name
         assert preset["spec"] == json.loads((ROOT / "examples" / f"{name}.json").read_text()), name
+
+
+def test_the_lists_come_from_the_engine(client):
+    """Layer types, activations and optimizers are served from the engine's registries; the page's
+    script and HTML hold no list of them of their own."""
+    with client.get("/choices.json") as response:
+        assert response.status_code == 200 and response.headers["Cache-Control"] == "no-cache"
+        assert response.json == reference.choices()
+    names = {name for registry in reference.REGISTRIES for name in registry}
+    script = (ROOT / "service" / "static" / "app.js").read_text()
+    assert 'fetch("/choices.json")' in script
+    for literal in re.findall(r"\[([^\[\]]*)\]", script):
+        items = re.findall(r'"([a-z_0-9]+)"', literal)
+        assert len(items) < 2 or not set(items) <= names, f"app.js lists names of its own: [{literal}]"
+    page = (ROOT / "service" / "static" / "index.html").read_text()
+    assert not set(re.findall(r"<option[^>]*>([a-z_]+)</option>", page)) & names

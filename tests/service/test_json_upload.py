@@ -10,13 +10,14 @@ import numpy as np
 import orjson
 import pytest
 
-from nnserve.service import json_upload, store
+from nnserve.engine.archive import Chunks
+from nnserve.service import json_upload
 from nnserve.service.settings import Settings
 
 LABELS = ["a", "b b", 'quote " and \\ backslash', "naïve", "日本", "tab\tnew\nline", "long " * 30]
 
 
-def whole(chunks: store.Chunks) -> np.ndarray:
+def whole(chunks: Chunks) -> np.ndarray:
     return np.concatenate([piece.reshape(-1) for piece in chunks.pieces]).reshape(chunks.shape)
 
 

@@ -1,9 +1,8 @@
-"""The Redis store: the keys a full round trip touches, npz without pickle, atomic job status moves."""
+"""The Redis store: the keys a full round trip touches, atomic job status moves. (Its arrays are the
+engine's archives: see tests/engine/test_archive.py.)"""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 from redis.commands.core import Script
 
 from nnserve.service import lifecycle, store
@@ -47,14 +46,6 @@ def test_records_are_tenant_scoped(client, redis):
     assert store.get_job(redis, job["id"], "someone-else") is None
     assert store.get_model(redis, job["model_id"], "someone-else") is None
     assert store.get_dataset(redis, "iris", "someone-else") is not None  # built-ins are everyone's
-
-
-def test_arrays_are_npz_without_pickle():
-    blob = store.pack_arrays(features=np.ones((2, 3), np.float32), targets=np.array(["a", "b"]))
-    arrays = store.unpack_arrays(blob)
-    assert arrays["targets"].tolist() == ["a", "b"] and arrays["features"].dtype == np.float32
-    with pytest.raises(ValueError):
-        store.unpack_arrays(store.pack_arrays(bad=np.array([{"x": 1}], dtype=object)))
 
 
 def test_transitions_are_conditional_and_counted(client, redis):

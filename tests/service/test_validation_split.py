@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nnserve.engine import SpecError
-from nnserve.engine.training import split, split_sizes
+from nnserve.engine.splitting import split, split_sizes
 from nnserve.service import store
 from tests.service.helpers import IRIS_MODEL, submit
 
