@@ -31,7 +31,7 @@ DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mae"]}
 
 
 def check(
-    model_spec: dict[str, Any],
+    model_spec: Any,
     training: dict[str, Any],
     dataset: dict[str, Any],
     settings: Settings,

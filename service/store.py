@@ -38,7 +38,7 @@ import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
 import orjson
@@ -258,12 +258,27 @@ def now() -> str:
 # Encoding ------------------------------------------------------------------------------
 
 
-def _encode(record: dict[str, Any]) -> dict[str, bytes]:
+# Our clients never decode responses (decode_responses is off), so Redis answers bytes; redis-py's
+# types allow str too, which the helpers below accept and narrow.
+Raw = bytes | str
+
+
+def _text(value: Any) -> str:
+    """A Redis reply as text (it is bytes from our clients)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: Any) -> bytes | None:
+    """A Redis reply that is a stored blob, or None when the key is missing."""
+    return None if value is None else value if isinstance(value, bytes) else str(value).encode()
+
+
+def _encode(record: Mapping[str, Any]) -> dict[Any, bytes]:
     return {k: orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY) for k, v in record.items()}
 
 
-def _decode(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
-    return {k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None
+def _decode(raw: Mapping[Any, Any]) -> dict[str, Any] | None:
+    return {_text(k): orjson.loads(v) for k, v in raw.items()} if raw else None
 
 
 def _owned(record: dict[str, Any] | None, tenant: str) -> dict[str, Any] | None:
@@ -279,7 +294,7 @@ def _fetch_many(r: redis.Redis, key: Callable[[str], str], ids: Iterable[str]) -
 
 def _page(r: redis.Redis, tenant: str, kind: str, offset: int, limit: int) -> list[str]:
     """Ids newest first."""
-    return [i.decode() for i in r.zrevrange(index_key(tenant, kind), offset, offset + limit - 1)]
+    return [_text(i) for i in r.zrevrange(index_key(tenant, kind), offset, offset + limit - 1)]
 
 
 def count(r: redis.Redis, tenant: str, kind: str) -> int:
@@ -339,7 +354,7 @@ def load_dataset(r: redis.Redis, dataset_id: str) -> tuple[np.ndarray, np.ndarra
     if builtin.is_builtin(dataset_id):
         _, features, targets = builtin.load(dataset_id)
         return features, targets
-    blob = r.get(arrays_key(dataset_id))
+    blob = _bytes(r.get(arrays_key(dataset_id)))
     if blob is None:
         return None
     arrays, _ = archive.unpack(blob, "dataset")
@@ -715,7 +730,7 @@ def list_models(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) 
 
 
 def load_weights(r: redis.Redis, model_id: str) -> bytes | None:
-    return r.get(weights_key(model_id))
+    return _bytes(r.get(weights_key(model_id)))
 
 
 def delete_model(r: redis.Redis, model: dict[str, Any]) -> None:
@@ -846,7 +861,7 @@ def save_api_key(r: redis.Redis, digest: str, record: dict[str, Any]) -> None:
 
 def api_keys(r: redis.Redis) -> dict[str, dict[str, Any]]:
     """Every stored key's record, revoked ones included, by SHA-256 (hex)."""
-    return {digest.decode(): orjson.loads(record) for digest, record in r.hgetall(API_KEYS).items()}
+    return {_text(digest): orjson.loads(record) for digest, record in r.hgetall(API_KEYS).items()}
 
 
 def find_api_key(r: redis.Redis, digest: str | None) -> tuple[bool, dict[str, Any] | None]:
@@ -946,7 +961,8 @@ def read_record(r: redis.Redis, family: Family, record_id: str) -> dict[str, Any
 
 def indexed(r: redis.Redis, tenant: str, family: Family) -> list[tuple[str, float]]:
     """``(id, creation score)`` of each of the tenant's records of ``family``, oldest first."""
-    return [(i.decode(), score) for i, score in r.zrange(index_key(tenant, family.name), 0, -1, withscores=True)]
+    members = cast(list[tuple[Raw, float]], r.zrange(index_key(tenant, family.name), 0, -1, withscores=True))
+    return [(_text(member), float(score)) for member, score in members]
 
 
 def record_exists(r: redis.Redis, family: Family, record_id: str) -> bool:

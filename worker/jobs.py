@@ -72,7 +72,10 @@ def train(job_id: str) -> dict[str, Any] | Retry:
     """Train the job's model on its dataset, reporting every epoch; returns a small summary, or
     RQ's ``Retry`` when the worker is stopping and the job must continue elsewhere. Raises
     StorageFull when Redis stays full through the worker's retries (see ``store.connect``)."""
-    r = get_current_job().connection
+    rq_job = get_current_job()
+    if rq_job is None:
+        raise JobError("train runs as an RQ job, in a worker")
+    r = rq_job.connection
     lease = secrets.token_hex(8)
     try:
         return _train(r, job_id, lease)
@@ -100,7 +103,7 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
 
     meta = store.get_dataset(r, job["dataset_id"], job["tenant"])
     arrays = store.load_dataset(r, job["dataset_id"]) if meta is not None else None
-    if arrays is None:
+    if meta is None or arrays is None:
         raise JobError(f"dataset {job['dataset_id']!r} was deleted before the job could train on it")
     task, width = store.task_of(meta)
     # Checked again here: the payload came through Redis, and the dataset may have changed.
