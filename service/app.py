@@ -6,16 +6,14 @@ gunicorn calls ``service.app:create_app()`` in each worker process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from redis import Redis
-from rq import Queue
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, errors, limits, logs, store
 from .cache import ModelCache
+from .context import Services
 from .cors import Cors
 from .events import Streams
 from .fastpath import PredictFastPath
@@ -26,19 +24,6 @@ from .settings import Settings
 
 class OrderedJSON(DefaultJSONProvider):
     sort_keys = False
-
-
-@dataclass
-class Services:
-    """What the routes use, found at ``app.extensions["nnserve"]``."""
-
-    settings: Settings
-    redis: Redis
-    queue: Queue
-    cache: ModelCache
-    monitoring: Monitoring
-    streams: Streams
-    keys: auth.Keys
 
 
 def create_app(settings: Settings | None = None) -> Flask:

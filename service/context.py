@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from flask import current_app, g
+from redis import Redis
+from rq import Queue
 
 from . import store
+from .auth import Keys
+from .cache import ModelCache
+from .events import Streams
+from .monitoring import Monitoring
+from .settings import Settings
 
-if TYPE_CHECKING:
-    from .app import Services
+
+@dataclass
+class Services:
+    """What the routes use, built by ``create_app`` and found at ``app.extensions["nnserve"]``."""
+
+    settings: Settings
+    redis: Redis
+    queue: Queue
+    cache: ModelCache
+    monitoring: Monitoring
+    streams: Streams
+    keys: Keys
 
 
 def services() -> Services:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import re
-from typing import TYPE_CHECKING
 
 import orjson
 import redis
@@ -29,18 +28,14 @@ from nnserve import engine
 from .auth import Keys, needs
 from .cache import ModelCache
 from .errors import ApiError, Invalid
+from .monitoring import ROUTE_KEY, Monitoring
 from .parsing import inputs_array
-
-if TYPE_CHECKING:
-    from .monitoring import Monitoring
 
 PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
 ROUTE = "/v1/models/<model_id>/predict"
 """The Flask rule this lane stands in for, as the request metrics label it."""
 ENDPOINT = "models.predict"
 """Its endpoint, whose scopes the key must have."""
-ROUTE_KEY = "nnserve.route"
-"""Where the lane leaves that label in the WSGI environ for the metrics."""
 
 
 class PredictFastPath:

@@ -31,13 +31,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from nnserve.engine import SpecError
 
 from . import store
-from .fastpath import ROUTE_KEY
 from .lifecycle import JobStatus
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .cache import Entry
 
+ROUTE_KEY = "nnserve.route"
+"""Where a WSGI layer that answers without Flask (the predict fast path) leaves the route's label."""
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 

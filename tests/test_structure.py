@@ -4,9 +4,11 @@
   import is how a cycle hides), except for the optional dependencies listed below.
 - ``engine/`` imports nothing from the rest of nnserve.
 - ``worker/`` uses only what ``engine/__init__.py`` exports.
+- The layers import downwards only: engine ← service ← worker ← cli (the ``nnserve`` command), in
+  function bodies too; the client (``nnserve/client.py``) imports neither the service, the worker nor
+  the command; and no cycle inside the service, the worker or the command.
 
-The helpers take a package folder and give plain data (a graph, a list of imports), so the same
-checks extend to ``service/``, ``worker/`` and the client.
+The helpers take a package folder and give plain data (a graph, a list of imports).
 """
 
 from __future__ import annotations
@@ -197,6 +199,50 @@ def test_the_worker_uses_only_what_the_engine_exports():
         for module, n, line in used
         if n not in public
     ] == []
+
+
+LAYERS = {
+    "nnserve.engine": (0, ENGINE),
+    "nnserve.service": (1, ROOT / "service"),
+    "nnserve.worker": (2, ROOT / "worker"),
+    "nnserve.cli": (3, ROOT / "nnserve" / "cli"),
+}
+"""Package -> (layer, folder): a module may import from its own layer and those below it."""
+CLIENT = "nnserve.client"
+ALIASES = {"nnserve.service.client": "kept so that scripts importing the client from its old place still work"}
+"""Modules allowed to break the layering, and why."""
+
+
+def layer_of(target: str) -> str | None:
+    """The layer package ``target`` belongs to, or None (the ``nnserve`` root, the client, a library)."""
+    return next((package for package in LAYERS if target == package or target.startswith(package + ".")), None)
+
+
+def test_the_layers_import_only_downwards():
+    upward = []
+    for package, (level, folder) in LAYERS.items():
+        for item in imports(folder, package):
+            if item.module in ALIASES:
+                continue
+            target = layer_of(item.target)
+            if target is not None and LAYERS[target][0] > level:
+                upward.append(f"{item.module}:{item.line} imports {item.target}")
+            client = item.target == CLIENT or item.target.startswith(CLIENT + ".")
+            if client and package != "nnserve.cli":
+                upward.append(f"{item.module}:{item.line} imports the client")
+    assert upward == []
+
+
+def test_no_cycle_in_the_service_the_worker_or_the_command():
+    for package, (_, folder) in LAYERS.items():
+        assert cycles(graph(imports(folder, package), package)) == [], package
+
+
+def test_the_client_imports_neither_the_service_the_worker_nor_the_command():
+    tree = ast.parse((ROOT / "nnserve" / "client.py").read_text())
+    targets = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    targets |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {target for target in targets if layer_of(target) not in (None, "nnserve.engine")} == set()
 
 
 # The helpers themselves, on a package made for the purpose ---------------------------------------------
