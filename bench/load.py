@@ -51,7 +51,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +62,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+
+from nnserve.cli.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run as a script, this file's folder comes first on sys.path; the slow clients and the nginx runner
@@ -440,12 +441,6 @@ class GthreadApi:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ready(url: str) -> bool:

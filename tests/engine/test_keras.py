@@ -5,11 +5,7 @@ load into the equivalent Keras model with ``set_weights`` and give the same prob
 """
 
 import inspect
-import os
 
-os.environ.setdefault("KERAS_BACKEND", "numpy")
-
-import keras
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris
@@ -21,29 +17,9 @@ from nnserve.engine.keras import from_keras
 from nnserve.engine.layers import LAYERS
 from nnserve.engine.losses import LOSSES
 from nnserve.engine.optimizers import OPTIMIZERS
+from tests.keras_models import ARRAY_COPY_WARNING, iris_keras_model, keras
 
-# Keras's NumPy backend still implements __array__ without the copy keyword NumPy 2 asks for.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-)
-
-
-def iris_keras_model():
-    model = keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.001)),
-            keras.layers.Dropout(0.1),
-            keras.layers.Dense(3),
-            keras.layers.Activation("softmax"),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=0.02),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+pytestmark = ARRAY_COPY_WARNING
 
 
 def test_sequential_document_converts_to_spec_and_compile_defaults():

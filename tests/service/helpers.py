@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask import request_started
+
 IRIS_MODEL = {
     "layers": [
         {"type": "dense", "units": 8, "activation": "relu"},
@@ -22,3 +24,14 @@ def train(client, run_jobs, **kwargs) -> dict:
     assert response.status_code == 202, response.json
     run_jobs()
     return client.get(f"/v1/jobs/{response.json['id']}").json
+
+
+class FlaskCalls:
+    """Counts the requests that entered Flask (the predict fast path never sends request_started)."""
+
+    def __init__(self, app):
+        self.count = 0
+        request_started.connect(self.seen, app, weak=False)
+
+    def seen(self, sender, **extra):
+        self.count += 1

@@ -7,14 +7,13 @@ import hashlib
 
 import pytest
 import requests
-from flask import request_started
 from pydantic import SecretStr, ValidationError
 
 from nnserve.service import auth, store
 from nnserve.service.routes.ops import SWAGGER_UI
 from nnserve.service.settings import ApiKey, Settings
 from tests.conftest import wait_until
-from tests.service.helpers import submit, train
+from tests.service.helpers import FlaskCalls, submit, train
 
 ALICE = "alice-key-0123456789abcdef"
 BOB = "bob-key-0123456789abcdef-longer"
@@ -328,17 +327,6 @@ def test_a_predict_key_predicts_and_reads_models_but_cannot_train_upload_or_dele
         assert response.status_code == 403, (path, response.json)
     assert client.application.test_client().get(f"/v1/models/{iris_model}").status_code == 401  # keys are on now
     assert redis.exists(store.model_key(iris_model))
-
-
-class FlaskCalls:
-    """Counts the requests that entered Flask (the predict fast path never sends request_started)."""
-
-    def __init__(self, app):
-        self.count = 0
-        request_started.connect(self.seen, app, weak=False)
-
-    def seen(self, sender, **extra):
-        self.count += 1
 
 
 def test_the_fast_path_honours_scopes(client, iris_model, redis):

@@ -4,26 +4,14 @@ everything else reaches the Flask route and gets its one rendering."""
 from __future__ import annotations
 
 import pytest
-from flask import request_started
 from pydantic import SecretStr
 
 from nnserve.service.settings import Rate
 from tests.conftest import wait_until
-from tests.service.helpers import train
+from tests.service.helpers import FlaskCalls, train
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 ALICE, BOB = "alice-key-0123456789", "bob-key-0123456789ab"
-
-
-class FlaskCalls:
-    """Counts the requests that entered Flask (the fast path never sends request_started)."""
-
-    def __init__(self, app):
-        self.count = 0
-        request_started.connect(self.seen, app, weak=False)
-
-    def seen(self, sender, **extra):
-        self.count += 1
 
 
 def cached(app, client, iris_model, headers=None):

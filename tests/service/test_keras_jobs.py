@@ -7,40 +7,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 
-os.environ.setdefault("KERAS_BACKEND", "numpy")
-
-import keras
 import numpy as np
 import pytest
 
 from nnserve.service.builtin import load
+from tests.keras_models import ARRAY_COPY_WARNING, iris_keras_model, keras
 
-# Keras's NumPy backend still implements __array__ without the copy keyword NumPy 2 asks for.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-)
+pytestmark = ARRAY_COPY_WARNING
 
 TRAINING = {"epochs": 40, "batch_size": 16, "seed": 0}
-
-
-def iris_keras_model() -> keras.Sequential:
-    model = keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.001)),
-            keras.layers.Dropout(0.1),
-            keras.layers.Dense(3),
-            keras.layers.Activation("softmax"),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=0.02),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
 
 
 def post(client, model, training=None, dataset="iris"):
