@@ -63,9 +63,10 @@ a StandardScaler fit on the training rows; ours gets the raw inputs and
 Profile: after each workload's table, one more fit of ours (with its better BLAS thread
 count) with timers around its parts, printed by phase: forward GEMMs, backward GEMMs (np.matmul
 as called from ``engine.layers``, split by the pass it runs in), the rest of the dense layers,
-activations, the loss, the optimizer step, the batch gather (np.take and the input scaling),
+activations, the loss, the optimizer step, the batch gather (``TrainingSession.gather``: rows, scaling, targets),
 the rest of the epoch loop, and the rest of ``fit``; seconds, share and µs per batch. The
-``profile`` section alone does this for W1 under every BLAS thread count. The timers patch
+``profile`` section alone does this for every workload under every BLAS thread count, without
+the peers (so it needs neither torch nor a quiet minute). The timers patch
 objects in memory only; nothing under ``engine/`` is modified.
 """
 
@@ -834,27 +835,21 @@ def profile_ours(workload: Workload, blas_threads: int, data: Dataset, timing: T
     from nnserve.engine import layers as engine_layers
     from nnserve.engine import losses as engine_losses
     from nnserve.engine import optimizers as engine_optimizers
-    from nnserve.engine import preprocessing as engine_preprocessing
     from nnserve.engine import training as engine_training
 
     timers = _Timers()
     totals = timers.totals
-    patches = [  # (owner, attribute, replacement)
-        (
-            engine_training.TrainingSession,
-            "train_epoch",
-            timers.timed("epoch", engine_training.TrainingSession.train_epoch),
-        ),
-        (engine_optimizers.Optimizer, "step", timers.timed("optimizer", engine_optimizers.Optimizer.step)),
-        (engine_losses.Loss, "value_and_grad", timers.timed("loss", engine_losses.Loss.value_and_grad)),
-        (
-            engine_preprocessing.StandardScaler,
-            "transform_",
-            timers.timed("gather", engine_preprocessing.StandardScaler.transform_),
-        ),
-        (engine_layers, "np", _TimedNumpy(timers, "gemm:{phase}", ("matmul", "dot"))),
-        (engine_training, "np", _TimedNumpy(timers, "gather", ("take",))),
+    session = engine_training.TrainingSession
+    patches = [  # (owner, attribute, timer key); an engine without one of them (an older one) goes untimed there
+        (session, "train_epoch", "epoch"),
+        (engine_optimizers.Optimizer, "step", "optimizer"),
+        (engine_losses.Loss, "value_and_grad", "loss"),
+        (session, "gather", "gather"),
     ]
+    patches = [
+        (owner, name, timers.timed(key, getattr(owner, name))) for owner, name, key in patches if hasattr(owner, name)
+    ]
+    patches.append((engine_layers, "np", _TimedNumpy(timers, "gemm:{phase}", ("matmul", "dot"))))
     saved = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in patches]
     for owner, name, replacement in patches:
         setattr(owner, name, replacement)
@@ -901,7 +896,7 @@ def profile_phases(p: dict[str, float]) -> dict[str, float]:
         **{f"{k[3:].lower()} forward+backward": v for k, v in ops.items()},
         "loss value and gradient": p.get("loss", 0.0),
         "optimizer step": p.get("optimizer", 0.0),
-        "batch gather (take, scaling)": p.get("gather", 0.0),
+        "batch gather (rows, scaling, targets)": p.get("gather", 0.0),
     }
     rows["rest of the epoch loop (Python, metrics)"] = p.get("epoch", 0.0) - sum(rows.values())
     rows["fit outside the epochs (checks, setup)"] = p["fit"] - p.get("epoch", 0.0)
@@ -936,9 +931,13 @@ def print_profile(workload: Workload, data: Dataset, thread_counts: list[int], t
     return {str(n): rows for n, rows in parts.items()}
 
 
-def run_profile(thread_counts: list[int], timing: Timing) -> dict[str, Any]:
-    progress("profile: one W1 epoch of ours per BLAS thread count")
-    return print_profile(W1, w1_data(with_test=False), thread_counts, timing)
+def run_profile(thread_counts: list[int], timing: Timing, w2_learning_rate: float) -> dict[str, Any]:
+    """The profile alone (no peers): W1 and the W2 workloads, under every BLAS thread count."""
+    progress("profile: one fit of ours per workload and BLAS thread count")
+    profiles = {W1.key: print_profile(W1, w1_data(with_test=False), thread_counts, timing)}
+    for workload in w2_workloads(w2_learning_rate):
+        profiles[workload.key] = print_profile(workload, w2_data(workload), thread_counts, timing)
+    return profiles
 
 
 # Output --------------------------------------------------------------------------------------------
@@ -991,7 +990,13 @@ def as_json(c: Candidate) -> dict[str, Any]:
 
 def machine_info() -> dict[str, Any]:
     import sklearn
-    import torch
+
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:  # the profile section runs without the peers
+        torch_version = "not installed"
 
     with open("/proc/cpuinfo") as cpuinfo:
         cpu = next(
@@ -1020,7 +1025,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
-        "torch": torch.__version__,
+        "torch": torch_version,
         "torch_threads": CORES,
         "threadpools": blas,
         "git": commit + (" (engine/ has uncommitted changes)" if dirty else ""),
@@ -1088,7 +1093,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     command = shlex.join(["python", os.path.relpath(__file__), *sys.argv[1:]])
     import sklearn.neural_network  # noqa: F401
-    import torch  # noqa: F401
+
+    if set(args.only) - {"profile"}:
+        import torch  # noqa: F401
 
     from nnserve import engine  # noqa: F401  (load every library before looking at their thread pools)
 
@@ -1123,7 +1130,7 @@ def main(argv: list[str] | None = None) -> None:
     if "w2" in args.only:
         results["w2"] = run_w2(w2_workloads(args.w2_lr), w2, args.blas_threads, default_threads)
     if "profile" in args.only:
-        results["profile"] = run_profile(args.blas_threads, w1)
+        results["profile"] = run_profile(args.blas_threads, w1, args.w2_lr)
     elapsed = time.perf_counter() - started
     results["elapsed_s"] = elapsed
     results["waited_s"] = quiet.waited

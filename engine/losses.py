@@ -40,6 +40,8 @@ class Loss(Configurable, registry=LOSSES):
         super().__init__(**values)
         self._buffers = Buffers()
         self._arange: np.ndarray | None = None
+        self._row_starts: np.ndarray | None = None
+        self._ones: np.ndarray | None = None
 
     def targets(self, y: np.ndarray, n_outputs: int, dtype: np.dtype[Any], classification: bool) -> np.ndarray:
         """Training targets from class indices (classification) or an ``(n, outputs)`` array of values."""
@@ -75,6 +77,25 @@ class Loss(Configurable, registry=LOSSES):
         if self._arange is None or len(self._arange) < n:
             self._arange = np.arange(n)
         return self._arange[:n]
+
+    def _flat_index(self, columns: np.ndarray, width: int) -> np.ndarray:
+        """``row * width + columns[row]``: one element per row of a C-contiguous ``(n, width)`` batch,
+        as an index into its flat view. One-dimensional indexing with it costs a fraction of
+        ``batch[arange(n), columns]``, and small batches feel that."""
+        n = len(columns)
+        starts = self._row_starts
+        if starts is None or len(starts) < n or (n > 1 and starts[1] != width):
+            starts = self._row_starts = np.arange(n) * width
+        index: np.ndarray = np.add(starts[:n], columns)
+        return index
+
+    def _row_sums(self, x: np.ndarray) -> np.ndarray:
+        """``x.sum(axis=1)`` as ``x @ ones``: BLAS sums a few columns per row in a third of the time."""
+        ones = self._ones
+        if ones is None or len(ones) != x.shape[1] or ones.dtype != x.dtype:
+            ones = self._ones = np.ones(x.shape[1], dtype=x.dtype)
+        sums: np.ndarray = x @ ones
+        return sums
 
 
 def _mean(per_sample: np.ndarray, sample_weight: np.ndarray | None) -> float:
@@ -201,27 +222,30 @@ class CategoricalCrossentropy(Loss):
     def _compute(
         self, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None, want_grad: bool
     ) -> Result:
-        n = out.shape[0]
-        rows = self._rows(n)
+        n, k = out.shape
         if self.from_logits:
             grad = self._grad_buffer(out)
-            top = np.maximum.reduce(out, axis=1, keepdims=True)
-            np.subtract(out, top, out=grad)
-            shifted_target = grad[rows, target]
+            # The row maxima, picked at their argmax: a reduction along rows of a few classes is slower.
+            top = np.ravel(out).take(self._flat_index(out.argmax(axis=1), k))
+            np.subtract(out, top[:, None], out=grad)
+            flat = grad.reshape(-1)  # a view: the buffer is C-contiguous
+            at_target = self._flat_index(target, k)
+            shifted_target = flat[at_target]
             np.exp(grad, out=grad)
-            total = np.add.reduce(grad, axis=1, keepdims=True)
+            total = self._row_sums(grad)
             # -log softmax(z)[y] = log sum exp(z - max) - (z[y] - max): finite for any logits.
-            per_sample = np.log(total[:, 0])
+            per_sample = np.log(total)
             per_sample -= shifted_target
             value = _mean(per_sample, sample_weight)
             if not want_grad:
                 return value, None
             total *= n  # folds the batch mean into the softmax normalization
-            grad /= total
-            grad[rows, target] -= 1.0 / n
+            grad /= total[:, None]
+            flat[at_target] -= 1.0 / n
             if sample_weight is not None:
                 grad *= sample_weight[:, None]
             return value, grad
+        rows = self._rows(n)
         eps = np.finfo(out.dtype).eps
         picked = np.clip(out[rows, target], eps, 1.0)
         value = _mean(-np.log(picked), sample_weight)

@@ -231,8 +231,7 @@ class TrainingSession:
         return self.history
 
     def train_epoch(self, rows: np.ndarray) -> dict[str, float]:
-        model, loss, optimizer = self.model, self.train_loss, self.optimizer
-        x, targets, weights, scaler = self.x, self.targets, self.sample_weight, model.scaler
+        loss, optimizer = self.train_loss, self.optimizer
         size = self.config.batch_size
         batch = self._batch_buffer(min(size, len(rows)))
         finite_difference = self.config.gradient == "finite_difference"
@@ -242,12 +241,7 @@ class TrainingSession:
         total = 0.0
         for start in range(0, len(rows), size):
             index = rows[start : start + size]
-            # mode="clip" lets take() write straight into the buffer ("raise" would buffer a copy).
-            xb = np.take(x, index, axis=0, out=batch[: len(index)], mode="clip")
-            if scaler is not None:
-                scaler.transform_(xb)
-            tb = targets[index]
-            wb = None if weights is None else weights[index]
+            xb, tb, wb = self.gather(index, batch)
             if finite_difference:
                 value, out = self.finite_difference_step(xb, tb, wb)
             else:
@@ -262,6 +256,15 @@ class TrainingSession:
         logs = {"loss": total / len(rows)}
         logs.update({metric.name: metric.result() for metric in self.metrics})
         return logs
+
+    def gather(self, index: np.ndarray, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The inputs (gathered into ``batch`` and scaled there), targets and sample weights of ``index``'s rows."""
+        # mode="clip" lets take() write straight into the buffer ("raise" would buffer a copy);
+        # the method spares the few microseconds of np.take's dispatch.
+        xb = self.x.take(index, axis=0, out=batch[: len(index)], mode="clip")
+        if self.model.scaler is not None:
+            self.model.scaler.transform_(xb)
+        return xb, self.targets[index], None if self.sample_weight is None else self.sample_weight[index]
 
     def backprop_step(self, xb: np.ndarray, tb: np.ndarray, wb: np.ndarray | None) -> tuple[float, np.ndarray]:
         """Forward, loss, backward: fills the model's gradients; returns the batch loss and the outputs."""
