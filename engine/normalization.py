@@ -31,7 +31,13 @@ class BatchNormalization(Layer):
     type = "batch_normalization"
     keras_names = ("BatchNormalization",)
     keras_refuses = ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint", "renorm")
-    keras_fixed: ClassVar[dict[str, Any]] = {"synchronized": False}
+    keras_fixed: ClassVar[dict[str, Any]] = {
+        "synchronized": False,
+        "gamma_initializer": "Ones",
+        "beta_initializer": "Zeros",
+        "moving_mean_initializer": "Zeros",
+        "moving_variance_initializer": "Ones",
+    }
     owns_output = True
     axis = Param(Int(), -1, keras=True, doc="the normalized axis: the last (-1, or its index counted from 1)")
     momentum = Param(Float(ge=0.0, le=1.0), 0.99, keras=True, doc="weight of the old value in the moving statistics")
