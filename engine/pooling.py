@@ -1,11 +1,11 @@
 """Pooling over samples ``(*spatial, channels)``: the max or the mean of each window, channel by channel
 (``max_pooling1d/2d``, ``average_pooling1d/2d``), or of the whole sample (``global_*_pooling1d/2d``).
 
-Windows are ``convolution.Windows``: one strided view, copied once into ``(batch, *out, channels,
-window)``, reduced along its last axis. Max pooling keeps the argmax of each window (the first
-maximum, as Keras routes the gradient of ties to one input) and backward adds
-``grad * (argmax == offset)`` into a strided slice of ``dx`` per window offset; average pooling
-adds ``grad / count`` the same way. With ``"same"`` padding, max pooling pads with ``-inf`` and
+Windows are ``convolution.Windows``; the reduction is one whole-array operation per window offset
+on a strided view of the input (``np.maximum`` or ``+=``), with no copy of the windows. Max pooling
+keeps the index of each window's maximum (the first one, as Keras routes the gradient of ties to
+one input) and backward writes ``grad * (index == offset)`` into a strided slice of ``dx`` per
+offset; average pooling writes ``grad / count`` the same way (adding, where windows overlap). With ``"same"`` padding, max pooling pads with ``-inf`` and
 average pooling counts only the input values a window covers, as Keras does.
 """
 
@@ -61,19 +61,22 @@ class Pooling(Layer):
         padded_shape = (batch, *w.padded, w.channels)
         padded_buffer = self._buffers.like("padded", padded_shape, dtype) if training else np.empty(padded_shape, dtype)
         padded = w.pad(x, padded_buffer, fill=-np.inf if maximum else 0.0)
-        shape = (batch, *w.out, w.channels, *w.kernel)
-        windows = self._buffers.like("windows", shape, dtype) if training else np.empty(shape, dtype)
-        np.copyto(windows, w.view(padded))
-        flat = windows.reshape(*shape[: self.rank + 2], w.size)
         out_shape = (batch, *w.out, w.channels)
         out = self._buffers.like("out", out_shape, dtype) if training else np.empty(out_shape, dtype)
+        # One whole-array operation per window offset, on strided views: no copy of the windows.
+        offsets = [where for _, where in w.offsets()]
+        np.copyto(out, padded[offsets[0]])
         if maximum:
-            index = np.argmax(flat, axis=-1)
-            out[...] = np.take_along_axis(flat, index[..., None], axis=-1)[..., 0]
-            if training:
-                self._index = index
+            index = self._buffers.zeros("index", out_shape, np.dtype(np.uint16)) if training else None
+            for k, where in enumerate(offsets[1:], start=1):
+                tap = padded[where]
+                if index is not None:  # the first maximum wins ties, as in Keras
+                    np.copyto(index, k, where=tap > out)
+                np.maximum(out, tap, out=out)
+            self._index = index
         else:
-            np.add.reduce(flat, axis=-1, out=out)
+            for where in offsets[1:]:
+                out += padded[where]
             out *= self._inverse_counts(w, dtype)
         if training:
             self._in_shape = x.shape[1:]
@@ -91,15 +94,32 @@ class Pooling(Layer):
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         w = self.windows(self._in_shape)
         batch = grad.shape[0]
-        dpadded = self._buffers.zeros("dpadded", (batch, *w.padded, w.channels), grad.dtype)
+        shape = (batch, *w.padded, w.channels)
+        # Windows that tile the input exactly write every input once: no zeroing, no adds.
+        tiles = (
+            not w.any_padding
+            and w.strides == w.kernel
+            and all(o * k == n for o, k, n in zip(w.out, w.kernel, w.spatial))
+        )
+        dpadded = (
+            self._buffers.like("dpadded", shape, grad.dtype)
+            if tiles
+            else self._buffers.zeros("dpadded", shape, grad.dtype)
+        )
         if self.reduce == "max":
             index = _kept(self._index)
             for k, (_, where) in enumerate(w.offsets()):
-                dpadded[where] += grad * (index == k)
+                if tiles:
+                    np.multiply(grad, index == k, out=dpadded[where])
+                else:
+                    dpadded[where] += grad * (index == k)
         else:
             share = grad * self._inverse_counts(w, grad.dtype)
             for _, where in w.offsets():
-                dpadded[where] += share
+                if tiles:
+                    dpadded[where] = share
+                else:
+                    dpadded[where] += share
         return dpadded[w.inner()] if w.any_padding else dpadded
 
 
