@@ -165,6 +165,10 @@ class Convolution(Layer):
     def output_shape(self, in_shape: Shape) -> Shape:
         return (*self.windows(in_shape).out, self.filters)
 
+    def working_size(self, in_shape: Shape) -> int:
+        w = self.windows(in_shape)
+        return int(np.prod(w.out)) * max(w.size * w.channels, self.filters)  # the im2col matrix, or the output
+
     def param_shapes(self, in_shape: Shape) -> dict[str, Shape]:
         channels = self.windows(in_shape).channels
         shapes: dict[str, Shape] = {"kernel": (*self.kernel_size, channels, self.filters)}

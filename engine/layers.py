@@ -88,6 +88,10 @@ class Layer(Configurable, registry=LAYERS):
         """Whether the layer has parameters (for any input shape)."""
         return False
 
+    def working_size(self, in_shape: Shape) -> int:
+        """Values one sample needs at once in a forward pass (its output, or a larger temporary)."""
+        return int(np.prod(self.output_shape(in_shape)))
+
     def expand(self) -> list[Layer]:
         """The operations this layer runs as (a layer with an activation: itself, then the activation)."""
         return [self]

@@ -199,6 +199,16 @@ class Network(Configurable):
             offset += size
         return flat, twin
 
+    def rows_per_pass(self, most: int, budget: int = 1 << 24) -> int:
+        """How many rows one inference pass takes: ``most``, or fewer when one sample's largest
+        intermediate array (an im2col matrix, a feature map) times the rows would pass ``budget``
+        values (64 MB of float32), so predicting on many images never needs gigabytes at once."""
+        if self.input_shape is None:
+            return most
+        shapes = self.shapes(self.input_shape)
+        widest = max(op.working_size(shape) for op, shape in zip(self.ops, shapes))
+        return max(1, min(most, budget // max(widest, 1)))
+
     @property
     def n_parameters(self) -> int:
         return int(self.weights().size)

@@ -126,3 +126,14 @@ def test_a_cnn_predicts_from_several_threads_at_once(images):
         thread.join()
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got, want)
+
+
+def test_predicting_many_images_takes_fewer_rows_per_pass_and_the_same_answers():
+    spec = {"layers": [{"type": "conv2d", "filters": 32, "kernel_size": 3}, {"type": "flatten"}, dense(2, "softmax")]}
+    model = build(spec, {"epochs": 1, "seed": 0})
+    x = np.random.default_rng(0).normal(size=(50, 28, 28, 1)).astype(np.float32)
+    model.fit(x, np.arange(50) % 2)
+    assert model.rows_per_pass(8192) == (1 << 24) // (26 * 26 * 32)  # the 32-filter output is the widest
+    assert model.rows_per_pass(8192, budget=26 * 26 * 32 * 7) == 7
+    by_rows = np.concatenate([model.predict_proba(x[i : i + 7]) for i in range(0, 50, 7)])
+    np.testing.assert_array_equal(model.predict_proba(x), by_rows)
