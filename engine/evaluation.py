@@ -13,7 +13,8 @@ from .metrics import get as get_metric
 from .network import Network
 
 CHUNK = 8192
-"""Rows per forward pass when scoring or predicting, which bounds the temporary memory."""
+"""Rows per forward pass when scoring or predicting, which bounds the temporary memory (at most: see
+``Network.rows_per_pass``, which takes fewer rows when one sample's intermediate arrays are large)."""
 
 
 def score(
@@ -28,7 +29,8 @@ def score(
 
     ``y_encoded`` are the targets as the metrics take them (class indices, or values), ``targets``
     as ``loss`` takes them (see ``Loss.targets``)."""
-    outs = [model.forward(x_scaled[i : i + CHUNK]) for i in range(0, len(x_scaled), CHUNK)]
+    chunk = model.rows_per_pass(CHUNK)
+    outs = [model.forward(x_scaled[i : i + chunk]) for i in range(0, len(x_scaled), chunk)]
     out = np.concatenate(outs) if len(outs) != 1 else outs[0]
     result = {"loss": loss.value(out, targets) + sum(op.penalty() for op in model.ops)}
     for metric in metrics:

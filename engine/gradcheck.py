@@ -29,7 +29,7 @@ def gradcheck(model: Model, x: Any, y: Any, task: str | None = None) -> float:
     training = {**model.training.config(), "validation_split": 0.0, "class_weight": model.training.class_weight}
     check = build(spec, training)
     if model.built:
-        check.allocate(model.n_features or 0, rng=None)
+        check.allocate(model.input_shape or 0, rng=None)
         check.set_weights([w.astype(np.float64) for w in model.get_weights()])
         check.task, check.encoder, check.scaler = model.task, model.encoder, model.scaler
     session = TrainingSession(check, x, y, task=task)

@@ -5,10 +5,16 @@ function names) it stands for, its ``keras_refuses`` the Keras settings it canno
 each parameter's ``keras`` name the Keras argument it takes its value from. Today that gives
 (Keras -> nnserve):
 
-- ``InputLayer`` -> nothing (its ``batch_shape[-1]`` becomes ``input_dim``, checked against the data);
+- ``InputLayer`` -> nothing (its ``batch_shape[1:]`` becomes ``input_shape``, and their product
+  ``input_dim``, checked against the data);
 - ``Dense`` -> ``dense`` with ``units``, ``activation``, ``use_bias``, ``kernel_initializer``,
-  ``bias_initializer`` and an L1/L2/L1L2 ``kernel_regularizer``;
-- ``Dropout`` -> ``dropout`` (``rate``); ``Activation`` -> ``activation``;
+  ``bias_initializer`` and an L1/L2/L1L2 ``kernel_regularizer``; ``Conv1D``/``Conv2D`` -> ``conv1d``/
+  ``conv2d`` with those and ``filters``, ``kernel_size``, ``strides``, ``padding``, ``dilation_rate``;
+- ``MaxPooling1D/2D``, ``AveragePooling1D/2D`` (``pool_size``, ``strides``, ``padding``),
+  ``GlobalAveragePooling1D/2D``, ``GlobalMaxPooling1D/2D`` (``keepdims``), ``Flatten``, ``Reshape``
+  (``target_shape``), ``ZeroPadding2D`` (``padding``), ``BatchNormalization`` (``axis`` -1,
+  ``momentum``, ``epsilon``, ``center``, ``scale``);
+- ``Dropout`` -> ``dropout`` (``rate``); ``SpatialDropout2D`` -> ``spatial_dropout2d``; ``Activation`` -> ``activation``;
 - the dtype policy ``float32``/``float64`` -> ``dtype``; input scaling is ``"none"``, as in Keras;
 - ``compile_config``: the optimizer (SGD, Adam, RMSprop, Adagrad with their hyperparameters and
   clipping), the loss (by class or function name, with ``from_logits`` and Huber's ``delta``)
@@ -17,12 +23,15 @@ each parameter's ``keras`` name the Keras argument it takes its value from. Toda
 Config keys nnserve does not model (names, seeds, ``trainable``...) are ignored. A layer class,
 optimizer, loss or setting that would change the computation and that nnserve cannot honour
 (a bias regularizer, a constraint, label smoothing, a learning-rate schedule object...) raises
-SpecError naming it, rather than training something else silently.
+SpecError naming it, rather than training something else silently; so does a setting nnserve
+honours at one value only (a class's ``keras_fixed``: ``data_format`` ``channels_first``,
+``groups`` above 1, batch normalization's initializers other than Keras's defaults).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,7 +72,8 @@ def supported_layers() -> list[str]:
 class KerasImport:
     spec: dict[str, Any]
     training: dict[str, Any]  # defaults from compile_config; the caller's training settings win
-    input_dim: int | None
+    input_dim: int | None  # the number of values in one sample (the product of input_shape)
+    input_shape: list[int] | None = None  # the InputLayer's sample shape, ``[H, W, C]`` for images
 
 
 def snake_case(name: str) -> str:
@@ -82,7 +92,8 @@ def from_keras(document: dict[str, Any] | str) -> KerasImport:
         received = document.get("class_name") if isinstance(document, dict) else type(document).__name__
         raise SpecError("class_name", f"only Keras Sequential models are supported; received {received!r}")
     config = _object(document.get("config"), "config")
-    layers, input_dim = [], None
+    layers: list[dict[str, Any]] = []
+    input_shape: list[int] | None = None
     for i, layer in enumerate(_list(config.get("layers"), ("config", "layers"))):
         try:
             converted = _layer(layer)
@@ -92,8 +103,9 @@ def from_keras(document: dict[str, Any] | str) -> KerasImport:
             shape = _object(layer.get("config"), ("config", "layers", i, "config")).get("batch_shape")
             if shape is not None and not isinstance(shape, list):
                 raise SpecError(("config", "layers", i, "config", "batch_shape"), f"must be a list; received {shape!r}")
-            last = shape[-1] if shape else None
-            input_dim = last if isinstance(last, int) and not isinstance(last, bool) else input_dim
+            dims = shape[1:] if shape else []
+            if dims and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+                input_shape = dims
         else:
             layers.append(converted)
     spec = {"layers": layers, "input_scaling": "none", "dtype": _dtype(config.get("dtype"))}
@@ -101,7 +113,8 @@ def from_keras(document: dict[str, Any] | str) -> KerasImport:
         training = _training(_object(document.get("compile_config") or {}, ()))
     except SpecError as error:
         raise error.within("compile_config") from None
-    return KerasImport(spec, training, input_dim)
+    input_dim = int(math.prod(input_shape)) if input_shape else None
+    return KerasImport(spec, training, input_dim, input_shape)
 
 
 def _layer(layer: Any) -> dict[str, Any] | None:
@@ -125,6 +138,8 @@ def _layer_config(cls: type[Layer], config: dict[str, Any]) -> dict[str, Any]:
     parameter Keras has, where the document sets it."""
     for key in cls.keras_refuses:
         _unsupported(config, key)
+    for key, only in cls.keras_fixed.items():
+        _fixed(config, key, only)
     return {"type": cls.type, **_parameters(cls, config)}
 
 
@@ -270,6 +285,18 @@ def _loss(value: Any) -> dict[str, Any] | str:
 def _unsupported(config: dict[str, Any], key: str, at: Loc = ()) -> None:
     if config.get(key) not in (None, False):
         raise SpecError((*at, key), f"{key}={config[key]!r} is not supported by nnserve")
+
+
+def _fixed(config: dict[str, Any], key: str, only: Any) -> None:
+    """Refuse ``config[key]`` unless it is ``only`` (a serialized object: its class name; names compare in snake case)."""
+    value = config.get(key)
+    if isinstance(value, dict):
+        value = value.get("class_name")
+    if value is None:
+        return
+    same = snake_case(value) == snake_case(only) if isinstance(value, str) and isinstance(only, str) else value == only
+    if not same:
+        raise SpecError(key, f"{key}={value!r} is not supported by nnserve (only {only!r})")
 
 
 def _object(value: Any, field: str | Loc) -> dict[str, Any]:

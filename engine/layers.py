@@ -7,9 +7,16 @@
 - ``backward(grad)`` fills ``grads`` (same keys and shapes as ``params``) and returns
   the gradient with respect to the layer's input (``None`` when no layer below needs it).
 
-``params`` and ``grads`` are views into the model's two flat buffers (see ``model.py``);
-layers never allocate their own. Shapes: ``x`` is ``(batch, n_in)``, outputs
-``(batch, n_out)``; a dense kernel is ``(n_in, units)``, its bias ``(units,)``.
+``params`` and ``grads`` are views into the model's two flat buffers (see ``network.py``);
+layers never allocate their own. ``state`` holds the weights that are not trained but kept
+(batch normalization's moving statistics), views into the model's third flat buffer.
+
+Shapes: a sample has a shape (``(features,)`` for a row, ``(H, W, C)`` for an image, channels
+last as in Keras). A layer maps ``(batch, *in_shape)`` to ``(batch, *output_shape(in_shape))``
+and its parameter shapes follow from ``in_shape`` (a dense kernel is ``(features, units)``, its
+bias ``(units,)``); ``output_shape`` raises SpecError when the layer cannot take ``in_shape``,
+and the model names the layer. The layer types beyond these three live one per module
+(``convolution.py``, ``pooling.py``, ``reshaping.py``, ``normalization.py``).
 
 A dense layer with an activation is, as in Keras, ``activation(x @ kernel + bias)``: the
 model runs it as a ``Dense`` followed by an ``Activation`` (``Dense.expand``), which lets
@@ -25,33 +32,69 @@ import numpy as np
 from . import activations
 from .activations import ACTIVATIONS
 from .buffers import Buffers
+from .errors import SpecError
 from .initializers import INITIALIZERS
 from .params import Bool, Component, Configurable, Float, Int, Nested, Optional, Param, Registry
 
 LAYERS: Registry[Layer] = Registry("layer", key="type", bare=False)
 
 
+Shape = tuple[int, ...]
+"""The shape of one sample, without the batch axis."""
+
+
 class Layer(Configurable, registry=LAYERS):
     type: ClassVar[str]
     keras_refuses: ClassVar[tuple[str, ...]] = ()
     """Settings of the Keras layer that change the computation and that nnserve does not honour."""
+    keras_fixed: ClassVar[dict[str, Any]] = {}
+    """Settings of the Keras layer that nnserve honours at one value only (``groups``: 1)."""
+    owns_output: ClassVar[bool] = False
+    """The output is the layer's own buffer in training and a fresh array at inference, so an
+    activation after it may overwrite it (see ``Network._mark_in_place``)."""
 
     def __init__(self, **values: Any):
         super().__init__(**values)
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.state: dict[str, np.ndarray] = {}
         self._buffers = Buffers()
+        # The model clears this on the first layer with weights: nothing below it needs dL/dx,
+        # and that product is as costly as the kernel gradient.
+        self.propagate = True
+        # While true (finite differences), whatever a training forward pass draws or updates
+        # (dropout masks, moving statistics) is held, so every evaluation of the loss sees the same function.
+        self.freeze_mask = False
 
     # Structure
-    def output_units(self, n_in: int) -> int:
-        return n_in
+    def output_shape(self, in_shape: Shape) -> Shape:
+        """The shape of one output sample for input samples of ``in_shape``; SpecError when it cannot take them."""
+        return in_shape
 
-    def param_shapes(self, n_in: int) -> dict[str, tuple[int, ...]]:
-        """Name -> shape of each parameter, in Keras ``get_weights()`` order."""
+    def param_shapes(self, in_shape: Shape) -> dict[str, Shape]:
+        """Name -> shape of each trained parameter, in Keras ``get_weights()`` order."""
         return {}
 
-    def initial_values(self, n_in: int, rng: np.random.Generator, dtype: np.dtype[Any]) -> dict[str, np.ndarray]:
+    def state_shapes(self, in_shape: Shape) -> dict[str, Shape]:
+        """Name -> shape of each kept but untrained weight, which Keras lists after the parameters."""
         return {}
+
+    def initial_values(self, in_shape: Shape, rng: np.random.Generator, dtype: np.dtype[Any]) -> dict[str, np.ndarray]:
+        """First values of the parameters and of the state (a name left out stays zero)."""
+        return {}
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the layer has parameters (for any input shape)."""
+        return False
+
+    def working_size(self, in_shape: Shape) -> int:
+        """Values one sample needs at once in a forward pass (its output, or a larger temporary)."""
+        return int(np.prod(self.output_shape(in_shape)))
+
+    def expand(self) -> list[Layer]:
+        """The operations this layer runs as (a layer with an activation: itself, then the activation)."""
+        return [self]
 
     # Computation
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
@@ -63,6 +106,21 @@ class Layer(Configurable, registry=LAYERS):
     def penalty(self) -> float:
         """Regularization added to the loss (0 for layers without a regularizer)."""
         return 0.0
+
+    @property
+    def penalized(self) -> bool:
+        """Whether ``penalty`` can be non-zero."""
+        return False
+
+
+def flat_input(layer: Layer, in_shape: Shape) -> int:
+    """The width of a flat input sample; SpecError for any other shape."""
+    if len(in_shape) != 1:
+        raise SpecError(
+            (),
+            f"({layer.type}) expects flat samples (features,); received {in_shape}: add a flatten or global pooling layer before it",
+        )
+    return in_shape[0]
 
 
 class Regularizer(Configurable):
@@ -108,34 +166,40 @@ class Dense(Layer):
         doc='adds `l1·Σ|w| + l2·Σw²` to the loss (`"l1"`, `"l2"`: a factor of 0.01)',
     )
 
+    owns_output = True
+
     def __init__(self, **values: Any):
         super().__init__(**values)
-        # The model clears this on the first layer: nothing below it needs dL/dx, and that
-        # product is as costly as the kernel gradient.
-        self.propagate = True
         self._x: np.ndarray | None = None
         self._ones_vector: np.ndarray | None = None
 
-    def output_units(self, n_in: int) -> int:
-        return self.units
+    def output_shape(self, in_shape: Shape) -> Shape:
+        flat_input(self, in_shape)
+        return (self.units,)
 
-    def param_shapes(self, n_in: int) -> dict[str, tuple[int, ...]]:
-        shapes: dict[str, tuple[int, ...]] = {"kernel": (n_in, self.units)}
+    def param_shapes(self, in_shape: Shape) -> dict[str, Shape]:
+        shapes: dict[str, Shape] = {"kernel": (flat_input(self, in_shape), self.units)}
         if self.use_bias:
             shapes["bias"] = (self.units,)
         return shapes
 
-    def initial_values(self, n_in: int, rng: np.random.Generator, dtype: np.dtype[Any]) -> dict[str, np.ndarray]:
+    @property
+    def trainable(self) -> bool:
+        return True
+
+    @property
+    def penalized(self) -> bool:
+        return self.kernel_regularizer is not None
+
+    def initial_values(self, in_shape: Shape, rng: np.random.Generator, dtype: np.dtype[Any]) -> dict[str, np.ndarray]:
+        n_in = flat_input(self, in_shape)
         values = {"kernel": self.kernel_initializer((n_in, self.units), rng, dtype)}
         if self.use_bias:
             values["bias"] = self.bias_initializer((self.units,), rng, dtype)
         return values
 
     def expand(self) -> list[Layer]:
-        """The operations this layer runs as: itself, then its activation unless linear."""
-        if isinstance(self.activation, activations.Linear):
-            return [self]
-        return [self, Activation(activation=self.activation)]
+        return with_activation(self, self.activation)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         kernel = self.params["kernel"]
@@ -170,6 +234,13 @@ class Dense(Layer):
         return ones[:rows]
 
 
+def with_activation(layer: Layer, activation: activations.ActivationFunction) -> list[Layer]:
+    """``layer``, then an activation layer unless ``activation`` is linear."""
+    if isinstance(activation, activations.Linear):
+        return [layer]
+    return [layer, Activation(activation=activation)]
+
+
 class Activation(Layer):
     """Applies an activation function element-wise (softmax: row-wise); no parameters."""
 
@@ -191,7 +262,7 @@ class Activation(Layer):
         if not training:
             return fn.forward(x, out=x if self.in_place_inference and not fn.needs_input else None)
         keep_input = fn.needs_input or not self.in_place
-        out = self._buffers.get("out", x.shape[0], x.shape[1], x.dtype) if keep_input else x
+        out = self._buffers.like("out", x.shape, x.dtype) if keep_input else x
         self._z = x if fn.needs_input else None
         self._a = fn.forward(x, out=out)
         return self._a
@@ -206,30 +277,30 @@ class Dropout(Layer):
 
     type = "dropout"
     keras_names = ("Dropout",)
-    keras_refuses = ("noise_shape",)
+    keras_refuses: ClassVar[tuple[str, ...]] = ("noise_shape",)
     rate = Param(Float(ge=0.0, lt=1.0), keras=True, doc="the fraction of inputs zeroed")
 
     def __init__(self, **values: Any):
         super().__init__(**values)
         self.rng: np.random.Generator | None = None  # set by the training session
-        # While true (finite differences), the last mask is reused so every evaluation of the
-        # loss sees the same function.
-        self.freeze_mask = False
         self._mask: np.ndarray | None = None
+
+    def mask_shape(self, x: np.ndarray) -> Shape:
+        """The shape of the random mask, broadcast over ``x`` (one value per input here)."""
+        return x.shape
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         if not training or self.rate == 0.0:
             return x
-        rows, cols = x.shape
         if not self.freeze_mask:
             if self.rng is None:
                 raise TypeError("a dropout layer trains with the session's generator: set its rng")
-            mask = self._buffers.get("mask", rows, cols, x.dtype)
+            mask = self._buffers.like("mask", self.mask_shape(x), x.dtype)
             self.rng.random(out=mask, dtype=mask.dtype)
             keep = mask >= self.rate
             np.multiply(keep, 1.0 / (1.0 - self.rate), out=mask)
             self._mask = mask
-        out: np.ndarray = np.multiply(x, _kept(self._mask), out=self._buffers.get("out", rows, cols, x.dtype))
+        out: np.ndarray = np.multiply(x, _kept(self._mask), out=self._buffers.like("out", x.shape, x.dtype))
         return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
@@ -237,6 +308,24 @@ class Dropout(Layer):
             return grad
         grad *= _kept(self._mask)
         return grad
+
+
+class SpatialDropout2D(Dropout):
+    """Dropout of whole feature maps: one draw per sample and channel of ``(batch, H, W, C)`` inputs,
+    as Keras's SpatialDropout2D (neighbouring pixels are correlated, so dropping single ones regularizes little)."""
+
+    type = "spatial_dropout2d"
+    keras_names = ("SpatialDropout2D",)
+    keras_refuses: ClassVar[tuple[str, ...]] = ()
+    keras_fixed: ClassVar[dict[str, Any]] = {"data_format": "channels_last"}
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        if len(in_shape) != 3:
+            raise SpecError((), f"({self.type}) expects images (height, width, channels); received {in_shape}")
+        return in_shape
+
+    def mask_shape(self, x: np.ndarray) -> Shape:
+        return (x.shape[0], 1, 1, x.shape[3])
 
 
 def _kept(array: np.ndarray | None) -> np.ndarray:

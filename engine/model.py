@@ -55,9 +55,10 @@ class Model(Network):
         """The network's outputs for raw inputs (scaled here), computed in chunks of rows."""
         self.weights()  # raises while the model has none
         x = self.check_inputs(x)
-        if len(x) <= CHUNK:
+        chunk = self.rows_per_pass(CHUNK)
+        if len(x) <= chunk:
             return self._outputs(x)
-        return np.concatenate([self._outputs(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)])
+        return np.concatenate([self._outputs(x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
     def _outputs(self, x: np.ndarray) -> np.ndarray:
         if self.scaler is not None:

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from . import losses
+from . import convolution, losses, normalization, pooling, reshaping  # noqa: F401  (they register their layer types)
 from .errors import SpecError
-from .layers import LAYERS, Activation, Dense, Dropout, Layer
+from .layers import LAYERS, Activation, Dense, Dropout, Layer, Shape
 from .params import Choice, Component, Configurable, Constraint, ListOf, Param
 from .preprocessing import LabelEncoder, StandardScaler
 from .training_config import TASKS, TrainingConfig
@@ -89,12 +89,19 @@ class Network(Configurable):
         if not any(isinstance(layer, Dense) for layer in self.layers):
             raise SpecError("layers", "needs at least one dense layer")
         self.training = TrainingConfig()  # build() gives the spec's
-        self.ops: list[Layer] = [
-            op for layer in self.layers for op in (layer.expand() if isinstance(layer, Dense) else [layer])
-        ]
+        self.ops: list[Layer] = []
+        self._origin: dict[int, int] = {}  # id(op) -> the index of the spec layer it runs for
+        for i, layer in enumerate(self.layers):
+            for op in layer.expand():
+                self.ops.append(op)
+                self._origin[id(op)] = i
         self._mark_in_place()
         # Set by fitting (see the module docstring), or by serialize.loads().
+        self.input_shape: Shape | None = None
+        """The shape of one input sample (``(features,)`` for rows, ``(H, W, C)`` for images)."""
         self.n_features: int | None = None
+        """The number of values in one input sample (the product of ``input_shape``)."""
+        self.state: np.ndarray | None = None
         self.task: str | None = None
         self.encoder: LabelEncoder | None = None
         self.scaler: StandardScaler | None = None
@@ -106,15 +113,15 @@ class Network(Configurable):
     def _mark_in_place(self) -> None:
         previous = None
         for op in self.ops:
-            if isinstance(op, Activation):
+            if isinstance(op, Activation) and previous is not None:
                 # A dropout with rate 0 passes its input through, so that input is not its own buffer.
-                op.in_place = isinstance(previous, Dense) or (isinstance(previous, Dropout) and previous.rate > 0)
-                # At inference only a dense layer's output is sure to be a fresh array (dropout
+                op.in_place = previous.owns_output or (isinstance(previous, Dropout) and previous.rate > 0)
+                # At inference only a layer that owns its output is sure to give a fresh array (dropout
                 # passes its input through, which may be the caller's).
-                op.in_place_inference = isinstance(previous, Dense)
+                op.in_place_inference = previous.owns_output
             previous = op
-        first_dense = next(op for op in self.ops if isinstance(op, Dense))
-        first_dense.propagate = False
+        first_trained = next(op for op in self.ops if op.trainable)
+        first_trained.propagate = False
 
     @property
     def n_outputs(self) -> int:
@@ -134,30 +141,73 @@ class Network(Configurable):
         """The model spec this model is built from: ``build(model.spec())`` builds the same model."""
         return self.config()
 
-    def allocate(self, n_features: int, rng: np.random.Generator | None) -> None:
-        """Create the flat parameter and gradient buffers for ``n_features`` inputs and hand each layer
-        its views; initialize the weights from ``rng`` (left at zero when ``rng`` is None)."""
-        shapes: list[tuple[Layer, str, tuple[int, ...]]] = []
-        n_in = n_features
+    def shapes(self, input_shape: int | Shape) -> list[Shape]:
+        """The sample shape entering each op and, last, the network's output shape, for input samples
+        of ``input_shape`` (an int: flat rows of that width). Checks the chain: a layer that cannot
+        take what the one before gives raises SpecError naming it (``layers[3]: (flatten) expects ...``)."""
+        shape: Shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+        index = self._spec_index()
+        shapes = [shape]
         for op in self.ops:
-            for name, shape in op.param_shapes(n_in).items():
-                shapes.append((op, name, shape))
-            n_in = op.output_units(n_in)
-        sizes = [int(np.prod(shape)) for _, _, shape in shapes]
-        self.params = params = np.zeros(sum(sizes), dtype=self.dtype)
-        self.grads = grads = np.zeros(sum(sizes), dtype=self.dtype)
-        offset = 0
-        for (op, name, shape), size in zip(shapes, sizes):
-            op.params[name] = params[offset : offset + size].reshape(shape)
-            op.grads[name] = grads[offset : offset + size].reshape(shape)
-            offset += size
-        self.n_features = n_features
+            try:
+                shape = op.output_shape(shape)
+            except SpecError as error:
+                raise error.within("layers", index[id(op)]) from None
+            shapes.append(shape)
+        if shape != (self.n_outputs,):
+            raise SpecError(
+                "layers", f"the network must end with flat outputs ({self.n_outputs},); its last layer gives {shape}"
+            )
+        return shapes
+
+    def _spec_index(self) -> dict[int, int]:
+        """id(op) -> the index of the spec layer it comes from."""
+        return self._origin
+
+    def allocate(self, input_shape: int | Shape, rng: np.random.Generator | None) -> None:
+        """Create the flat parameter, gradient and state buffers for input samples of ``input_shape``
+        (an int: flat rows of that width) and hand each layer its views; initialize the weights from
+        ``rng`` (left at zero when ``rng`` is None). Raises SpecError when the layers do not chain."""
+        shapes = self.shapes(input_shape)
+        self.params, self.grads = self._views(shapes, "params", "param_shapes", grads="grads")
+        self.state, _ = self._views(shapes, "state", "state_shapes")
+        self.input_shape = shapes[0]
+        self.n_features = int(np.prod(shapes[0]))
         if rng is not None:
-            n_in = n_features
-            for op in self.ops:
-                for name, value in op.initial_values(n_in, rng, self.dtype).items():
-                    op.params[name][...] = value
-                n_in = op.output_units(n_in)
+            for op, in_shape in zip(self.ops, shapes):
+                for name, value in op.initial_values(in_shape, rng, self.dtype).items():
+                    (op.params if name in op.params else op.state)[name][...] = value
+
+    def _views(
+        self, shapes: list[Shape], attribute: str, shapes_of: str, grads: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One flat zeroed buffer (and, with ``grads``, its twin) for every op's arrays of ``shapes_of``,
+        handed to each op as views in its ``attribute`` (and ``grads``) dict."""
+        arrays = [
+            (op, name, shape)
+            for op, in_shape in zip(self.ops, shapes)
+            for name, shape in getattr(op, shapes_of)(in_shape).items()
+        ]
+        sizes = [int(np.prod(shape)) for _, _, shape in arrays]
+        flat = np.zeros(sum(sizes), dtype=self.dtype)
+        twin = np.zeros(sum(sizes), dtype=self.dtype) if grads is not None else None
+        offset = 0
+        for (op, name, shape), size in zip(arrays, sizes):
+            getattr(op, attribute)[name] = flat[offset : offset + size].reshape(shape)
+            if grads is not None and twin is not None:
+                getattr(op, grads)[name] = twin[offset : offset + size].reshape(shape)
+            offset += size
+        return flat, twin
+
+    def rows_per_pass(self, most: int, budget: int = 1 << 24) -> int:
+        """How many rows one inference pass takes: ``most``, or fewer when one sample's largest
+        intermediate array (an im2col matrix, a feature map) times the rows would pass ``budget``
+        values (64 MB of float32), so predicting on many images never needs gigabytes at once."""
+        if self.input_shape is None:
+            return most
+        shapes = self.shapes(self.input_shape)
+        widest = max(op.working_size(shape) for op, shape in zip(self.ops, shapes))
+        return max(1, min(most, budget // max(widest, 1)))
 
     @property
     def n_parameters(self) -> int:
@@ -175,25 +225,32 @@ class Network(Configurable):
             raise SpecError((), "the model has no weights yet: fit it, or load a trained one")
         return self.grads
 
-    def parameter_count(self, n_features: int) -> int:
-        """How many weights the model has for ``n_features`` inputs (without building it)."""
-        total, n_in = 0, n_features
-        for op in self.ops:
-            total += sum(int(np.prod(s)) for s in op.param_shapes(n_in).values())
-            n_in = op.output_units(n_in)
-        return total
+    def parameter_count(self, input_shape: int | Shape) -> int:
+        """How many trained weights the model has for input samples of ``input_shape`` (without building
+        it); raises SpecError when the layers do not chain."""
+        shapes = self.shapes(input_shape)
+        return sum(int(np.prod(s)) for op, shape in zip(self.ops, shapes) for s in op.param_shapes(shape).values())
+
+    def _weight_views(self) -> list[tuple[Layer, str, np.ndarray]]:
+        """Every op's parameters, then its state, op by op: Keras's ``get_weights()`` order."""
+        return [
+            (op, name, array) for op in self.ops for arrays in (op.params, op.state) for name, array in arrays.items()
+        ]
 
     def weight_names(self) -> list[str]:
-        """``layers.{i}.{kernel|bias}`` for each array of ``get_weights()``, i the spec layer's index."""
-        index = {id(layer): i for i, layer in enumerate(self.layers)}
-        return [f"layers.{index[id(op)]}.{name}" for op in self.ops for name in op.params]
+        """``layers.{i}.{name}`` (kernel, bias, gamma, moving_mean...) for each array of ``get_weights()``,
+        i the spec layer's index."""
+        index = self._spec_index()
+        return [f"layers.{index[id(op)]}.{name}" for op, name, _ in self._weight_views()]
 
     def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weight arrays in Keras ``get_weights()`` order (kernel, bias per dense layer)."""
-        return [array.copy() for op in self.ops for array in op.params.values()]
+        """Copies of the weight arrays in Keras ``get_weights()`` order (per layer: kernel, bias; batch
+        normalization: gamma, beta, moving_mean, moving_variance), Keras's shapes (a conv2d kernel is
+        ``(kh, kw, channels_in, filters)``)."""
+        return [array.copy() for _, _, array in self._weight_views()]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        views = [array for op in self.ops for array in op.params.values()]
+        views = [array for _, _, array in self._weight_views()]
         if len(weights) != len(views):
             raise SpecError("weights", f"expected {len(views)} arrays; received {len(weights)}")
         for i, (view, value) in enumerate(zip(views, weights)):
@@ -205,19 +262,32 @@ class Network(Configurable):
     # Data ---------------------------------------------------------------------------
 
     def check_inputs(self, x: Any, name: str = "X") -> np.ndarray:
-        """``x`` as a 2-D array of the model's dtype; wrong shapes, widths and non-finite values raise SpecError."""
+        """``x`` as a ``(samples, *input_shape)`` array of the model's dtype (flat rows of a shaped model's
+        ``n_features`` values are reshaped, row-major); wrong shapes and non-finite values raise SpecError.
+        Before the model has weights, any array of samples (2-D or more) is taken."""
         given = x
         try:
             with np.errstate(over="ignore"):  # values beyond the dtype become inf, reported below
                 x = array = np.asarray(x, dtype=self.dtype)
         except (TypeError, ValueError):
             raise SpecError(name, "must be a 2-D array of numbers") from None
-        if x.ndim != 2:
+        if x.ndim < 2:
             raise SpecError(name, f"must be 2-D (rows x features); received an array of shape {x.shape}")
-        if self.n_features is not None and x.shape[1] != self.n_features:
-            raise SpecError(name, f"each row must have {self.n_features} features; received {x.shape[1]}")
-        if not _all_finite(x):
-            if _all_finite(np.asarray(given, dtype=np.float64)):
+        shape = self.input_shape
+        if shape is not None and x.shape[1:] != shape:
+            if x.ndim == 2 and x.shape[1] == self.n_features:
+                x = array = x.reshape((len(x), *shape))
+            elif len(shape) == 1:
+                raise SpecError(name, f"each row must have {self.n_features} features; received {x.shape[1]}")
+            else:
+                raise SpecError(
+                    name,
+                    f"each sample must have shape {list(shape)} (or be a flat row of {self.n_features} values); "
+                    f"received {list(x.shape[1:])}",
+                )
+        width = int(np.prod(x.shape[1:]))
+        if not _all_finite(x.reshape(len(x), width)):
+            if _all_finite(np.asarray(given, dtype=np.float64).reshape(len(x), width)):
                 raise SpecError(
                     name, f"has values beyond the {self.dtype.name} range (±{np.finfo(self.dtype).max:.3g})"
                 )

@@ -14,7 +14,9 @@ from .errors import SpecError
 
 
 class StandardScaler:
-    """x' = (x - mean) / scale, scale the standard deviation (1 where a feature is constant)."""
+    """x' = (x - mean) / scale, scale the standard deviation (1 where a feature is constant).
+
+    The statistics are per input value: per feature of a row, per pixel and channel of an image."""
 
     def __init__(self, mean: np.ndarray, scale: np.ndarray):
         self.mean = np.asarray(mean, dtype=np.float64)
@@ -25,11 +27,11 @@ class StandardScaler:
     def fit(cls, x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 2048) -> StandardScaler:
         """Statistics of ``x[rows]`` (all rows by default), gathered in chunks so no copy of ``x`` is made."""
         rows = np.arange(len(x)) if rows is None else rows
-        total = np.zeros(x.shape[1])
+        total = np.zeros(x.shape[1:])
         for start in range(0, len(rows), chunk):
             total += x[rows[start : start + chunk]].sum(axis=0, dtype=np.float64)
         mean = total / len(rows)
-        squares = np.zeros(x.shape[1])
+        squares = np.zeros(x.shape[1:])
         for start in range(0, len(rows), chunk):
             centered = x[rows[start : start + chunk]] - mean
             squares += (centered * centered).sum(axis=0)

@@ -1,9 +1,11 @@
 """A trained model as bytes and back: ``dumps`` and ``loads``.
 
 The bytes are an archive (``archive.py``: npz, never a pickle) holding the weights as
-``layers.{i}.kernel`` / ``layers.{i}.bias`` in Keras ``get_weights()`` order and, as its
-metadata, the model spec, the training config, the task, the class labels and the input
-scaler: everything ``loads`` needs to predict bit-identically.
+``layers.{i}.kernel`` / ``layers.{i}.bias`` (and batch normalization's ``gamma``, ``beta``,
+``moving_mean``, ``moving_variance``) in Keras ``get_weights()`` order and, as its metadata, the
+model spec, the training config, the task, the input sample shape, the class labels and the
+input scaler: everything ``loads`` needs to predict bit-identically. (Archives written before
+shaped samples have no ``input_shape``: their samples are rows of ``n_features``.)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def dumps(model: Model) -> bytes:
         "training": model.training.config(),
         "task": model.task,
         "n_features": model.n_features,
+        "input_shape": list(model.input_shape or ()),
         "classes": model.classes,
         "scaler": model.scaler.config() if model.scaler is not None else None,
         "weights": model.weight_names(),
@@ -61,7 +64,14 @@ def _restore(arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> Model:
     n_features = metadata["n_features"]
     if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
         raise SpecError("n_features", f"must be a positive integer; received {n_features!r}")
-    model.allocate(n_features, rng=None)
+    input_shape = metadata.get("input_shape") or [n_features]
+    if (
+        not isinstance(input_shape, list)
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in input_shape)
+        or int(np.prod(input_shape)) != n_features
+    ):
+        raise SpecError("input_shape", f"must be a list of positive integers whose product is {n_features}")
+    model.allocate(tuple(input_shape), rng=None)
     names = metadata["weights"]
     if names != model.weight_names():
         raise SpecError("weights", "the arrays do not match the model spec")
@@ -77,7 +87,7 @@ def _restore(arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> Model:
         model.encoder = LabelEncoder(classes)
     if metadata["scaler"] is not None:
         scaler = StandardScaler(**metadata["scaler"])
-        if scaler.mean.shape != (n_features,) or scaler.scale.shape != (n_features,):
-            raise SpecError("scaler", f"must hold {n_features} means and scales")
+        if scaler.mean.shape != model.input_shape or scaler.scale.shape != model.input_shape:
+            raise SpecError("scaler", f"must hold means and scales of shape {list(input_shape)}")
         model.scaler = scaler
     return model

@@ -37,6 +37,7 @@ def validate(
     training: Any,
     *,
     n_features: int,
+    input_shape: Sequence[int] | None = None,
     task: str,
     width: int,
     rows: int | None = None,
@@ -47,14 +48,18 @@ def validate(
     Given the data's ``rows`` (and, for classification, ``class_counts``, the rows of each class, by
     which the validation split is stratified), the split must leave rows to train and to validate on.
 
+    ``input_shape`` is the shape of one sample (``[H, W, C]`` for images; rows of ``n_features`` when
+    left out): the layers must chain from it, or SpecError names the first that cannot take what it gets.
+
     Returns the (unbuilt) model, whose ``spec()``, ``training.config()`` and
-    ``parameter_count(n_features)`` give the normalized specs and its size. Raises SpecError.
+    ``parameter_count(input_shape)`` give the normalized specs and its size. Raises SpecError.
     """
     try:
         check_choice(task, TASKS)
     except SpecError as error:
         raise error.within("task") from None
     model = build(spec, training)
+    model.shapes(tuple(input_shape) if input_shape is not None else n_features)
     fraction = model.training.validation_split
     model.settle_training(task, width, has_validation=fraction > 0)
     stratified = task == "classification"  # as the training session splits

@@ -34,7 +34,7 @@ from .callbacks import History
 from .errors import NonFiniteError, SpecError
 from .evaluation import score
 from .finite_differences import finite_difference
-from .layers import Activation, Dense, Dropout, Layer
+from .layers import Activation, Dropout, Layer
 from .metrics import decide
 from .metrics import get as get_metric
 from .network import Network
@@ -89,7 +89,7 @@ class TrainingSession:
             model.fit_scaler(self.x, self.train_rows)
         self.loss = model.settle_training(str(self.task), model.target_width(encoded), has_validation=x_val is not None)
         if fresh:
-            model.allocate(self.x.shape[1], np.random.Generator(np.random.PCG64(init_stream)))
+            model.allocate(self.x.shape[1:], np.random.Generator(np.random.PCG64(init_stream)))
 
         self.y_index = encoded if classification else None
         self.metrics = [get_metric(name) for name in config.metrics]
@@ -117,9 +117,9 @@ class TrainingSession:
         # Set when a callback (early stopping) ends training; kept in checkpoints, so a run resumed
         # from one taken at that epoch ends there too.
         self.finished = False
-        first_dense = next(i for i, op in enumerate(self.ops) if isinstance(op, Dense))
-        self.backward_ops = self.ops[first_dense:][::-1]  # nothing below the first dense layer has weights
-        self.penalized = [op for op in self.ops if isinstance(op, Dense) and op.kernel_regularizer]
+        first_trained = next(i for i, op in enumerate(self.ops) if op.trainable)
+        self.backward_ops = self.ops[first_trained:][::-1]  # nothing below the first trained layer has weights
+        self.penalized = [op for op in self.ops if op.penalized]
         self._batch: np.ndarray | None = None
 
     # Setup ---------------------------------------------------------------------------
@@ -141,8 +141,13 @@ class TrainingSession:
         model, n = self.model, len(self.x)
         if validation_data is not None:
             x_val = model.check_inputs(validation_data[0], name="validation_data")
-            if x_val.shape[1] != self.x.shape[1]:
-                raise SpecError("validation_data", f"has {x_val.shape[1]} features but X has {self.x.shape[1]}")
+            if x_val.shape[1:] != self.x.shape[1:]:
+                if x_val.ndim == 2 and self.x.ndim == 2:
+                    raise SpecError("validation_data", f"has {x_val.shape[1]} features but X has {self.x.shape[1]}")
+                raise SpecError(
+                    "validation_data",
+                    f"has samples of shape {list(x_val.shape[1:])} but X has {list(self.x.shape[1:])}",
+                )
             return row_indices(n), x_val, model.encode_targets(validation_data[1], len(x_val))
         if self.config.validation_split > 0:
             rng = np.random.Generator(np.random.PCG64(stream))
@@ -294,7 +299,7 @@ class TrainingSession:
 
     def _batch_buffer(self, rows: int) -> np.ndarray:
         if self._batch is None or self._batch.shape[0] < rows:
-            self._batch = np.empty((rows, self.x.shape[1]), dtype=self.model.dtype)
+            self._batch = np.empty((rows, *self.x.shape[1:]), dtype=self.model.dtype)
         return self._batch
 
     def score(self, x_scaled: np.ndarray, y_encoded: np.ndarray, targets: np.ndarray) -> dict[str, float]:
@@ -307,6 +312,8 @@ class TrainingSession:
         """Weights, optimizer and callback state, epoch, history and RNG state, as npz bytes."""
         opt_scalars, opt_arrays = self.optimizer.state()
         arrays = {"params": self.params, **{f"optimizer.{k}": v for k, v in opt_arrays.items()}}
+        if self.model.state is not None and self.model.state.size:  # moving statistics
+            arrays["state"] = self.model.state
         callbacks = []
         for i, callback in enumerate(self.callbacks):
             scalars, extra = callback.state()
@@ -330,6 +337,12 @@ class TrainingSession:
         if meta.get("seed") != self.config.seed or params is None or params.shape != self.params.shape:
             raise SpecError("checkpoint", "was taken from a different model or training config")
         np.copyto(self.params, params)
+        state = self.model.state
+        if state is not None and state.size:
+            saved = arrays.get("state")
+            if saved is None or saved.shape != state.shape:
+                raise SpecError("checkpoint", "was taken from a different model or training config")
+            np.copyto(state, saved)
         self.optimizer.load_state(
             meta["optimizer"],
             {k.removeprefix("optimizer."): v for k, v in arrays.items() if k.startswith("optimizer.")},

@@ -29,7 +29,12 @@ def model_of(*layers, n_features=3, weights=None, dtype="float64"):
 
 
 def test_the_issue_layers_are_registered():
-    assert set(LAYERS) == {"dense", "activation", "dropout"}
+    assert set(LAYERS) == {
+        *("dense", "activation", "dropout", "spatial_dropout2d", "conv2d", "conv1d", "flatten", "reshape"),
+        *("max_pooling2d", "average_pooling2d", "max_pooling1d", "average_pooling1d", "zero_padding2d"),
+        *("global_average_pooling2d", "global_max_pooling2d", "global_average_pooling1d", "global_max_pooling1d"),
+        "batch_normalization",
+    }
 
 
 def test_dense_forward_and_backward_formulas():
@@ -189,8 +194,8 @@ def test_dense_with_an_activation_runs_as_dense_then_activation():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"type": "conv2d"}, r"^type: unknown 'conv2d'; expected one of 'dense', 'activation', 'dropout'$"),
-        ({"units": 3}, r"^type: field required; expected one of 'dense', 'activation', 'dropout'$"),
+        ({"type": "conv3d"}, r"^type: unknown 'conv3d'; expected one of 'dense', 'activation', 'dropout', "),
+        ({"units": 3}, r"^type: field required; expected one of 'dense', 'activation', 'dropout', "),
         ("dense", r"^must be an object with a 'type'; received 'dense'$"),
         ({"type": "dense"}, r"^units: field required$"),
         ({"type": "dense", "units": 2.5}, r"^units: must be an integer; received units=2\.5$"),

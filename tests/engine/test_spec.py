@@ -57,6 +57,13 @@ def round_trip_cases():
             "dense": dense(5, "tanh", use_bias=False, kernel_regularizer={"l1": 0.01, "l2": 0.02}),
             "activation": {"type": "activation", "activation": "elu"},
             "dropout": {"type": "dropout", "rate": 0.25},
+            "spatial_dropout2d": {"type": "spatial_dropout2d", "rate": 0.25},
+            "conv2d": {"type": "conv2d", "filters": 3, "kernel_size": [3, 2], "strides": [2, 2], "padding": "same"},
+            "conv1d": {"type": "conv1d", "filters": 3, "kernel_size": [3], "dilation_rate": [2], "activation": "relu"},
+            "reshape": {"type": "reshape", "target_shape": [2, -1]},
+            "max_pooling2d": {"type": "max_pooling2d", "pool_size": [3, 3], "strides": [1, 2]},
+            "batch_normalization": {"type": "batch_normalization", "momentum": 0.9, "center": False},
+            "zero_padding2d": {"type": "zero_padding2d", "padding": [[1, 1], [2, 2]]},
         }.get(name, {"type": name})
         cases.append((f"layer-{name}", {"layers": [dense(4), layer, dense(3, "softmax")]}, {}))
     for name in ACTIVATIONS:

@@ -89,10 +89,10 @@ def sequential(*layers, input_shape=(4,), **compile_args) -> str:
     [
         (
             lambda: sequential(
-                keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(3), input_shape=(8, 8, 1)
+                keras.layers.UpSampling2D(), keras.layers.Flatten(), keras.layers.Dense(3), input_shape=(8, 8, 1)
             ),
             "model.config.layers.1.class_name",
-            "unsupported Keras layer 'Conv2D'",
+            "unsupported Keras layer 'UpSampling2D'",
         ),
         (
             lambda: sequential(keras.layers.Dense(3, bias_regularizer="l2")),
