@@ -463,6 +463,8 @@ class _Samples:
         """The error of the first sample in ``samples`` whose shape is not sample 0's, or not a shape at all."""
         expected = self.shape
         for i, sample in enumerate(samples):
+            if not isinstance(sample, list):
+                return Invalid(f"{self.loc}.{self.rows + i}", NOT_A_ROW, "list_type")
             try:
                 shape = np.array(sample, dtype=np.float32).shape
             except (ValueError, TypeError):

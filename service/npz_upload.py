@@ -61,15 +61,18 @@ def read(
         archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError, EOFError):
         raise Invalid("file", "not a readable .npz archive (a zip of .npy arrays, as numpy.savez writes)") from None
-    with archive:
+    try:
         names = sorted(info.filename.removesuffix(".npy") for info in archive.infolist())
         if names != sorted(ARRAYS):
             raise Invalid("file", f"the archive must hold exactly the arrays 'x' and 'y'; it holds {names}")
-        try:
-            return _read(archive, target_kind, name, feature_names, shape, settings)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-            # A member cut short, a failing CRC or deflate stream, a header numpy cannot read.
-            raise Invalid("file", f"not a readable .npz archive ({error or type(error).__name__})") from None
+        return _read(archive, target_kind, name, feature_names, shape, settings)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        # A member cut short, a failing CRC or deflate stream, a header numpy cannot read.
+        archive.close()
+        raise Invalid("file", f"not a readable .npz archive ({error or type(error).__name__})") from None
+    except BaseException:
+        archive.close()
+        raise
 
 
 def _read(
@@ -108,7 +111,7 @@ def _read(
         if bad is not None:
             raise Invalid(f"x.{start + bad // width}", "contains a value that is not finite or beyond float32 range")
     targets = _targets(archive, y_dtype, n_targets, target_kind)
-    features = Chunks((n, *sample_shape), np.dtype(np.float32), (piece for _, piece in _pieces(archive, "x", n, width)))
+    features = Chunks((n, *sample_shape), np.dtype(np.float32), _stored(archive, n, width))
     return data.dataset(
         features,
         sample_shape,
@@ -161,6 +164,14 @@ def _pieces(archive: zipfile.ZipFile, name: str, n: int, width: int) -> Iterator
                 piece = np.frombuffer(raw, dtype).astype(np.float32).reshape(count, width)
             del raw
             yield start, piece
+
+
+def _stored(archive: zipfile.ZipFile, n: int, width: int) -> Iterator[np.ndarray]:
+    """The pieces of ``x`` as the store packs them, read once more; the archive is closed after them.
+    (They were all checked by the first reading: a failure now is the file changing under us.)"""
+    with archive:
+        for _, piece in _pieces(archive, "x", n, width):
+            yield piece
 
 
 def _targets(archive: zipfile.ZipFile, dtype: np.dtype[Any], n_targets: int, kind: str | None) -> data.TargetArrays:

@@ -118,7 +118,13 @@ def test_each_key_sees_only_its_own_datasets_jobs_and_models(keyed_app, run_jobs
     assert alice.get(f"/v1/datasets/{dataset['id']}").status_code == 200
     assert alice.get(f"/v1/jobs/{job['id']}").status_code == 200
     assert alice.post(f"/v1/models/{model_id}/predict", json={"inputs": [[1.0]]}).status_code == 200
-    assert [d["id"] for d in alice.get("/v1/datasets").json["items"]] == ["iris", "blobs", "linear", "digits", dataset["id"]]
+    assert [d["id"] for d in alice.get("/v1/datasets").json["items"]] == [
+        "iris",
+        "blobs",
+        "linear",
+        "digits",
+        dataset["id"],
+    ]
 
     # Bob gets 404s for every one of her ids, and lists without them; the built-ins are everyone's.
     for method, path, body in [
