@@ -129,16 +129,17 @@ def parse_shape(value: Any, loc: str) -> shapes.Shape:
 
 def resolve_shape(given: shapes.Shape | None, found: shapes.Shape, what: str) -> shapes.Shape:
     """A dataset's sample shape: ``found`` (what its samples have, ``what`` in messages), or the
-    ``shape`` the client ``given`` when it is ``found`` itself or flat rows of as many values.
-    Anything else is a 422 at ``shape`` naming both."""
+    ``shape`` the client ``given`` when its samples have as many values: flat rows of an image's
+    pixels, row-major, or ``(28, 28)`` images given a channel axis as ``[28, 28, 1]`` (the rule
+    ``shapes.fit_to_model`` applies to a model's inputs). Another size is a 422 at ``shape`` naming both."""
     if given is None or given == found:
         return found
-    if len(found) == 1 and math.prod(given) == found[0]:
+    if math.prod(given) == math.prod(found):
         return given
     raise Invalid(
         "shape",
-        f"is {list(given)} ({math.prod(given)} values a sample) but {what} have shape {shapes.describe(found)}"
-        + (f" ({math.prod(found)} values)" if len(found) == 1 else ""),
+        f"is {list(given)} ({math.prod(given)} values a sample) but {what} have shape {shapes.describe(found)} "
+        f"({math.prod(found)} values)",
     )
 
 

@@ -64,7 +64,10 @@ def test_json_flat_rows_with_a_shape(client, redis):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ({"shape": [4, 2, 1]}, "is [4, 2, 1] (8 values a sample) but the samples of features have shape (6,)"),
+        (
+            {"shape": [4, 2, 1]},
+            "is [4, 2, 1] (8 values a sample) but the samples of features have shape (6,) (6 values)",
+        ),
         ({"shape": [0, 6]}, "shape"),
         ({"shape": [1, 1, 1, 1, 6]}, "shape"),
     ],
@@ -76,10 +79,14 @@ def test_json_shape_that_does_not_fit(client, extra, message):
     assert response.json["errors"][0]["loc"].startswith("shape") and message in response.json["detail"]
 
 
-def test_json_nested_samples_with_another_shape_than_the_one_given(client):
+def test_json_nested_samples_given_another_shape(client, redis):
+    """Samples take a shape of as many values (row-major); another size is refused naming both."""
     response = client.post("/v1/datasets", json={"features": IMAGES.tolist(), "targets": LABELS, "shape": [6, 1]})
+    assert response.status_code == 201 and response.json["sample_shape"] == [6, 1]
+    assert np.array_equal(store.load_dataset(redis, response.json["id"])[0], IMAGES.reshape(5, 6, 1))
+    response = client.post("/v1/datasets", json={"features": IMAGES.tolist(), "targets": LABELS, "shape": [7]})
     assert response.status_code == 422
-    assert response.json["errors"][0]["loc"] == "shape" and "have shape (3, 2, 1)" in response.json["detail"]
+    assert response.json["errors"][0]["loc"] == "shape" and "have shape (3, 2, 1) (6 values)" in response.json["detail"]
 
 
 @pytest.mark.parametrize(
@@ -138,7 +145,7 @@ def test_csv_with_a_shape(client, redis):
     assert response.status_code == 201, response.json
     assert response.json["sample_shape"] == [3, 2, 1] and response.json["feature_names"][0] == "p0"
     assert np.array_equal(store.load_dataset(redis, response.json["id"])[0], IMAGES)
-    for shape, text in (("[2, 2]", "is [2, 2] (4 values a sample)"), ("8x8", "JSON array")):
+    for shape, text in (("[2, 2]", "is [2, 2] (4 values a sample)"), ("8x8", "JSON array"), ("[8, -1]", "positive")):
         response = post_file(client, (header + rows).encode(), "d.csv", shape=shape)
         assert response.status_code == 422 and response.json["errors"][0]["loc"] == "shape"
         assert text in response.json["detail"]
