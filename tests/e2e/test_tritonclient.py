@@ -142,7 +142,7 @@ def test_tritonclient_sends_images_in_their_shape(processes):
         for tensor in (input_tensor(x), input_tensor(x.reshape(50, 64)), input_tensor(x, binary_data=False)):
             result = client.infer(model_id, [tensor])
             np.testing.assert_array_equal(result.as_numpy("probabilities"), probabilities)
-            assert [label.decode() for label in result.as_numpy("predicted_labels")] == labels
+            assert [label.decode() for label in result.as_numpy("predicted_labels")] == list(map(str, labels))
         with pytest.raises(InferenceServerException) as refused:
             client.infer(model_id, [input_tensor(np.zeros((2, 7, 7, 1), np.float32))])
         assert refused.value.status() == "400" and "(7, 7, 1)" in refused.value.message()
