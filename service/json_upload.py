@@ -20,8 +20,11 @@ another width, an unknown field end the upload with its 422 there and then; inva
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import re
+from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -77,7 +80,25 @@ VALUE_START = b'"-0123456789tfn[{'
 def read(stream: IO[bytes], settings: Settings, window: int = WINDOW) -> data.Dataset:
     """The dataset of a JSON body read from ``stream``, ``window`` bytes at a time. Raises Invalid (422)
     or BadRequest (400)."""
-    return _Reader(_Body(stream, window), settings).read()
+    with _collector_paused():
+        return _Reader(_Body(stream, window), settings).read()
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while the body is read. A parsed run is up to a million
+    lists (a 28x28x1 image is 813 of them), each counted towards the collector's next pass, which then
+    walks every one still alive: with it on, orjson took 0.65 s for a 1 MiB run of images, 0.10 s
+    with it off. The lists hold only numbers, so they never form cycles and are freed as each batch is
+    dropped. The switch is process-wide: another thread meanwhile runs without passes too (it frees
+    by reference counting as always), and the collector is left on only if it was on."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 class _Body:
