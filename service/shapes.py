@@ -9,6 +9,9 @@ Whatever is handed to a model goes through ``fit_to_model``: a dataset trained o
 evaluated by the API, and the inputs of a prediction on ``/v1`` and ``/v2``. It holds the one rule
 that samples of the model's size take the model's shape (flat rows become images, images become
 rows), so there is one place where arrays and models meet, and one wording of a wrong size.
+
+The worker imports this module, so it imports NumPy and the engine only, never Flask: the shapes
+clients send are read, with their 422s, in ``data`` (``parse_shape``, ``resolve_shape``).
 """
 
 from __future__ import annotations
