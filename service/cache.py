@@ -20,6 +20,7 @@ import numpy as np
 import redis
 
 from . import store
+from .shapes import fit_to_model
 from .subscription import Subscription
 
 UNNAMED = "unnamed"
@@ -42,8 +43,9 @@ class Entry:
         return self.name or UNNAMED, "" if self.version is None else str(self.version)
 
     def prediction(self, x: np.ndarray) -> dict[str, Any]:
-        """The predict response for rows ``x``: labels and probabilities, or values.
-        Raises engine.SpecError for inputs the model cannot take."""
+        """The predict response for samples ``x`` (rows, or nested in the model's sample shape):
+        labels and probabilities, or values. Raises engine.SpecError for inputs the model cannot take."""
+        x = fit_to_model(self.model, x)
         if self.classes is None:
             return {"predictions": np.ascontiguousarray(self.model.predict(x))}
         probabilities = self.model.predict_proba(x)

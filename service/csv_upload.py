@@ -28,21 +28,29 @@ import numpy as np
 from . import data
 from .errors import BadRequest, Invalid
 from .settings import Settings
+from .shapes import Shape
 
 CHUNK_CHARS = 1 << 20
 """Characters of CSV parsed at once (the fast path holds a few copies of a chunk while parsing it)."""
 
 
 def read(
-    file: IO[bytes], target: str | None, target_kind: str | None, name: str | None, settings: Settings
+    file: IO[bytes],
+    target: str | None,
+    target_kind: str | None,
+    name: str | None,
+    settings: Settings,
+    shape: Shape | None = None,
 ) -> data.Dataset:
     """The dataset of a CSV file with a header row; ``target`` names the target column (the last one
-    by default) and every other column must be numeric. Raises Invalid (422) or BadRequest (400)."""
+    by default) and every other column must be numeric. ``shape``: each row's feature columns are
+    the values of one sample of this shape, row-major (``[8, 8, 1]`` for 64 pixel columns). Raises
+    Invalid (422) or BadRequest (400)."""
     if target_kind not in (None, "categorical", "continuous"):
         raise Invalid("target_kind", f"must be 'categorical' or 'continuous'; received {target_kind!r}")
     text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
     try:
-        return _read(text, target, target_kind, name, settings)
+        return _read(text, target, target_kind, name, settings, shape)
     except UnicodeDecodeError:
         raise BadRequest("the CSV file is not UTF-8 text") from None
     finally:
@@ -50,7 +58,12 @@ def read(
 
 
 def _read(
-    text: IO[str], target: str | None, target_kind: str | None, name: str | None, settings: Settings
+    text: IO[str],
+    target: str | None,
+    target_kind: str | None,
+    name: str | None,
+    settings: Settings,
+    shape: Shape | None,
 ) -> data.Dataset:
     header, line = _header(text)
     column = len(header) - 1 if not target else _column(header, target)
@@ -58,6 +71,7 @@ def _read(
     width = len(parser.feature_columns)
     if width > settings.max_features:
         raise Invalid("features", f"has {width} columns; between 1 and {settings.max_features} are allowed")
+    sample_shape = data.resolve_shape(shape, (width,), "each row's feature columns")
     features = data.Blocks(np.float32)
     targets = data.TargetColumn("target", as_text=target_kind == "categorical")
     while lines := _chunk(text):
@@ -77,13 +91,14 @@ def _read(
         raise Invalid("file", "needs a header row and at least one data row")
     return data.dataset(
         features,
-        width,
+        sample_shape,
         targets.finish(target_kind),
         kind_given=target_kind,
         n_targets=1,
         feature_names=[header[i] for i in parser.feature_columns],
         target_name=header[column],
         name=name,
+        max_bytes=settings.max_dataset_bytes,
     )
 
 

@@ -21,6 +21,8 @@ continuous, and integers categorical only when there are few distinct values for
 
 from __future__ import annotations
 
+import json
+import math
 import mmap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ import numpy as np
 
 from nnserve.engine.archive import Chunks
 
+from . import shapes
 from .errors import Invalid
 
 MiB = 1024 * 1024
@@ -108,6 +111,47 @@ def _block(size: int, dtype: np.dtype) -> np.ndarray:
     the npz growing beside the blocks while they are written would add to them instead of replacing
     them. The pages are only taken as they are written."""
     return np.frombuffer(mmap.mmap(-1, size * dtype.itemsize), dtype)
+
+
+def parse_shape(value: Any, loc: str) -> shapes.Shape:
+    """A sample shape given by a client (``[8, 8, 1]``): 1 to MAX_RANK positive integers, else a
+    422 at ``loc``."""
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= shapes.MAX_RANK
+        or not all(type(n) is int and n > 0 for n in value)
+    ):
+        raise Invalid(
+            loc, f"must be a list of 1 to {shapes.MAX_RANK} positive integers, like [8, 8, 1]; received {value!r}"
+        )
+    return tuple(value)
+
+
+def resolve_shape(given: shapes.Shape | None, found: shapes.Shape, what: str) -> shapes.Shape:
+    """A dataset's sample shape: ``found`` (what its samples have, ``what`` in messages), or the
+    ``shape`` the client ``given`` when its samples have as many values: flat rows of an image's
+    pixels, row-major, or ``(28, 28)`` images given a channel axis as ``[28, 28, 1]`` (the rule
+    ``shapes.fit_to_model`` applies to a model's inputs). Another size is a 422 at ``shape`` naming both."""
+    if given is None or given == found:
+        return found
+    if math.prod(given) == math.prod(found):
+        return given
+    raise Invalid(
+        "shape",
+        f"is {list(given)} ({math.prod(given)} values a sample) but {what} have shape {shapes.describe(found)} "
+        f"({math.prod(found)} values)",
+    )
+
+
+def parse_shape_text(text: str | None, loc: str = "shape") -> shapes.Shape | None:
+    """A form field's shape, written as a JSON array (``[8, 8, 1]``); None when absent or empty."""
+    if not text or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise Invalid(loc, f"must be a JSON array of positive integers, like [8, 8, 1]; received {text!r}") from None
+    return parse_shape(value, loc)
 
 
 def first_not_finite(array: np.ndarray) -> int | None:
@@ -313,8 +357,8 @@ class Dataset:
 
 
 def dataset(
-    features: Blocks,
-    width: int,
+    features: Blocks | Chunks,
+    sample_shape: tuple[int, ...],
     targets: TargetArrays,
     *,
     kind_given: str | None,
@@ -322,16 +366,21 @@ def dataset(
     feature_names: list[str] | None,
     target_name: str | None,
     name: str | None,
+    max_bytes: int,
 ) -> Dataset:
-    """The Dataset of parsed features (``width`` values a row) and targets; the readers have checked
-    the rows against each other and the limits."""
-    n = features.size // width
+    """The Dataset of parsed features (Blocks of samples of ``sample_shape`` one after the other, or
+    Chunks already shaped ``(n, *sample_shape)``) and targets; the readers have checked the samples
+    against each other and the limits on rows and values, this the stored size (``max_bytes``)."""
+    width = math.prod(sample_shape)
+    n = features.size // width if isinstance(features, Blocks) else features.shape[0]
     if feature_names is not None and len(feature_names) != width:
         raise Invalid("feature_names", f"has {len(feature_names)} names for {width} feature columns")
+    check_size(n, width, n_targets, max_bytes)
     meta = {
         "name": name,
         "n_samples": n,
         "n_features": width,
+        "sample_shape": list(sample_shape),
         "n_targets": n_targets,
         "target_kind": targets.kind,
         "target_kind_inferred": kind_given is None,
@@ -342,4 +391,22 @@ def dataset(
         "target_name": target_name,
         "builtin": False,
     }
-    return Dataset(meta, features.chunks((n, width)), targets.chunks)
+    chunks = features.chunks((n, *sample_shape)) if isinstance(features, Blocks) else features
+    return Dataset(meta, chunks, targets.chunks)
+
+
+def stored_bytes(n: int, width: int, n_targets: int) -> int:
+    """Bytes of a dataset's arrays as stored: float32 features, and targets of at most 8 bytes a value
+    (float32 values, int64 or float64 classes; string labels take more, deflated)."""
+    return n * (4 * width + 8 * n_targets)
+
+
+def check_size(n: int, width: int, n_targets: int, max_bytes: int) -> None:
+    """A 422 for a dataset whose arrays would take more than ``max_bytes`` stored (NNSERVE_MAX_DATASET_BYTES)."""
+    size = stored_bytes(n, width, n_targets)
+    if size > max_bytes:
+        raise Invalid(
+            "features",
+            f"{n} samples of {width} values take {size:,} bytes as float32; the limit is {max_bytes:,} bytes "
+            "(NNSERVE_MAX_DATASET_BYTES)",
+        )

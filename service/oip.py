@@ -6,8 +6,10 @@ the same as ``/v1``'s. References: KServe's ``docs/predict-api/v2/required_api.m
 API) and Triton's ``docs/protocol/extension_binary_data.md`` (binary tensors).
 
 - A model is named by its id and has one version, ``"1"``: a trained model never changes.
-- One input, ``input``: FP32 (FP64 for a float64 model) of shape ``[-1, n_features]``. Any
-  numeric datatype is accepted and converted, as the spec allows; ``data`` may be nested or flat.
+- One input, ``input``: FP32 (FP64 for a float64 model) of shape ``[-1, *sample_shape]``
+  (``[-1, n_features]`` for rows, ``[-1, 8, 8, 1]`` for 8x8 grey images). Any numeric datatype is
+  accepted and converted, as the spec allows; ``data`` may be nested or flat; a tensor of flat rows
+  as long as a sample is taken too (``shapes.fit_to_model``).
 - Outputs: a classifier's ``probabilities`` (``[-1, n_classes]``, columns in the order of its
   classes) and ``predicted_labels`` (BYTES ``[-1]``: the dataset's own labels, as text); a
   regressor's ``predictions`` (``[-1]``, or ``[-1, n_targets]``).
@@ -31,6 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from .errors import BadRequest, UnsupportedMediaType, validation_errors
 from .schemas import Request
+from .shapes import sample_shape_of
 
 INPUT = "input"
 VERSION = "1"
@@ -145,7 +148,7 @@ def model_metadata(record: dict[str, Any]) -> ModelMetadata:
         name=record["id"],
         versions=[VERSION],
         platform=PLATFORM,
-        inputs=[MetadataTensor(name=INPUT, datatype=datatype, shape=[-1, record["input"]["n_features"]])],
+        inputs=[MetadataTensor(name=INPUT, datatype=datatype, shape=[-1, *sample_shape_of(record["input"])])],
         outputs=outputs,
     )
 
@@ -186,8 +189,9 @@ def read_request(body: bytes, headers: Headers) -> tuple[InferenceRequest, bytes
         raise BadRequest("; ".join(f"{e['loc'] or 'body'}: {e['msg']}" for e in problems[:5])) from None
 
 
-def input_rows(request: InferenceRequest, binary: bytes) -> np.ndarray:
-    """The ``input`` tensor as a 2-D array of its datatype. Raises BadRequest."""
+def input_samples(request: InferenceRequest, binary: bytes) -> np.ndarray:
+    """The ``input`` tensor as an array of its datatype and shape, samples along its first axis
+    (rows, or images). Raises BadRequest."""
     names = [tensor.name for tensor in request.inputs]
     if names != [INPUT]:
         raise BadRequest(f"the model takes one input, {INPUT!r}; received {names}")
@@ -197,8 +201,11 @@ def input_rows(request: InferenceRequest, binary: bytes) -> np.ndarray:
         raise BadRequest(
             f"{INPUT}: datatype {tensor.datatype!r} is not numeric; send FP32 (or another of {', '.join(NUMERIC)})"
         )
-    if len(tensor.shape) != 2 or tensor.shape[0] < 1:
-        raise BadRequest(f"{INPUT}: shape must be [rows, features] with at least one row; received {tensor.shape}")
+    if len(tensor.shape) < 2 or tensor.shape[0] < 1:
+        raise BadRequest(
+            f"{INPUT}: shape must be [samples, *sample_shape] ([rows, features] for rows) with at least one sample; "
+            f"received {tensor.shape}"
+        )
     count = math.prod(tensor.shape)
     size = tensor.parameters.get("binary_data_size")
     if size is not None:
@@ -216,10 +223,10 @@ def input_rows(request: InferenceRequest, binary: bytes) -> np.ndarray:
     try:
         values = np.array(tensor.data)
     except ValueError:
-        raise BadRequest(f"{INPUT}: data must be a list of numbers, flat or nested in rows of equal length") from None
+        raise BadRequest(f"{INPUT}: data must be a list of numbers, flat or nested as the shape says") from None
     if values.dtype.kind not in "iuf" or values.size != count or values.shape not in ((count,), tuple(tensor.shape)):
         raise BadRequest(
-            f"{INPUT}: data must be {count} numbers for shape {tensor.shape}, flat or nested in rows; "
+            f"{INPUT}: data must be {count} numbers for shape {tensor.shape}, flat or nested as the shape says; "
             f"received {values.size} {'numbers' if values.dtype.kind in 'iuf' else 'values that are not all numbers'}"
         )
     return values.astype(dtype).reshape(tensor.shape)

@@ -61,9 +61,10 @@ def parse_inputs() -> np.ndarray:
 
 
 def inputs_array(data: Any) -> np.ndarray:
-    """The ``inputs`` rows of a parsed predict body as a 2-D array of numbers, checked without pydantic
-    for speed: a non-empty list of equally long rows of numbers, else Invalid (422). The model checks
-    the rest (width, finiteness, range) and raises SpecError."""
+    """The ``inputs`` of a parsed predict body as an array of numbers, samples along its first axis,
+    checked without pydantic for speed: a non-empty list of samples of one shape (rows of numbers, or
+    lists nested deeper: images), else Invalid (422). ``shapes.fit_to_model`` and the model check the
+    rest (the sample's size, finiteness, range) and raise SpecError."""
     if not isinstance(data, dict) or "inputs" not in data:
         raise Invalid("inputs", 'field required: send {"inputs": [[number, ...], ...]}', "missing")
     extra = set(data) - {"inputs"}
@@ -75,9 +76,11 @@ def inputs_array(data: Any) -> np.ndarray:
     try:
         x = np.array(rows)
     except ValueError:
-        raise Invalid("inputs", "rows must all have the same number of values", "value_error") from None
-    if x.ndim != 2:
-        raise Invalid("inputs", "must be a list of rows, each a list of numbers: [[1.0, 2.0], ...]", "value_error")
+        raise Invalid("inputs", "samples must all have the same shape (rows the same number of values)") from None
+    if x.ndim < 2:
+        raise Invalid(
+            "inputs", "must be a list of samples, each a list of numbers or of lists: [[1.0, 2.0], ...]", "value_error"
+        )
     if x.dtype.kind not in "iuf":
         raise Invalid("inputs", "values must be numbers", "float_type")
     return x

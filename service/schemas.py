@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, model_validator
 
 from nnserve.engine.network import INPUT_SCALINGS
 
 from .lifecycle import JobStatus, ModelStatus, ServiceStatus
+from .shapes import MAX_RANK, sample_shape_of
 from .spec_models import ModelSpec, TrainingSpec
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -100,7 +101,17 @@ class DatasetCreate(Request):
     ``features`` and ``targets`` straight into arrays, and validates the other fields with this model."""
 
     name: Name | None = None
-    features: Annotated[list[list[FiniteFloat]], Field(min_length=1)]
+    features: Annotated[list[list[Any]], Field(min_length=1)] = Field(
+        description="One sample per row: a list of numbers, or nested lists of any rank (an 8x8 grey image as "
+        "[[[0], [3], ...], ...]); every sample the same shape."
+    )
+    shape: (
+        Annotated[list[Annotated[int, Field(strict=True, gt=0)]], Field(min_length=1, max_length=MAX_RANK)] | None
+    ) = Field(
+        None,
+        description="The shape of one sample, like [8, 8, 1] (height, width, channels): flat rows of that many "
+        "values are read as samples of it, row-major. Left out: the shape the samples have.",
+    )
     targets: Annotated[
         Annotated[list[Label], Field(min_length=1)] | Annotated[list[list[FiniteFloat]], Field(min_length=1)],
         Field(
@@ -116,7 +127,8 @@ class DatasetPublic(BaseModel):
     id: str
     name: str
     n_samples: int
-    n_features: int
+    n_features: int = Field(description="Values in one sample (the product of `sample_shape`).")
+    sample_shape: list[int] = Field(description="The shape of one sample: [n_features] for rows, [H, W, C] for images.")
     n_targets: int = Field(description="Target columns (1 for labels or a single value).")
     target_kind: TargetKind
     target_kind_inferred: bool = Field(description="True when nnserve decided the kind; `note` says how.")
@@ -127,6 +139,14 @@ class DatasetPublic(BaseModel):
     target_name: str | None = None
     builtin: bool = False
     created_at: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, meta: Any) -> Any:
+        """Records stored before sample shapes hold rows: their shape is ``[n_features]``."""
+        if isinstance(meta, dict) and "sample_shape" not in meta and "n_features" in meta:
+            meta = {**meta, "sample_shape": list(sample_shape_of(meta))}
+        return meta
 
 
 class Page(BaseModel):
@@ -192,6 +212,7 @@ class JobList(Page):
 
 class ModelInput(BaseModel):
     n_features: int
+    sample_shape: list[int] | None = Field(None, description="The shape of one input sample, when it was recorded.")
     feature_names: list[str] | None = None
 
 

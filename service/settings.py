@@ -236,7 +236,16 @@ class Settings(BaseSettings):
     # Request and resource limits (violations are 413, 422 or 429 naming the limit).
     max_body_bytes: int = Field(64 * MiB, gt=0, description="Largest request body, in bytes.")
     max_rows: int = Field(1_000_000, gt=0, description="Most rows in one dataset.")
-    max_features: int = Field(10_000, gt=0, description="Most feature columns in one dataset.")
+    max_features: int = Field(
+        10_000, gt=0, description="Most values in one sample of a dataset: feature columns, or an image's pixels."
+    )
+    max_dataset_bytes: int = Field(
+        2 * 1024 * MiB,
+        gt=0,
+        description="Largest dataset as stored, in bytes: 4 a feature value (float32) and 8 a target value. "
+        "A binary (.npz) upload is checked against it before it is read, so a compressed archive cannot "
+        "unpack beyond it.",
+    )
     max_parameters: int = Field(10_000_000, gt=0, description="Most weights in one model.")
     max_epochs: int = Field(10_000, gt=0)
     max_batch_size: int = Field(65_536, gt=0)

@@ -25,6 +25,7 @@ from .errors import Invalid, spec_error
 from .lifecycle import JobStatus, ModelStatus
 from .schemas import JobCreate, KerasModel, model_form
 from .settings import Settings
+from .shapes import sample_shape_of
 from .spec_models import NOT_SERVED
 
 DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mae"]}
@@ -124,7 +125,11 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
         "model": model.spec(),
         "training": config,
         "metrics": {},
-        "input": {"n_features": dataset["n_features"], "feature_names": dataset.get("feature_names")},
+        "input": {
+            "n_features": dataset["n_features"],
+            "sample_shape": list(sample_shape_of(dataset)),
+            "feature_names": dataset.get("feature_names"),
+        },
         "output": {"kind": task, "classes": dataset.get("classes"), "n_outputs": model.n_outputs},
         "n_parameters": model.parameter_count(dataset["n_features"]),
         "created_at": created_at,

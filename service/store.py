@@ -3,7 +3,7 @@
 | key                                   | type       | holds                                                   |
 |---------------------------------------|------------|---------------------------------------------------------|
 | nnserve:dataset:{id}                  | hash       | metadata: name, shape, target kind, classes, tenant ... |
-| nnserve:dataset:{id}:arrays           | string     | npz: float32 ``features`` (n, d), ``targets``           |
+| nnserve:dataset:{id}:arrays           | string/list| npz: float32 ``features`` (n, *sample_shape), ``targets``; a list of its pieces when over 512 MiB |
 | nnserve:job:{id}                      | hash       | status, progress, attempts, error, specs, timestamps    |
 | nnserve:job:{id}:history              | list       | one JSON object of logged values per finished epoch     |
 | nnserve:job:{id}:checkpoint           | string     | npz: weights, optimizer and RNG state, epoch (engine)   |
@@ -328,7 +328,7 @@ def save_dataset(
     Arrays given as Chunks are packed piece by piece (see ``pack_arrays``)."""
     with r.pipeline() as pipe:
         pipe.hset(dataset_key(meta["id"]), mapping=_encode(meta))
-        pipe.set(arrays_key(meta["id"]), archive.pack({"features": features, "targets": targets}))
+        set_blob(pipe, arrays_key(meta["id"]), archive.pack({"features": features, "targets": targets}))
         pipe.zadd(index_key(meta["tenant"], DATASETS), {meta["id"]: _score(meta["created_at"])})
         if also is not None:
             also(pipe)
@@ -354,11 +354,41 @@ def load_dataset(r: redis.Redis, dataset_id: str) -> tuple[np.ndarray, np.ndarra
     if builtin.is_builtin(dataset_id):
         _, features, targets = builtin.load(dataset_id)
         return features, targets
-    blob = _bytes(r.get(arrays_key(dataset_id)))
+    blob = get_blob(r, arrays_key(dataset_id))
     if blob is None:
         return None
     arrays, _ = archive.unpack(blob, "dataset")
+    del blob
     return arrays["features"], arrays["targets"]
+
+
+BLOB_PIECE_BYTES = 512 * 1024 * 1024
+"""Largest blob kept as one string: Redis's limit on a string (``proto-max-bulk-len``, 512 MiB by
+default). A larger one is a list of pieces of this size."""
+
+
+def set_blob(pipe: Any, key: str, blob: bytes) -> None:
+    """Queue the commands that store ``blob`` under ``key``: a string, or a list of pieces when it is
+    larger than one string may be. The pieces are views of ``blob``, not copies."""
+    if len(blob) <= BLOB_PIECE_BYTES:
+        pipe.set(key, blob)
+        return
+    pipe.delete(key)
+    view = memoryview(blob)
+    for start in range(0, len(blob), BLOB_PIECE_BYTES):
+        pipe.rpush(key, view[start : start + BLOB_PIECE_BYTES])  # one piece a command: each within Redis's limits
+
+
+def get_blob(r: redis.Redis, key: str) -> bytes | None:
+    """What ``set_blob`` stored under ``key``, or None. A large blob's pieces are joined: the reader
+    holds it twice for the moment it takes."""
+    try:
+        return _bytes(r.get(key))
+    except redis.exceptions.ResponseError as error:
+        if "WRONGTYPE" not in str(error):
+            raise
+    pieces = cast(list[bytes], r.lrange(key, 0, -1))
+    return b"".join(pieces) if pieces else None
 
 
 def list_datasets(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
@@ -945,7 +975,12 @@ def read_record(r: redis.Redis, family: Family, record_id: str) -> dict[str, Any
                 pipe.lrange(part.key(record_id), 0, -1)
             else:
                 pipe.get(part.key(record_id))
-        replies = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
+    for i, (part, reply) in enumerate(zip(family.parts, replies)):
+        if isinstance(reply, redis.exceptions.ResponseError):
+            if part.kind != "npz" or "WRONGTYPE" not in str(reply):
+                raise reply
+            replies[i] = get_blob(r, part.key(record_id))  # a blob stored in pieces (``set_blob``)
     if not replies[0]:
         return None
     parts: dict[str, Any] = {}
@@ -986,7 +1021,7 @@ def restore_record(r: redis.Redis, family: Family, record_id: str, parts: dict[s
             elif part.kind == "list" and value:
                 pipe.rpush(part.key(record_id), *(orjson.dumps(item) for item in value))
             elif part.kind == "npz" and value is not None:
-                pipe.set(part.key(record_id), value)
+                set_blob(pipe, part.key(record_id), value)
         pipe.zadd(index_key(record["tenant"], family.name), {record_id: score})
         if family.name == JOBS:
             if old is not None:

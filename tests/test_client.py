@@ -92,6 +92,24 @@ def test_datasets_from_arrays_and_csv(nn, tmp_path):
     assert uploaded["id"] in raised.value.problem["detail"]
 
 
+def test_upload_images(nn, tmp_path):
+    images = np.arange(6 * 4 * 4, dtype=np.uint8).reshape(6, 4, 4)
+    labels = np.array([0, 1] * 3)
+    nested = nn.upload_dataset(images[..., None], labels, name="nested")
+    assert nested["sample_shape"] == [4, 4, 1] and nested["n_features"] == 16
+    flat = nn.upload_dataset(images.reshape(6, 16), labels, shape=[4, 4, 1])
+    assert flat["sample_shape"] == [4, 4, 1]
+    arrays = nn.upload_arrays(images, labels, name="arrays", shape=[4, 4, 1], target_kind="categorical")
+    assert (arrays["name"], arrays["sample_shape"], arrays["classes"]) == ("arrays", [4, 4, 1], [0, 1])
+    path = tmp_path / "tiny.npz"
+    np.savez_compressed(path, x=images, y=labels)
+    from_file = nn.upload_npz(path, feature_names=[f"p{i}" for i in range(16)])
+    assert from_file["name"] == "tiny" and from_file["sample_shape"] == [4, 4]
+    with pytest.raises(ValidationFailed) as raised:
+        nn.upload_npz(path, shape=[5, 5])
+    assert raised.value.status == 422 and "[5, 5]" in raised.value.detail
+
+
 def test_train_wait_predict_evaluate_and_weights(nn):
     job = nn.train("iris", IRIS_MODEL, IRIS_TRAINING, name="iris from the client")
     assert job["status"] == "queued" and job["name"] == "iris from the client"

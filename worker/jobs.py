@@ -26,7 +26,7 @@ from rq import Retry, get_current_job
 from rq.exceptions import AbandonedJobError
 
 from nnserve import engine
-from nnserve.service import lifecycle, store
+from nnserve.service import lifecycle, shapes, store
 from nnserve.service.lifecycle import JobStatus
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,8 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
 
     try:
         # A session rather than model.fit: a stopping worker needs a checkpoint of the current epoch.
-        trainer = engine.TrainingSession(model, *arrays, task=task)
+        features, targets = arrays
+        trainer = engine.TrainingSession(model, shapes.fit_to_model(model, features, "dataset"), targets, task=task)
         if checkpoint:
             trainer.restore(checkpoint[0])
         history = trainer.run(

@@ -67,11 +67,16 @@ def add_client_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser])
     weights = verb("weights", "download a model's weights (.npz)")
     weights.add_argument("model", help="model id")
     weights.add_argument("-o", "--output", required=True, help="file to write ('-': standard output)")
-    upload = verb("upload", "upload a CSV file with a header row as a dataset")
-    upload.add_argument("file", type=Path, help="the CSV file")
+    upload = verb("upload", "upload a CSV file with a header row, or an .npz of arrays x and y, as a dataset")
+    upload.add_argument("file", type=Path, help="the CSV file, or an .npz (numpy.savez) holding x and y")
     upload.add_argument("--target", help="the target column (default: the last)")
     upload.add_argument("--name", help="the dataset's name (default: the file's)")
     upload.add_argument("--target-kind", choices=("categorical", "continuous"), help="default: inferred")
+    upload.add_argument(
+        "--shape",
+        type=_shape,
+        help="the shape of one sample, like 8,8,1: the feature columns (or flat rows) are its values",
+    )
     upload.add_argument("--json", action="store_true", help="print the API's JSON")
     job = verb("job", "show a job; --follow re-attaches its live progress bar")
     job.add_argument("job", help="job id")
@@ -292,10 +297,27 @@ def cmd_datasets(client, args) -> int:
     return 0
 
 
+def _shape(text: str) -> list[int]:
+    """``--shape 8,8,1`` (or ``[8, 8, 1]``) as a list of integers; the API checks them."""
+    try:
+        return [int(part) for part in text.strip("[] ").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a shape is integers separated by commas, like 8,8,1; received {text!r}"
+        ) from None
+
+
 def cmd_upload(client, args) -> int:
     if not args.file.is_file():
         raise UsageError(f"no such file: {args.file}")
-    dataset = client.upload_csv(args.file, target=args.target, name=args.name, target_kind=args.target_kind)
+    if args.file.suffix.lower() == ".npz":
+        if args.target:
+            raise UsageError("--target names a CSV column; an .npz holds its targets as y")
+        dataset = client.upload_npz(args.file, name=args.name, target_kind=args.target_kind, shape=args.shape)
+    else:
+        dataset = client.upload_csv(
+            args.file, target=args.target, name=args.name, target_kind=args.target_kind, shape=args.shape
+        )
     if args.json:
         return _json(dataset)
     _fields(
@@ -303,6 +325,7 @@ def cmd_upload(client, args) -> int:
         name=dataset["name"],
         rows=dataset["n_samples"],
         features=", ".join(dataset.get("feature_names") or []) or dataset["n_features"],
+        shape=" x ".join(map(str, dataset["sample_shape"])) if len(dataset.get("sample_shape") or []) > 1 else None,
         target=f"{dataset.get('target_name') or ''} ({dataset['target_kind']})".strip(),
         classes=_classes(dataset.get("classes")) or None,
         note=dataset.get("note"),

@@ -1,25 +1,37 @@
-"""/v1/datasets: upload (JSON or CSV), list, show, delete."""
+"""/v1/datasets: upload (JSON, CSV or a binary .npz), list, show, delete."""
 
 from __future__ import annotations
 
 from flask import Blueprint, request
+from pydantic import TypeAdapter, ValidationError
 
-from .. import csv_upload, json_upload, store
+from .. import csv_upload, data, json_upload, npz_upload, store
 from ..context import services, tenant
 from ..errors import Conflict, Invalid, NotFound, UnsupportedMediaType
 from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
 from ..parsing import body_stream, is_json, page
-from ..schemas import DatasetCreate, DatasetList, DatasetPublic
+from ..schemas import DatasetCreate, DatasetList, DatasetPublic, Name
 from . import listing, respond
 
 bp = Blueprint("datasets", __name__)
+FEATURE_NAMES = TypeAdapter(list[Name])
 
 CSV_FORM = {
-    "file": {"type": "string", "format": "binary", "description": "CSV with a header row"},
-    "target": {"type": "string", "description": "Target column (default: the last)"},
+    "file": {
+        "type": "string",
+        "format": "binary",
+        "description": "CSV with a header row, or an .npz (numpy.savez) holding arrays x (samples of any shape) and y",
+    },
+    "target": {"type": "string", "description": "CSV: the target column (default: the last)"},
     "target_kind": {"type": "string", "enum": ["categorical", "continuous"]},
     "name": {"type": "string"},
+    "shape": {
+        "type": "string",
+        "description": "The shape of one sample as a JSON array, like [8, 8, 1]: the feature columns (CSV) or "
+        "flat rows of x (npz) are its values, row-major",
+    },
+    "feature_names": {"type": "string", "description": "npz: a JSON array of a name for each value of a sample"},
 }
 
 
@@ -41,19 +53,22 @@ def get_dataset(dataset_id: str) -> dict:
 )
 @idempotent
 def create():
-    """Upload a dataset: JSON rows, or a CSV file as multipart/form-data."""
+    """Upload a dataset: JSON (rows, or samples nested in lists), or a CSV or .npz file as multipart/form-data."""
     settings = services().settings
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
-            raise Invalid("file", "field required: a CSV file with a header row", "missing")
-        dataset = csv_upload.read(
-            upload.stream,
-            request.form.get("target") or None,
-            request.form.get("target_kind") or None,
-            request.form.get("name") or (upload.filename or "dataset").rsplit(".", 1)[0],
-            settings,
-        )
+            raise Invalid("file", "field required: a CSV file with a header row, or an .npz", "missing")
+        form = request.form
+        name = form.get("name") or (upload.filename or "dataset").rsplit(".", 1)[0]
+        shape = data.parse_shape_text(form.get("shape"))
+        if npz_upload.is_npz(upload.stream):
+            names = _feature_names(form.get("feature_names"))
+            dataset = npz_upload.read(upload.stream, form.get("target_kind") or None, name, names, shape, settings)
+        else:
+            dataset = csv_upload.read(
+                upload.stream, form.get("target") or None, form.get("target_kind") or None, name, settings, shape
+            )
     elif is_json():
         dataset = json_upload.read(body_stream(), settings)
     else:
@@ -66,6 +81,18 @@ def create():
     response = respond(DatasetPublic.model_validate(meta), 201, {"Location": f"/v1/datasets/{meta['id']}"})
     store.save_dataset(services().redis, meta, dataset.features, dataset.targets, also=remember(response))
     return response
+
+
+def _feature_names(text: str | None) -> list[str] | None:
+    """The ``feature_names`` form field: a JSON array of names."""
+    if not text:
+        return None
+    try:
+        return FEATURE_NAMES.validate_json(text)
+    except ValidationError:
+        raise Invalid(
+            "feature_names", 'must be a JSON array of names of 1 to 200 characters, like ["a", "b"]'
+        ) from None
 
 
 @bp.get("/v1/datasets")

@@ -7,7 +7,7 @@ from flask import Blueprint, Response
 
 from nnserve import engine
 
-from .. import store
+from .. import shapes, store
 from ..cache import Entry
 from ..context import services, tenant
 from ..errors import Conflict, Invalid, NotFound
@@ -103,7 +103,8 @@ def evaluate(model_id: str):
     if store.task_of(dataset)[0] != entry.model.task:
         raise Invalid("dataset", f"has {dataset['target_kind']} targets; this is a {entry.model.task} model")
     try:
-        scores = entry.model.evaluate(*arrays)
+        features, targets = arrays
+        scores = entry.model.evaluate(shapes.fit_to_model(entry.model, features, "dataset"), targets)
     except engine.SpecError as error:
         raise Invalid("dataset", error.message) from None
     loss = scores.pop("loss")

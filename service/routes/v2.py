@@ -76,7 +76,7 @@ def infer(model_name: str, version: str | None = None):
     entry = trained(model_name)
     check_version(model_name, version)
     inference, binary = oip.read_request(request.get_data(), request.headers)
-    x = oip.input_rows(inference, binary)
+    x = oip.input_samples(inference, binary)
     try:
         prediction = services().monitoring.predict(entry, x)
     except engine.SpecError as error:

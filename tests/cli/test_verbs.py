@@ -280,6 +280,18 @@ def test_upload_list_and_delete_datasets(url, tmp_path):
     assert nnserve("delete", "widget", "x", url=url).returncode == 2
 
 
+def test_upload_images(url, tmp_path):
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=np.arange(6 * 16, dtype=np.uint8).reshape(6, 16), y=np.array([0, 1] * 3))
+    uploaded = nnserve("upload", str(path), "--shape", "4,4,1", url=url)
+    assert uploaded.returncode == 0, uploaded.stderr
+    shown = fields(uploaded.stdout)
+    assert shown["name"] == "tiny" and shown["rows"] == "6" and shown["shape"] == "4 x 4 x 1"
+    wrong = nnserve("upload", str(path), "--shape", "5,5", url=url)
+    assert wrong.returncode == 1 and "[5, 5]" in wrong.stderr
+    assert nnserve("upload", str(path), "--shape", "a,b", url=url).returncode == 2
+
+
 def test_evaluate_weights_and_delete_a_model(trained, url, tmp_path):
     model_id = trained[1]["model"]
     evaluated = nnserve("evaluate", model_id, "--dataset", "iris", url=url)

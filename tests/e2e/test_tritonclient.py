@@ -118,3 +118,33 @@ def test_tritonclient_with_an_api_key(processes):
         np.testing.assert_array_equal(result.as_numpy("probabilities"), v1_predict(api, model_id, x, bearer)[0])
     finally:
         client.close()
+
+
+def test_tritonclient_sends_images_in_their_shape(processes):
+    """A model trained on the digits images: its metadata says ``[-1, 8, 8, 1]``, and tritonclient's
+    binary tensor of that shape (or of flat rows) gets /v1's probabilities."""
+    api = processes.api(api_workers=1, api_threads=4)
+    processes.worker()
+    dense = {
+        "layers": [
+            {"type": "dense", "units": 32, "activation": "relu"},
+            {"type": "dense", "units": 10, "activation": "softmax"},
+        ]
+    }
+    model_id = train(api, "digits", dense, {"epochs": 3, "batch_size": 64, "seed": 0})["model_id"]
+    _, features, _ = load("digits")
+    x = np.ascontiguousarray(features[:50], dtype=np.float32)
+    client = httpclient.InferenceServerClient(api.removeprefix("http://"))
+    try:
+        metadata = client.get_model_metadata(model_id)
+        assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 8, 8, 1]}]
+        probabilities, labels = v1_predict(api, model_id, x)
+        for tensor in (input_tensor(x), input_tensor(x.reshape(50, 64)), input_tensor(x, binary_data=False)):
+            result = client.infer(model_id, [tensor])
+            np.testing.assert_array_equal(result.as_numpy("probabilities"), probabilities)
+            assert [label.decode() for label in result.as_numpy("predicted_labels")] == list(map(str, labels))
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer(model_id, [input_tensor(np.zeros((2, 7, 7, 1), np.float32))])
+        assert refused.value.status() == "400" and "(7, 7, 1)" in refused.value.message()
+    finally:
+        client.close()

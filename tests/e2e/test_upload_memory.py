@@ -11,8 +11,10 @@ that are stored.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
@@ -58,6 +60,21 @@ def csv_body(rows: int, width: int) -> bytes:
     return (header + "".join(f"{row}{i % 2}\n" for i in range(rows))).encode()
 
 
+def npz_body(samples: int, dtype) -> bytes:
+    """An .npz of ``samples`` 28x28 grey images of ``dtype`` and their labels, as numpy.savez writes it."""
+    buffer = io.BytesIO()
+    x = (np.arange(samples * 784) % 251).astype(dtype).reshape(samples, 28, 28, 1)
+    np.savez(buffer, x=x, y=np.arange(samples) % 10)
+    return buffer.getvalue()
+
+
+def json_images_body(samples: int) -> bytes:
+    """JSON of ``samples`` 28x28x1 images nested in lists, one-character values."""
+    image = "[" + ",".join(["[" + ",".join(["[1]"] * 28) + "]"] * 28) + "]"
+    labels = ",".join("01"[i % 2] for i in range(samples))
+    return ('{"features":[' + ",".join([image] * samples) + '],"targets":[' + labels + "]}").encode()
+
+
 def json_body(rows: int, width: int) -> bytes:
     row = "[" + ",".join("1" * width) + "]"
     labels = ",".join("01"[i % 2] for i in range(rows))
@@ -95,3 +112,36 @@ def test_upload_memory_is_bounded_by_the_body(processes):
             assert "the limit is 1000000" in response.json()["detail"]
         else:
             assert response.json()["n_samples"] == 540_000 and response.json()["n_features"] == 30
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's /proc peak RSS reset")
+def test_image_upload_memory_is_about_two_copies(processes):
+    """Binary uploads hold at most about two copies of the dataset as stored (float32): the npz being
+    packed for Redis, and what Redis's client sends of it. Nested JSON images stay within the bound
+    of JSON bodies."""
+    api = processes.api(api_workers=1, max_body_bytes=256 * MiB)
+    worker = gunicorn_worker(processes.started[-1].pid)
+    warm = requests.post(f"{api}/v1/datasets", files={"file": ("w.npz", npz_body(10, np.uint8))}, timeout=30)
+    assert warm.status_code == 201, warm.text
+
+    def post_npz(body: bytes):
+        return lambda: requests.post(f"{api}/v1/datasets", files={"file": ("d.npz", body)}, timeout=300)
+
+    for name, samples, dtype in (("float32", 12_000, np.float32), ("uint8", 40_000, np.uint8)):
+        body = npz_body(samples, dtype)
+        stored = samples * 784 * 4
+        response, growth = peak_growth(worker, post_npz(body))
+        assert response.status_code == 201, (name, response.text[:300])
+        assert response.json()["sample_shape"] == [28, 28, 1] and response.json()["n_samples"] == samples
+        assert growth <= 2 * stored + CONSTANT, f"npz {name}: +{growth / MiB:.0f} MiB for {stored / MiB:.0f} MiB stored"
+
+    body = json_images_body(8_000)
+    response, growth = peak_growth(
+        worker,
+        lambda: requests.post(
+            f"{api}/v1/datasets", data=body, headers={"Content-Type": "application/json"}, timeout=300
+        ),
+    )
+    assert response.status_code == 201, response.text[:300]
+    assert response.json()["sample_shape"] == [28, 28, 1]
+    assert growth <= 3 * len(body) + CONSTANT, f"json images: +{growth / MiB:.0f} MiB for {len(body) / MiB:.0f} MiB"

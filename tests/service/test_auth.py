@@ -118,7 +118,13 @@ def test_each_key_sees_only_its_own_datasets_jobs_and_models(keyed_app, run_jobs
     assert alice.get(f"/v1/datasets/{dataset['id']}").status_code == 200
     assert alice.get(f"/v1/jobs/{job['id']}").status_code == 200
     assert alice.post(f"/v1/models/{model_id}/predict", json={"inputs": [[1.0]]}).status_code == 200
-    assert [d["id"] for d in alice.get("/v1/datasets").json["items"]] == ["iris", "blobs", "linear", dataset["id"]]
+    assert [d["id"] for d in alice.get("/v1/datasets").json["items"]] == [
+        "iris",
+        "blobs",
+        "linear",
+        "digits",
+        dataset["id"],
+    ]
 
     # Bob gets 404s for every one of her ids, and lists without them; the built-ins are everyone's.
     for method, path, body in [
@@ -134,7 +140,7 @@ def test_each_key_sees_only_its_own_datasets_jobs_and_models(keyed_app, run_jobs
     ]:
         response = getattr(bob, method)(path, json=body)
         assert response.status_code == 404 and response.mimetype == "application/problem+json", (path, response.json)
-    assert [d["id"] for d in bob.get("/v1/datasets").json["items"]] == ["iris", "blobs", "linear"]
+    assert [d["id"] for d in bob.get("/v1/datasets").json["items"]] == ["iris", "blobs", "linear", "digits"]
     assert bob.get("/v1/jobs").json["items"] == [] and bob.get("/v1/models").json["items"] == []
     response = submit(bob, dataset=dataset["id"])
     assert response.status_code == 422 and response.json["errors"][0]["loc"] == "dataset"

@@ -182,6 +182,7 @@ def test_a_backup_of_one_tenant_holds_only_its_records_and_keys(populated, redis
         "iris",
         "blobs",
         "linear",
+        "digits",
         populated.acme_dataset,
     ]
     assert keyed(make_app(redis_url=fresh.url), populated.admin_key).get("/v1/models").status_code == 401

@@ -170,12 +170,12 @@ def test_delete(client, redis):
 
 def test_listing_pages(client):
     ids = [upload(client, features=[[1], [2]], targets=[0.5, i + 0.5]).json["id"] for i in range(3)]
-    second = client.get("/v1/datasets?offset=3&limit=2")  # the 3 built-ins come first
+    second = client.get("/v1/datasets?offset=4&limit=2")  # the 4 built-ins come first
     assert [d["id"] for d in second.json["items"]] == ids[::-1][:2]
-    assert second.json["total"] == 6 and second.json["next"] == "/v1/datasets?offset=5&limit=2"
+    assert second.json["total"] == 7 and second.json["next"] == "/v1/datasets?offset=6&limit=2"
     assert second.headers["Link"] == (
-        '</v1/datasets?offset=0&limit=2>; rel="first", </v1/datasets?offset=1&limit=2>; rel="prev", '
-        '</v1/datasets?offset=5&limit=2>; rel="next", </v1/datasets?offset=4&limit=2>; rel="last"'
+        '</v1/datasets?offset=0&limit=2>; rel="first", </v1/datasets?offset=2&limit=2>; rel="prev", '
+        '</v1/datasets?offset=6&limit=2>; rel="next", </v1/datasets?offset=6&limit=2>; rel="last"'
     )
     last = client.get(second.json["next"])
     assert [d["id"] for d in last.json["items"]] == ids[:1]

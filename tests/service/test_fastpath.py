@@ -41,7 +41,7 @@ def test_a_cached_prediction_skips_flask_and_answers_the_same(app, client, iris_
 @pytest.mark.parametrize(
     "body, content_type, status, detail",
     [
-        ('{"inputs": [[5.1, 3.5]]}', "application/json", 422, "each row must have 4 features; received 2"),
+        ('{"inputs": [[5.1, 3.5]]}', "application/json", 422, "each sample must have shape (4,)"),
         ('{"inputs": [[5.1, 3.5, 1.4, "x"]]}', "application/json", 422, "values must be numbers"),
         ('{"inputs": [[5.1, 3.5, 1.4, 1e39]]}', "application/json", 422, "float32 range"),
         ('{"rows": [[5.1, 3.5, 1.4, 0.2]]}', "application/json", 422, "inputs"),

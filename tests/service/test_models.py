@@ -27,6 +27,7 @@ def test_show_and_list(client, iris_model):
     )
     assert model["input"] == {
         "n_features": 4,
+        "sample_shape": [4],
         "feature_names": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
     }
     assert model["output"] == {
@@ -54,11 +55,15 @@ def test_predict_returns_species_names_and_probabilities(client, iris_model, red
 @pytest.mark.parametrize(
     "body, status, fragment",
     [
-        ({"inputs": [[1, 2, 3]]}, 422, "4 features; received 3"),
+        (
+            {"inputs": [[1, 2, 3]]},
+            422,
+            "must have shape (4,) (4 values, nested or as a flat row); received samples of shape (3,)",
+        ),
         ({"inputs": [[1, 2, 3, 4], [1, 2]]}, 422, "same number of values"),
         ({"inputs": [["a", "b", "c", "d"]]}, 422, "must be numbers"),
         ({"inputs": [[True, False, True, False]]}, 422, "must be numbers"),
-        ({"inputs": [1, 2, 3, 4]}, 422, "list of rows"),
+        ({"inputs": [1, 2, 3, 4]}, 422, "list of samples"),
         ({"inputs": [[1, 2, 3, None]]}, 422, "must be numbers"),
         ({"inputs": [[1, 2, 3, 1e300]]}, 422, "float32 range"),
         ({"inputs": []}, 422, "non-empty"),
