@@ -18,7 +18,12 @@ What it does, in one run:
    in ``--rounds`` alternating rounds so that a neighbour's load hits every endpoint alike, and
    reports the median round: requests/s, latency p50 and p99 under that load, and for the
    1000-row requests rows/s; nnserve's requests/s as a share of the trivial endpoint's;
-4. measures submit -> running for a warm (idle, started) worker: ``--jobs`` small jobs one after
+4. the registry (issue 9): the iris model is trained twice more under the name ``bench-iris``, with the
+   aliases ``split`` (``{"1": 90, "2": 10}``) and ``shadowed`` (version 1, shadow 2, every request);
+   predicting through ``bench-iris`` (its ``current``, version 2), through ``bench-iris@split`` and
+   through ``bench-iris@shadowed`` is driven in the same rounds as predicting through version 2's
+   ``mdl_…`` id, and reported as a share of it (target: each at least 95%);
+5. measures submit -> running for a warm (idle, started) worker: ``--jobs`` small jobs one after
    another, each timed from before ``POST /v1/jobs`` until ``GET /v1/jobs/{id}`` first shows it
    ``running`` (polled every millisecond), and from the job's own ``created_at`` to ``started_at``.
 
@@ -49,6 +54,8 @@ from flask import Flask, jsonify, request
 from nnserve.cli.supervisor import free_port
 
 REPO = Path(__file__).resolve().parent.parent
+REGISTERED = "bench-iris"
+REGISTRY_BASE = "nnserve predict through version 2's mdl_ id"
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 IRIS_JOB = {
     "dataset": "iris",
@@ -173,8 +180,8 @@ class Stack:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def train_iris(stack: Stack) -> str:
-    job = http("POST", stack.api + "/v1/jobs", IRIS_JOB)
+def train_iris(stack: Stack, **extra) -> str:
+    job = http("POST", stack.api + "/v1/jobs", {**IRIS_JOB, **extra})
     deadline = time.monotonic() + 120
     while (state := http("GET", f"{stack.api}/v1/jobs/{job['id']}"))["status"] not in (
         "succeeded",
@@ -186,6 +193,8 @@ def train_iris(stack: Stack) -> str:
         time.sleep(0.2)
     if state["status"] != "succeeded":
         raise SystemExit(f"bench: training failed: {state.get('error')}")
+    if extra:
+        return job["model_id"]
     # The same weights for the bare endpoint, read from the model download as a client would
     # (the documented .npz layout; importing ``engine`` here would find bench/engine.py).
     import io
@@ -279,12 +288,24 @@ def main(argv: list[str] | None = None) -> None:
         rows = np.random.default_rng(0).normal(IRIS_ROW, 0.5, size=(1000, 4)).round(2)
         thousand = json.dumps({"inputs": rows.tolist()}).encode()
         predict = f"{stack.api}/v1/models/{model_id}/predict"
+        train_iris(stack, name=REGISTERED)
+        version_2 = train_iris(stack, name=REGISTERED, training={**IRIS_JOB["training"], "seed": 2})
+        for alias, target in (("split", {"split": {"1": 90, "2": 10}}), ("shadowed", {"version": 1, "shadow": 2})):
+            http("PUT", f"{stack.api}/v1/registry/{REGISTERED}/aliases/{alias}", target)
+        by_ref = f"{stack.api}/v1/models/{{}}/predict"
+        registry_endpoints = [
+            (REGISTRY_BASE, by_ref.format(version_2), one, 1),
+            ("nnserve predict through NAME", by_ref.format(REGISTERED), one, 1),
+            ("nnserve predict through a 90/10 split", by_ref.format(f"{REGISTERED}@split"), one, 1),
+            ("nnserve predict through a shadowed alias", by_ref.format(f"{REGISTERED}@shadowed"), one, 1),
+        ]
         endpoints = [
             ("trivial Flask endpoint", f"{stack.peer}/trivial", one, 1),
             ("bare NumPy forward pass", f"{stack.peer}/bare", one, 1),
             ("nnserve predict", predict, one, 1),
             ("bare NumPy forward pass, 1000 rows", f"{stack.peer}/bare", thousand, 1000),
             ("nnserve predict, 1000 rows", predict, thousand, 1000),
+            *registry_endpoints,
         ]
         for _, url, body, _ in endpoints:  # warm-up: caches filled, every gunicorn process touched
             wrk(url, body, 2, args.connections, stack.dir)
@@ -335,6 +356,13 @@ def main(argv: list[str] | None = None) -> None:
     print()
     share = median("nnserve predict", "rps") / trivial_rps
     rows_per_s = median("nnserve predict, 1000 rows", "rps") * 1000
+    base = median(REGISTRY_BASE, "rps")
+    for name, *_ in registry_endpoints[1:]:
+        ratio = median(name, "rps") / base
+        print(
+            f"registry: {name.removeprefix('nnserve predict ')}: {ratio:.1%} of predicting through the mdl_ id's "
+            f"requests/s (target >= 95%: {'meets' if ratio >= 0.95 else 'MISSES'})"
+        )
     submit = statistics.median(observed) * 1000
     print(
         f"predict vs trivial: {share:.0%} of its requests/s (target >= 85%: {'meets' if share >= 0.85 else 'MISSES'})"

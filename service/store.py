@@ -1325,11 +1325,14 @@ def delete_name(r: redis.Redis, tenant: str, name: str) -> bool:
             return True
 
 
-def record_shadow(r: redis.Redis, tenant: str, name: str, comparison: Mapping[str, Any]) -> None:
-    """Keep one shadow comparison (the newest SHADOW_KEPT are kept)."""
+def record_shadows(r: redis.Redis, comparisons: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
+    """Keep shadow comparisons, each ``(tenant, name, comparison)``, in one round trip (the newest
+    SHADOW_KEPT of each name are kept)."""
     with r.pipeline(transaction=False) as pipe:
-        pipe.lpush(shadow_key(tenant, name), orjson.dumps(comparison))
-        pipe.ltrim(shadow_key(tenant, name), 0, SHADOW_KEPT - 1)
+        for tenant, name, comparison in comparisons:
+            pipe.lpush(shadow_key(tenant, name), orjson.dumps(comparison, option=orjson.OPT_SERIALIZE_NUMPY))
+        for tenant, name in {(tenant, name) for tenant, name, _ in comparisons}:
+            pipe.ltrim(shadow_key(tenant, name), 0, SHADOW_KEPT - 1)
         pipe.execute()
 
 
