@@ -22,7 +22,9 @@ What it does, in one run:
    aliases ``split`` (``{"1": 90, "2": 10}``) and ``shadowed`` (version 1, shadow 2, every request);
    predicting through ``bench-iris`` (its ``current``, version 2), through ``bench-iris@split`` and
    through ``bench-iris@shadowed`` is driven in the same rounds as predicting through version 2's
-   ``mdl_…`` id, and reported as a share of it (target: each at least 95%);
+   ``mdl_…`` id, and reported as a share of it (target: each at least 95%); the same four are also timed
+   in this process through nnserve's WSGI app (no network, no neighbour on the GIL, the shadow's own work
+   waited for), which a loaded machine disturbs far less;
 5. measures submit -> running for a warm (idle, started) worker: ``--jobs`` small jobs one after
    another, each timed from before ``POST /v1/jobs`` until ``GET /v1/jobs/{id}`` first shows it
    ``running`` (polled every millisecond), and from the job's own ``created_at`` to ``started_at``.
@@ -265,6 +267,50 @@ def submit_to_running(stack: Stack, jobs: int) -> tuple[list[float], list[float]
     return observed, recorded
 
 
+def in_process(redis_url: str, refs: list[str], body: bytes, calls: int, rounds: int) -> dict[str, float]:
+    """Microseconds per prediction through each of ``refs``, calling nnserve's WSGI app in this process
+    (no network, no other process competing for the GIL): ``calls`` requests per ref, the refs
+    interleaved, the median of ``rounds``. A shadowed ref's background work (run on this process's
+    shadow thread) is waited for inside its timing, so its cost is counted in full."""
+    import io
+
+    from nnserve.service.app import create_app
+    from nnserve.service.settings import Settings
+
+    app = create_app(Settings(_env_file=None, redis_url=redis_url, log_level="WARNING"))
+    shadows = app.extensions["nnserve"].shadows
+
+    def call(ref: str) -> None:
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/v1/models/{ref}/predict",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            "REMOTE_ADDR": "127.0.0.1",
+            "SERVER_NAME": "bench",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+        }
+        status = []
+        b"".join(app(environ, lambda s, h, *_: status.append(s)))
+        assert status[0].startswith("200"), status
+
+    for ref in refs:  # warm: the model and the name's state cached
+        for _ in range(50):
+            call(ref)
+    shadows.drain()
+    timings: dict[str, list[float]] = {ref: [] for ref in refs}
+    for _ in range(rounds):
+        for ref in refs:
+            started = time.perf_counter()
+            for _ in range(calls):
+                call(ref)
+            shadows.drain()
+            timings[ref].append((time.perf_counter() - started) / calls * 1e6)
+    return {ref: statistics.median(values) for ref, values in timings.items()}
+
+
 # Report ------------------------------------------------------------------------------------
 
 
@@ -276,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=20, help="jobs for the submit -> running figure (default 20)")
     parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes, for both servers (default 2)")
     parser.add_argument("--api-threads", type=int, default=8, help="threads per gunicorn process (default 8)")
+    parser.add_argument("--calls", type=int, default=2000, help="requests per ref and round, in process (default 2000)")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk is not installed (apt-get install wrk)")
@@ -315,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
             for name, url, body, _ in endpoints:
                 print(f"round {round_ + 1}/{args.rounds}: {name}", file=sys.stderr)
                 runs[name].append(wrk(url, body, args.duration, args.connections, stack.dir))
+        print("in process ...", file=sys.stderr)
+        refs = [version_2, REGISTERED, f"{REGISTERED}@split", f"{REGISTERED}@shadowed"]
+        micros = in_process(stack.redis_url, refs, one, args.calls, args.rounds * 3)
         print("submit -> running ...", file=sys.stderr)
         observed, recorded = submit_to_running(stack, args.jobs)
     finally:
@@ -362,6 +412,13 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"registry: {name.removeprefix('nnserve predict ')}: {ratio:.1%} of predicting through the mdl_ id's "
             f"requests/s (target >= 95%: {'meets' if ratio >= 0.95 else 'MISSES'})"
+        )
+    names = ["the mdl_ id", "NAME", "a 90/10 split", "a shadowed alias (its shadow run counted)"]
+    for name, ref in zip(names, refs):
+        ratio = micros[refs[0]] / micros[ref]
+        print(
+            f"registry, in process: through {name}: {micros[ref]:.1f} us per prediction, {ratio:.1%} of the mdl_ "
+            f"id's rate (target >= 95%: {'meets' if ratio >= 0.95 else 'MISSES'})"
         )
     submit = statistics.median(observed) * 1000
     print(

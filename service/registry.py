@@ -260,4 +260,8 @@ def decide(
         current = engine.loads(blob) if blob is not None else None
     validation_data = job["training"].get("validation_data")
     held_out = store.load_dataset(r, validation_data) if validation_data else held_out_rows(x, y, train_rows)
-    return promotion(policy, model, current, held_out)
+    try:
+        return promotion(policy, model, current, held_out)
+    except engine.SpecError as error:  # the new model cannot be scored on them: it stays registered, not current
+        record = {"decision": "kept", "metric": policy["if_better"]["metric"], "new": None, "current": None}
+        return "keep", {**record, "reason": f"the held-out rows could not be scored: {error.message}"}

@@ -1124,7 +1124,10 @@ version = redis.call('HINCRBY', KEYS[1], 'next_version', 1)
 redis.call('HSET', KEYS[2], version, ARGV[3])
 redis.call('HSET', KEYS[7], 'version', version)
 redis.call('HSET', KEYS[6], 'version', version)
-if ARGV[11] ~= '' then redis.call('HSET', KEYS[6], 'promotion', ARGV[11]) end
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[6], 'promotion', ARGV[11])
+  redis.call('HSET', KEYS[7], 'promotion', ARGV[11])
+end
 if ARGV[4] == 'promote' or not redis.call('HGET', KEYS[3], 'current') then
   move('current', tostring(version), ARGV[5], ARGV[6], tonumber(ARGV[8]))
 end

@@ -76,7 +76,7 @@ def show(name: str):
                 "status": model["status"],
                 "metrics": model.get("metrics") or {},
                 "evaluation": {k: report[k] for k in SUMMARY if k in report} if isinstance(report, dict) else None,
-                "promotion": (store.get_job(r, model["job_id"]) or {}).get("promotion"),
+                "promotion": model.get("promotion"),
                 "job_id": model["job_id"],
                 "dataset_id": model["dataset_id"],
                 "created_at": model["created_at"],
