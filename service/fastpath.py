@@ -32,6 +32,7 @@ from .cache import ModelCache
 from .errors import ApiError, Invalid
 from .monitoring import ROUTE_KEY, Monitoring
 from .parsing import inputs_array
+from .registry import MODEL_ID_PREFIX
 from .routing import References, Shadows
 
 PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
@@ -88,7 +89,7 @@ class PredictFastPath:
         if tenant is None:
             return None
         resolved = None
-        if self.references is not None:
+        if self.references is not None and not ref.startswith(MODEL_ID_PREFIX):
             key = environ.get(ROUTING_ENVIRON) or environ.get("HTTP_AUTHORIZATION") or environ.get("REMOTE_ADDR", "")
             resolved = self.references.resolve_cached(tenant, ref, key)
             if resolved is None:

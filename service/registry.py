@@ -21,6 +21,7 @@ No Flask here: the worker decides promotions with it (``promotion``), the API re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -72,8 +73,9 @@ class Ref:
     version: int | None = None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ref(text: str) -> Ref:
-    """Raises Unknown for text that cannot name a model."""
+    """Raises Unknown for text that cannot name a model. (Cached: a hot name is parsed once.)"""
     if text.startswith(MODEL_ID_PREFIX):
         return Ref(text, model_id=text)
     name, at, suffix = text.partition("@")
@@ -107,15 +109,29 @@ def routing_fraction(name: str, routing_key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def split_table(split: Mapping[str, float]) -> list[tuple[float, int]]:
+    """``(upper bound, version)`` of each version of a split, in version order, the bounds cumulative
+    shares of 1: a routing fraction below a bound (and above the one before) picks that version."""
+    ordered = sorted((int(v), float(w)) for v, w in split.items())
+    total, bound, table = sum(w for _, w in ordered), 0.0, []
+    for version, weight in ordered:
+        bound += weight / total
+        table.append((bound, version))
+    return table
+
+
+def pick(table: list[tuple[float, Any]], fraction: float) -> Any:
+    """The entry of a ``split_table`` (or one built alike) that a routing fraction lands in."""
+    for bound, chosen in table:
+        if fraction < bound:
+            return chosen
+    return table[-1][1]
+
+
 def split_version(name: str, split: Mapping[str, float], routing_key: str) -> int:
     """The version of a weighted split that answers this routing key."""
-    point = routing_fraction(name, routing_key) * sum(split.values())
-    ordered = sorted((int(v), w) for v, w in split.items())
-    for version, weight in ordered:
-        if point < weight:
-            return version
-        point -= weight
-    return ordered[-1][0]
+    version: int = pick(split_table(split), routing_fraction(name, routing_key))
+    return version
 
 
 def versions_of(target: Any) -> list[int]:
@@ -149,18 +165,16 @@ def alias_map(state: store.RegistryState) -> dict[str, Any]:
     return aliases
 
 
-def resolve(state: store.RegistryState, ref: Ref, routing_key: str) -> Resolved:
-    """The model answering a name reference (``ref.name`` must be set) given the name's state.
+def target_of(state: store.RegistryState, ref: Ref) -> Any:
+    """What a name reference points at: a version number, or an alias's split or shadow target.
     Raises Unknown naming what is missing."""
     name = ref.name
-    assert name is not None
     if state.record is None:
         raise Unknown(f"no registered model {name!r}")
     if ref.version is not None:
-        model_id = state.versions.get(ref.version)
-        if model_id is None:
+        if ref.version not in state.versions:
             raise Unknown(f"{name!r} has no version {ref.version}")
-        return Resolved(model_id, name, ref.version)
+        return ref.version
     alias = ref.alias or CURRENT
     target: Any = state.aliases.get(alias)
     if target is None and (alias == LATEST or ref.alias is None):
@@ -169,14 +183,31 @@ def resolve(state: store.RegistryState, ref: Ref, routing_key: str) -> Resolved:
         if ref.alias is None or alias == LATEST:
             raise Unknown(f"{name!r} has no versions yet")
         raise Unknown(f"{name!r} has no alias {alias!r}")
-    if isinstance(target, dict) and "split" in target:
-        target = split_version(name, target["split"], routing_key)
-    if isinstance(target, dict):
-        version, shadow = target["version"], target["shadow"]
-        return Resolved(
-            state.versions[version], name, version, state.versions.get(shadow), shadow, float(target.get("sample", 1.0))
-        )
-    return Resolved(state.versions[target], name, target)
+    return target
+
+
+def resolve_version(state: store.RegistryState, name: str, version: int, target: Any = None) -> Resolved:
+    """Version ``version`` of ``name``, with the shadow of a shadow ``target``."""
+    model_id = state.versions.get(version)
+    if model_id is None:  # never left so by the scripts; a state read half way through a change, say
+        raise Unknown(f"{name!r} has no version {version}")
+    if isinstance(target, dict) and "shadow" in target:
+        shadow = target["shadow"]
+        return Resolved(model_id, name, version, state.versions.get(shadow), shadow, float(target.get("sample", 1.0)))
+    return Resolved(model_id, name, version)
+
+
+def resolve(state: store.RegistryState, ref: Ref, routing_key: str) -> Resolved:
+    """The model answering a name reference (``ref.name`` must be set) for this routing key, given the
+    name's state. Raises Unknown naming what is missing."""
+    name = ref.name
+    assert name is not None
+    target = target_of(state, ref)
+    if isinstance(target, int):
+        return resolve_version(state, name, target)
+    if "split" in target:
+        return resolve_version(state, name, split_version(name, target["split"], routing_key))
+    return resolve_version(state, name, int(target["version"]), target)
 
 
 # Promotion on evidence ----------------------------------------------------------------------

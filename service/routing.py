@@ -40,6 +40,7 @@ class References:
     def __init__(self, connect: Callable[[], redis.Redis], size: int):
         self._size = size
         self._states: dict[tuple[str, str], store.RegistryState] = {}
+        self._memo: dict[tuple[str, str], Any] = {}  # (tenant, reference) -> Resolved, or (name, split table)
         self._lock = threading.Lock()
         self._changes = 0  # bumped by every drop, so a read that raced one is not kept
         self._subscription = Subscription(connect, store.REGISTRY_EVENTS, self, "registry references")
@@ -61,6 +62,7 @@ class References:
                 if changes == self._changes:
                     if len(self._states) >= self._size:
                         self._states.clear()  # names are few; starting over beats keeping an LRU here
+                        self._memo.clear()
                     self._states[(tenant, name)] = state
         return state
 
@@ -72,15 +74,43 @@ class References:
         return registry.resolve(self.state(r, tenant, ref.name), ref, routing_key)
 
     def resolve_cached(self, tenant: str, text: str, routing_key: str) -> registry.Resolved | None:
-        """The model answering ``text`` from this process's state alone, or None (go the long way)."""
-        if text.startswith(registry.MODEL_ID_PREFIX):
-            return registry.Resolved(text)
+        """The model answering the name reference ``text`` from this process's state alone, or None (go the
+        long way). What a reference resolves to is kept until the name changes, a split as its table of
+        resolutions, so the hot path is a dictionary lookup (and a hash, for a split)."""
+        memo = self._memo.get((tenant, text))
+        if memo is None:
+            memo = self._remember(tenant, text)
+            if memo is None:
+                return None
+        if isinstance(memo, registry.Resolved):
+            return memo
+        name, table = memo
+        resolved: registry.Resolved = registry.pick(table, registry.routing_fraction(name, routing_key))
+        return resolved
+
+    def _remember(self, tenant: str, text: str) -> registry.Resolved | tuple[str, list] | None:
+        changes = self._changes
         try:
             ref = registry.parse_ref(text)
-            state = self.peek(tenant, ref.name or "")
-            return registry.resolve(state, ref, routing_key) if state is not None else None
         except registry.Unknown:
             return None
+        state = self.peek(tenant, ref.name or "")
+        if state is None or ref.name is None:
+            return None
+        try:
+            target = registry.target_of(state, ref)
+            memo: registry.Resolved | tuple[str, list]
+            if isinstance(target, dict) and "split" in target:
+                table = registry.split_table(target["split"])
+                memo = (ref.name, [(bound, registry.resolve_version(state, ref.name, v)) for bound, v in table])
+            else:
+                memo = registry.resolve(state, ref, "")
+        except registry.Unknown:
+            return None
+        with self._lock:
+            if changes == self._changes:
+                self._memo[(tenant, text)] = memo
+        return memo
 
     # The subscription's listener: every message is ``tenant/name`` of a changed name.
 
@@ -96,6 +126,7 @@ class References:
         with self._lock:
             self._changes += 1
             self._states.pop((tenant, name), None)
+            self._memo.clear()  # changes are rare: start the resolutions over
 
     def on_lost(self) -> None:
         self.clear()
@@ -104,6 +135,7 @@ class References:
         with self._lock:
             self._changes += 1
             self._states.clear()
+            self._memo.clear()
 
 
 class Shadows:
