@@ -18,7 +18,14 @@ What it does, in one run:
    in ``--rounds`` alternating rounds so that a neighbour's load hits every endpoint alike, and
    reports the median round: requests/s, latency p50 and p99 under that load, and for the
    1000-row requests rows/s; nnserve's requests/s as a share of the trivial endpoint's;
-4. measures submit -> running for a warm (idle, started) worker: ``--jobs`` small jobs one after
+4. the registry (issue 9): the iris model is trained twice more under the name ``bench-iris``, with the
+   aliases ``split`` (``{"1": 90, "2": 10}``) and ``shadowed`` (version 1, shadow 2, every request);
+   predicting through ``bench-iris`` (its ``current``, version 2), through ``bench-iris@split`` and
+   through ``bench-iris@shadowed`` is driven in the same rounds as predicting through version 2's
+   ``mdl_…`` id, and reported as a share of it (target: each at least 95%); the same four are also timed
+   in this process through nnserve's WSGI app (no network, no neighbour on the GIL, the shadow's own work
+   waited for), which a loaded machine disturbs far less;
+5. measures submit -> running for a warm (idle, started) worker: ``--jobs`` small jobs one after
    another, each timed from before ``POST /v1/jobs`` until ``GET /v1/jobs/{id}`` first shows it
    ``running`` (polled every millisecond), and from the job's own ``created_at`` to ``started_at``.
 
@@ -49,6 +56,8 @@ from flask import Flask, jsonify, request
 from nnserve.cli.supervisor import free_port
 
 REPO = Path(__file__).resolve().parent.parent
+REGISTERED = "bench-iris"
+REGISTRY_BASE = "nnserve predict through version 2's mdl_ id"
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 IRIS_JOB = {
     "dataset": "iris",
@@ -173,8 +182,8 @@ class Stack:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def train_iris(stack: Stack) -> str:
-    job = http("POST", stack.api + "/v1/jobs", IRIS_JOB)
+def train_iris(stack: Stack, **extra) -> str:
+    job = http("POST", stack.api + "/v1/jobs", {**IRIS_JOB, **extra})
     deadline = time.monotonic() + 120
     while (state := http("GET", f"{stack.api}/v1/jobs/{job['id']}"))["status"] not in (
         "succeeded",
@@ -186,6 +195,8 @@ def train_iris(stack: Stack) -> str:
         time.sleep(0.2)
     if state["status"] != "succeeded":
         raise SystemExit(f"bench: training failed: {state.get('error')}")
+    if extra:
+        return job["model_id"]
     # The same weights for the bare endpoint, read from the model download as a client would
     # (the documented .npz layout; importing ``engine`` here would find bench/engine.py).
     import io
@@ -256,6 +267,50 @@ def submit_to_running(stack: Stack, jobs: int) -> tuple[list[float], list[float]
     return observed, recorded
 
 
+def in_process(redis_url: str, refs: list[str], body: bytes, calls: int, rounds: int) -> dict[str, float]:
+    """Microseconds per prediction through each of ``refs``, calling nnserve's WSGI app in this process
+    (no network, no other process competing for the GIL): ``calls`` requests per ref, the refs
+    interleaved, the median of ``rounds``. A shadowed ref's background work (run on this process's
+    shadow thread) is waited for inside its timing, so its cost is counted in full."""
+    import io
+
+    from nnserve.service.app import create_app
+    from nnserve.service.settings import Settings
+
+    app = create_app(Settings(_env_file=None, redis_url=redis_url, log_level="WARNING"))
+    shadows = app.extensions["nnserve"].shadows
+
+    def call(ref: str) -> None:
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/v1/models/{ref}/predict",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            "REMOTE_ADDR": "127.0.0.1",
+            "SERVER_NAME": "bench",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+        }
+        status = []
+        b"".join(app(environ, lambda s, h, *_: status.append(s)))
+        assert status[0].startswith("200"), status
+
+    for ref in refs:  # warm: the model and the name's state cached
+        for _ in range(50):
+            call(ref)
+    shadows.drain()
+    timings: dict[str, list[float]] = {ref: [] for ref in refs}
+    for _ in range(rounds):
+        for ref in refs:
+            started = time.perf_counter()
+            for _ in range(calls):
+                call(ref)
+            shadows.drain()
+            timings[ref].append((time.perf_counter() - started) / calls * 1e6)
+    return {ref: statistics.median(values) for ref, values in timings.items()}
+
+
 # Report ------------------------------------------------------------------------------------
 
 
@@ -267,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=20, help="jobs for the submit -> running figure (default 20)")
     parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes, for both servers (default 2)")
     parser.add_argument("--api-threads", type=int, default=8, help="threads per gunicorn process (default 8)")
+    parser.add_argument("--calls", type=int, default=2000, help="requests per ref and round, in process (default 2000)")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk is not installed (apt-get install wrk)")
@@ -279,12 +335,24 @@ def main(argv: list[str] | None = None) -> None:
         rows = np.random.default_rng(0).normal(IRIS_ROW, 0.5, size=(1000, 4)).round(2)
         thousand = json.dumps({"inputs": rows.tolist()}).encode()
         predict = f"{stack.api}/v1/models/{model_id}/predict"
+        train_iris(stack, name=REGISTERED)
+        version_2 = train_iris(stack, name=REGISTERED, training={**IRIS_JOB["training"], "seed": 2})
+        for alias, target in (("split", {"split": {"1": 90, "2": 10}}), ("shadowed", {"version": 1, "shadow": 2})):
+            http("PUT", f"{stack.api}/v1/registry/{REGISTERED}/aliases/{alias}", target)
+        by_ref = f"{stack.api}/v1/models/{{}}/predict"
+        registry_endpoints = [
+            (REGISTRY_BASE, by_ref.format(version_2), one, 1),
+            ("nnserve predict through NAME", by_ref.format(REGISTERED), one, 1),
+            ("nnserve predict through a 90/10 split", by_ref.format(f"{REGISTERED}@split"), one, 1),
+            ("nnserve predict through a shadowed alias", by_ref.format(f"{REGISTERED}@shadowed"), one, 1),
+        ]
         endpoints = [
             ("trivial Flask endpoint", f"{stack.peer}/trivial", one, 1),
             ("bare NumPy forward pass", f"{stack.peer}/bare", one, 1),
             ("nnserve predict", predict, one, 1),
             ("bare NumPy forward pass, 1000 rows", f"{stack.peer}/bare", thousand, 1000),
             ("nnserve predict, 1000 rows", predict, thousand, 1000),
+            *registry_endpoints,
         ]
         for _, url, body, _ in endpoints:  # warm-up: caches filled, every gunicorn process touched
             wrk(url, body, 2, args.connections, stack.dir)
@@ -294,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
             for name, url, body, _ in endpoints:
                 print(f"round {round_ + 1}/{args.rounds}: {name}", file=sys.stderr)
                 runs[name].append(wrk(url, body, args.duration, args.connections, stack.dir))
+        print("in process ...", file=sys.stderr)
+        refs = [version_2, REGISTERED, f"{REGISTERED}@split", f"{REGISTERED}@shadowed"]
+        micros = in_process(stack.redis_url, refs, one, args.calls, args.rounds * 3)
         print("submit -> running ...", file=sys.stderr)
         observed, recorded = submit_to_running(stack, args.jobs)
     finally:
@@ -335,6 +406,20 @@ def main(argv: list[str] | None = None) -> None:
     print()
     share = median("nnserve predict", "rps") / trivial_rps
     rows_per_s = median("nnserve predict, 1000 rows", "rps") * 1000
+    base = median(REGISTRY_BASE, "rps")
+    for name, *_ in registry_endpoints[1:]:
+        ratio = median(name, "rps") / base
+        print(
+            f"registry: {name.removeprefix('nnserve predict ')}: {ratio:.1%} of predicting through the mdl_ id's "
+            f"requests/s (target >= 95%: {'meets' if ratio >= 0.95 else 'MISSES'})"
+        )
+    names = ["the mdl_ id", "NAME", "a 90/10 split", "a shadowed alias (its shadow run counted)"]
+    for name, ref in zip(names, refs):
+        ratio = micros[refs[0]] / micros[ref]
+        print(
+            f"registry, in process: through {name}: {micros[ref]:.1f} us per prediction, {ratio:.1%} of the mdl_ "
+            f"id's rate (target >= 95%: {'meets' if ratio >= 0.95 else 'MISSES'})"
+        )
     submit = statistics.median(observed) * 1000
     print(
         f"predict vs trivial: {share:.0%} of its requests/s (target >= 85%: {'meets' if share >= 0.85 else 'MISSES'})"

@@ -139,12 +139,18 @@ ERRORS = {
 }
 
 
-class Prediction(NamedTuple):
-    """``predictions``: labels (classification) or values, one per row; ``probabilities``: one
-    column per class in the model's ``classes`` order, or None for a regressor."""
-
+class _Outputs(NamedTuple):
     predictions: np.ndarray
     probabilities: np.ndarray | None
+
+
+class Prediction(_Outputs):
+    """``predictions``: labels (classification) or values, one per row; ``probabilities``: one
+    column per class in the model's ``classes`` order, or None for a regressor. It unpacks as those two;
+    ``model_version`` (an attribute, not a third item) is the version of a registered model that
+    answered, None for a model without a name."""
+
+    model_version: int | None = None
 
 
 class Client:
@@ -304,11 +310,22 @@ class Client:
 
     # Jobs ------------------------------------------------------------------------------
 
-    def train(self, dataset: str, model: dict | str, training: dict | None = None, name: str | None = None) -> dict:
-        """Submit a training job on ``dataset`` (an id); returns the queued job (``id``, ``model_id``)."""
+    def train(
+        self,
+        dataset: str,
+        model: dict | str,
+        training: dict | None = None,
+        name: str | None = None,
+        promote: str | dict | None = None,
+    ) -> dict:
+        """Submit a training job on ``dataset`` (an id); returns the queued job (``id``, ``model_id``).
+        Under a ``name`` its model becomes the name's next version; ``promote`` (``always``, ``never``,
+        ``{"if_better": {"metric": ..., "min_delta": ...}}``) says whether it becomes ``current``."""
         body: dict[str, Any] = {"dataset": dataset, "model": model, "training": training or {}}
         if name is not None:
             body["name"] = name
+        if promote is not None:
+            body["promote"] = promote
         return self._json("POST", "/v1/jobs", body, idempotent=True)
 
     def list_jobs(self, offset: int = 0, limit: int = 100) -> list[dict]:
@@ -403,8 +420,9 @@ class Client:
     def get_model(self, model_id: str) -> dict:
         return self._json("GET", f"/v1/models/{_id(model_id)}")
 
-    def delete_model(self, model_id: str) -> None:
-        self._json("DELETE", f"/v1/models/{_id(model_id)}")
+    def delete_model(self, model_id: str, force: bool = False) -> None:
+        """Delete a model; a registered version that aliases point at only with ``force`` (they go too)."""
+        self._json("DELETE", f"/v1/models/{_id(model_id)}", params={"force": "true"} if force else None)
 
     def predict(self, model_id: str, inputs: Any) -> Prediction:
         """Predict for ``inputs``: rows of features as a 2-D NumPy array, a list of lists, or a pandas
@@ -412,10 +430,12 @@ class Client:
         other columns are left out). Raises ValueError for a value JSON cannot carry (NaN, inf)."""
         body = self._json("POST", f"/v1/models/{_id(model_id)}/predict", {"inputs": self._rows(model_id, inputs)})
         probabilities = body.get("probabilities")
-        return Prediction(
+        prediction = Prediction(
             np.asarray(body["predictions"]),
             None if probabilities is None else np.asarray(probabilities, dtype=np.float64),
         )
+        prediction.model_version = body.get("model_version")
+        return prediction
 
     def evaluate(self, model_id: str, dataset: str) -> dict:
         """The model's ``loss`` and ``metrics`` on a dataset (an id)."""
@@ -430,6 +450,58 @@ class Client:
         from nnserve import engine
 
         return engine.loads(self.weights(model_id))
+
+    # The model registry -----------------------------------------------------------------
+    # Every method taking a ``model_id`` above takes any model reference: ``mdl_…``, ``NAME`` (its
+    # ``current`` version), ``NAME@ALIAS`` or ``NAME@N``.
+
+    def list_registry(self, offset: int = 0, limit: int = 100) -> list[dict]:
+        """One page of your registered names (``name``, ``versions`` count, ``aliases``), latest change first."""
+        return self._json("GET", "/v1/registry", params={"offset": offset, "limit": limit})["items"]
+
+    def iter_registry(self, page_size: int = 100) -> Iterator[dict]:
+        return self._pages("/v1/registry", page_size)
+
+    def get_registered(self, name: str) -> dict:
+        """A registered name: every version, the aliases, the alias moves, the shadow's agreement."""
+        return self._json("GET", f"/v1/registry/{_id(name)}")
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int | None = None,
+        *,
+        split: dict[int, float] | None = None,
+        shadow: int | None = None,
+        sample: float | None = None,
+    ) -> dict:
+        """Point ``alias`` at a ``version``, a weighted ``split`` (``{3: 90, 4: 10}``) or a version with a
+        ``shadow``; returns the alias map."""
+        body: dict[str, Any] = {}
+        if split is not None:
+            body["split"] = {str(v): w for v, w in split.items()}
+        for field, value in (("version", version), ("shadow", shadow), ("sample", sample)):
+            if value is not None:
+                body[field] = value
+        return self._json("PUT", f"/v1/registry/{_id(name)}/aliases/{_id(alias)}", body)["aliases"]
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._json("DELETE", f"/v1/registry/{_id(name)}/aliases/{_id(alias)}")
+
+    def rollback(self, name: str, version: int | None = None) -> dict:
+        """Move ``current`` to ``version``, by default to where ``previous`` points; returns the alias map."""
+        if version is None:
+            previous = self.get_registered(name)["aliases"].get("previous")
+            if previous is None:
+                raise NotFoundError(404, {"detail": f"{name!r} has no alias 'previous' to roll back to"})
+            target = previous if isinstance(previous, dict) else {"version": previous}
+            return self._json("PUT", f"/v1/registry/{_id(name)}/aliases/current", target)["aliases"]
+        return self.set_alias(name, "current", version)
+
+    def delete_registered(self, name: str) -> None:
+        """Delete a registered name and every one of its versions' models."""
+        self._json("DELETE", f"/v1/registry/{_id(name)}")
 
     def _rows(self, model_id: str, inputs: Any) -> Any:
         """``inputs`` as rows in the model's feature order: a DataFrame's columns picked by name."""

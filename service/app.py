@@ -12,13 +12,14 @@ from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, errors, limits, logs, store
-from .cache import ModelCache
+from .cache import ModelCache, ready_entry
 from .context import Services
 from .cors import Cors
 from .events import Streams
 from .fastpath import PredictFastPath
 from .monitoring import Monitoring
 from .queue import make_queue
+from .routing import References, Shadows
 from .settings import Settings
 
 
@@ -43,19 +44,22 @@ def create_app(settings: Settings | None = None) -> Flask:
         return store.connect(settings)
 
     monitoring = Monitoring(app, settings)
+    cache = ModelCache(subscriber, settings.model_cache_size, on_lookup=monitoring.cache_lookup)
     app.extensions["nnserve"] = services = Services(
         settings=settings,
         redis=connection,
         queue=make_queue(connection),
-        cache=ModelCache(subscriber, settings.model_cache_size, on_lookup=monitoring.cache_lookup),
+        cache=cache,
         monitoring=monitoring,
         streams=Streams(settings.stream_limit, settings.stream_lifetime, settings.stream_heartbeat),
         keys=auth.keys_of(settings, connection, subscriber),
+        references=References(subscriber, settings.model_cache_size),
+        shadows=Shadows(subscriber, lambda r, owner, model_id: cache.get(model_id, lambda: ready_entry(r, model_id))),
     )
 
-    from .routes import dashboard, datasets, jobs, models, ops, v2
+    from .routes import dashboard, datasets, jobs, models, ops, registry, v2
 
-    for blueprint in (datasets.bp, jobs.bp, models.bp, v2.bp, ops.bp, dashboard.bp):
+    for blueprint in (datasets.bp, jobs.bp, models.bp, registry.bp, v2.bp, ops.bp, dashboard.bp):
         app.register_blueprint(blueprint)
 
     # Keys first: the rate limits count per key.
@@ -72,6 +76,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         monitoring,
         services.keys,
         settings.max_body_bytes,
+        references=services.references,
+        shadows=services.shadows,
         enabled=settings.rate_limit_predict is None,
     )
     outer = monitoring.wrap(fast)

@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 import redis
 
+from nnserve import engine
+
 from . import store
+from .lifecycle import ModelStatus
 from .shapes import fit_to_model
 from .subscription import Subscription
 
@@ -50,6 +53,25 @@ class Entry:
             return {"predictions": np.ascontiguousarray(self.model.predict(x))}
         probabilities = self.model.predict_proba(x)
         return {"predictions": self.classes[probabilities.argmax(axis=1)].tolist(), "probabilities": probabilities}
+
+
+def entry_from(record: dict[str, Any], blob: bytes) -> Entry:
+    """The loaded model of a ready model record and its weights."""
+    model = engine.loads(blob)
+    classes = np.asarray(model.classes) if model.task == "classification" else None
+    return Entry(
+        model=model, tenant=record["tenant"], classes=classes, name=record.get("name"), version=record.get("version")
+    )
+
+
+def ready_entry(r: redis.Redis, model_id: str) -> Entry:
+    """The loaded model ``model_id`` (any tenant's: the caller checks), for background work; raises
+    LookupError when it is gone or has no weights."""
+    record = store.get_model_record(r, model_id)
+    blob = store.load_weights(r, model_id) if record is not None and record.get("status") == ModelStatus.ready else None
+    if record is None or blob is None:
+        raise LookupError(f"model {model_id!r} is gone or has no weights")
+    return entry_from(record, blob)
 
 
 class ModelCache:

@@ -13,6 +13,7 @@ from .auth import Keys
 from .cache import ModelCache
 from .events import Streams
 from .monitoring import Monitoring
+from .routing import References, Shadows
 from .settings import Settings
 
 
@@ -27,6 +28,8 @@ class Services:
     monitoring: Monitoring
     streams: Streams
     keys: Keys
+    references: References
+    shadows: Shadows
 
 
 def services() -> Services:

@@ -16,6 +16,9 @@ job statistics, sets the model's status and, into a finished status, drops the j
 | fail           | queued, running | failed    | failed   | finished_at, error          | the worker's RQ failure callbacks      |
 | succeed        | running         | succeeded | ready    | finished_at, epoch, error   | the worker, with the trained weights   |
 
+A named job's model is given its version (and ``current`` moved by its ``promote`` policy) just
+before ``succeed``, under the same lease (``store.register_version``).
+
 ``start`` applies to a ``running`` job too: RQ may requeue a job whose worker died before our
 record moved back. The API's ``cancel`` tries its two rows (``cancel``, ``request_cancel``) in
 that one step, so what it does is decided atomically.
@@ -197,11 +200,23 @@ def fail(r: redis.Redis, job: Job, error: Error, lease: str | None = None) -> bo
 
 
 def succeed(
-    r: redis.Redis, job: Job, lease: str, weights: bytes, fields: dict[str, Any], epochs: list[dict[str, float]]
+    r: redis.Redis,
+    job: Job,
+    lease: str,
+    weights: bytes,
+    fields: dict[str, Any],
+    epochs: list[dict[str, float]],
+    promotion: tuple[str, dict[str, Any] | None] = ("promote", None),
 ) -> bool:
     """Store the trained model (``store.save_model``) and mark job and model succeeded/ready, if ``lease``
-    still holds the job; False when another attempt has taken it over."""
+    still holds the job; False when another attempt has taken it over.
+
+    A named job's model first becomes the next version of its name (``store.register_version``), moving
+    ``current`` by ``promotion`` (``(decision, record)``, ``registry.promotion``): so a job seen
+    ``succeeded`` already has its version and its promotion record."""
     store.save_model(r, job, weights, fields, epochs)
+    if job.get("name") is not None and store.register_version(r, job, lease, JobStatus.running, *promotion) is None:
+        return False
     done = {"finished_at": store.now(), "epoch": len(epochs), "error": None}  # a retry's reason no longer applies
     move, _ = _apply(r, job, (Move.succeed, done), lease=lease)
     return move is not None

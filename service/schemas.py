@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
 
 from nnserve.engine.network import INPUT_SCALINGS
 
@@ -26,6 +36,19 @@ Label = (
     | Annotated[str, Field(strict=True)]
 )
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _not_a_model_id(name: str) -> str:
+    if name.startswith("mdl_"):
+        raise ValueError("must not start with 'mdl_' (model ids do)")
+    return name
+
+
+RegisteredName = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z][A-Za-z0-9._-]{0,63}$", description="A registered model name (never `mdl_…`)."),
+    AfterValidator(_not_a_model_id),
+]
 
 
 class Request(BaseModel):
@@ -164,9 +187,30 @@ class DatasetList(Page):
 # Jobs ----------------------------------------------------------------------------------
 
 
+class IfBetter(Request):
+    metric: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="A logged value: `val_accuracy`, `val_loss` or any other; lower wins for losses, mae, mse."
+    )
+    min_delta: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+
+class PromoteIfBetter(Request):
+    if_better: IfBetter
+
+
 class JobCreate(Request):
     dataset: str = Field(description="Id of the dataset to train on (`iris`, `blobs`, `linear` or an uploaded one).")
-    name: Name | None = None
+    name: RegisteredName | None = Field(
+        None,
+        description="The registered model name: the model becomes its next version when it is ready "
+        "(`^[A-Za-z][A-Za-z0-9._-]{0,63}$`, not starting with `mdl_`).",
+    )
+    promote: Literal["always", "never"] | PromoteIfBetter | None = Field(
+        None,
+        description="With a `name`: `always` (the default) makes the new version `current`; `never` leaves "
+        '`current` (a first version still becomes it); `{"if_better": {"metric", "min_delta"}}` scores the '
+        "new and the current version on the same held-out rows and promotes only a better one.",
+    )
     model: ModelField = Field(
         description="An nnserve model spec, or a Keras `Sequential` document (object or JSON "
         'text), or `{"keras": <document>, "input_scaling": ...}`.'
@@ -187,6 +231,11 @@ class JobFailure(BaseModel):
 class JobPublic(BaseModel):
     id: str
     name: str | None = None
+    version: int | None = Field(None, description="The version of `name` its model became, once ready.")
+    promote: Any = Field(None, description="The promotion policy (named jobs).")
+    promotion: dict[str, Any] | None = Field(
+        None, description='For `if_better`: `{"decision", "metric", "new", "current", "reason"}`.'
+    )
     status: JobStatus
     dataset_id: str
     model_id: str
@@ -225,6 +274,7 @@ class ModelOutput(BaseModel):
 class ModelPublic(BaseModel):
     id: str
     name: str | None = None
+    version: int | None = Field(None, description="Its version under `name`, once ready.")
     status: ModelStatus
     job_id: str
     dataset_id: str
@@ -249,6 +299,7 @@ class PredictRequest(Request):
 class PredictResponse(BaseModel):
     predictions: list[Label | list[float]] = Field(description="Class labels (classification) or values.")
     probabilities: list[list[float]] | None = Field(None, description="Per class, in the order of the model's classes.")
+    model_version: int | None = Field(None, description="The version that answered (registered models only).")
 
 
 class EvaluateRequest(Request):
@@ -292,3 +343,75 @@ class Problem(BaseModel):
     detail: str
     errors: list[dict[str, Any]] | None = Field(None, description="422 only: each with `loc`, `msg`, `type`.")
     request_id: str | None = Field(None, description="The request's X-Request-ID, as in the server's log lines.")
+
+
+# The model registry ------------------------------------------------------------------------
+
+Version = Annotated[int, Field(strict=True, ge=1)]
+
+
+class AliasSet(Request):
+    """Where an alias points: a `version`; or a weighted `split` (`{"3": 90, "4": 10}`: each caller, by
+    its routing key, is answered by one version); or a `version` with a `shadow` version that a
+    `sample` of the requests also runs through in the background."""
+
+    version: Version | None = None
+    split: dict[str, Annotated[float, Field(strict=False, gt=0, allow_inf_nan=False)]] | None = Field(
+        None, description="Version number → weight (any positive numbers; shares are weight / total)."
+    )
+    shadow: Version | None = Field(None, description="Also run this version, in the background, on `sample` of them.")
+    sample: Annotated[float, Field(gt=0, le=1)] | None = Field(None, description="Share of requests shadowed (1).")
+
+
+class RegistryItem(BaseModel):
+    name: str
+    versions: int = Field(description="How many versions the name holds.")
+    aliases: dict[str, Any] = Field(description="Alias → version (or split / shadow target); `latest` derived.")
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class RegistryList(Page):
+    items: list[RegistryItem]
+
+
+class RegistryVersion(BaseModel):
+    version: int
+    model_id: str
+    status: ModelStatus
+    metrics: dict[str, float] = Field(default_factory=dict)
+    evaluation: dict[str, Any] | None = Field(None, description="The evaluation report's summary, when it has one.")
+    promotion: dict[str, Any] | None = Field(None, description="What its job decided about `current`, if asked.")
+    job_id: str
+    dataset_id: str
+    created_at: str
+    trained_at: str | None = None
+
+
+class AliasEvent(BaseModel):
+    at: str
+    alias: str
+    from_: Any = Field(None, alias="from")
+    to: Any = None
+    by: str = Field(description='"api", or "job <id>" for a move made by a job\'s promotion.')
+
+
+class RegistryDetail(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    versions: list[RegistryVersion] = Field(description="Every version, newest first.")
+    aliases: dict[str, Any] = Field(description="Alias → version (or split / shadow target); `latest` derived.")
+    created_at: str | None = None
+    updated_at: str | None = None
+    events: list[AliasEvent] = Field(description="Alias moves, newest first (the last 100).")
+    shadow: dict[str, Any] | None = Field(
+        None,
+        description="Agreement of the shadow with the answering version over the last shadowed requests: "
+        "`requests`, `rows`, `label_agreement` (share of equal labels), `mean_abs_diff` (probabilities or values).",
+    )
+
+
+class Aliases(BaseModel):
+    name: str
+    aliases: dict[str, Any]

@@ -93,12 +93,14 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
     if isinstance(training, dict):
         training.setdefault("metrics", DEFAULT_METRICS[task])
     model = check(model_spec, training, dataset, settings, invalid)
+    promote = promotion_policy(body, model.training.config())
     job_id, model_id, created_at = store.new_id("job"), store.new_id("mdl"), store.now()
     config = model.training.config()
     job = {
         "id": job_id,
         "tenant": tenant,
         "name": body.name,
+        "promote": promote,
         "dataset_id": dataset["id"],
         "model_id": model_id,
         "status": JobStatus.queued,
@@ -136,6 +138,24 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
         "trained_at": None,
     }
     return job, record
+
+
+def promotion_policy(body: JobCreate, training: dict[str, Any]) -> Any:
+    """The job's ``promote`` as stored: None without a name, ``always`` by default. Raises Invalid for a
+    policy without a name, or an ``if_better`` with no held-out rows to compare on."""
+    if body.name is None:
+        if body.promote is not None:
+            raise Invalid("promote", "needs a name: only a registered model's versions are promoted")
+        return None
+    if body.promote is None or isinstance(body.promote, str):
+        return body.promote or "always"
+    if not training.get("validation_split") and not training.get("validation_data"):
+        raise Invalid(
+            "promote",
+            "if_better compares the new and the current version on held-out rows, and this job has none: "
+            "set training.validation_split (or training.validation_data)",
+        )
+    return body.promote.model_dump()
 
 
 def from_keras(model: KerasModel | dict[str, Any] | str, training: Any, n_features: int):

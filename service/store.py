@@ -16,6 +16,13 @@
 | nnserve:idempotency:{tenant}:{sha256} | string     | JSON: a POST's fingerprint and response, by its key     |
 | nnserve:ratelimit:{scope}:{who}       | hash       | requests per tenth of the sliding window (expires with it) |
 | nnserve:events:models (pub/sub)       | channel    | ids of deleted models, so API processes drop them       |
+| nnserve:registry:{tenant}:{name}      | hash       | a registered name: next_version, created_at, updated_at |
+| nnserve:registry:{tenant}:{name}:versions | hash   | version number → model id (ready models only)           |
+| nnserve:registry:{tenant}:{name}:aliases  | hash   | alias → JSON target: a version, a split or a shadow pair |
+| nnserve:registry:{tenant}:{name}:events   | list   | JSON alias moves, newest first (bounded)                |
+| nnserve:registry:{tenant}:{name}:shadow   | list   | JSON shadow comparisons, newest first (bounded)         |
+| nnserve:tenant:{tenant}:registry      | sorted set | registered names by last change                         |
+| nnserve:events:registry (pub/sub)     | channel    | ``tenant/name`` of each name whose versions or aliases changed |
 | nnserve:apikeys                       | hash       | SHA-256 (hex) of each stored API key: JSON id, tenant, scopes, created_at, revoked_at |
 | nnserve:events:keys (pub/sub)         | channel    | SHA-256 (hex) of each key created or revoked            |
 | rq:*                                  | RQ's own   | the ``nnserve`` queue and its registries                |
@@ -755,6 +762,16 @@ def get_model(r: redis.Redis, model_id: str, tenant: str) -> dict[str, Any] | No
     return _owned(_decode(r.hgetall(model_key(model_id))), tenant)
 
 
+def get_model_record(r: redis.Redis, model_id: str) -> dict[str, Any] | None:
+    """The model record, whatever its tenant (for background work that checked the tenant already)."""
+    return _decode(r.hgetall(model_key(model_id)))
+
+
+def models_by_id(r: redis.Redis, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The model records of ``ids`` that exist, by id (one round trip)."""
+    return {record["id"]: record for record in _fetch_many(r, model_key, ids)}
+
+
 def list_models(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
     return _fetch_many(r, model_key, _page(r, tenant, MODELS, offset, limit))
 
@@ -1030,3 +1047,332 @@ def restore_record(r: redis.Redis, family: Family, record_id: str, parts: dict[s
         if family.name == MODELS:
             pipe.publish(MODEL_EVENTS, record_id)
         pipe.execute()
+
+
+# The model registry ----------------------------------------------------------------------
+#
+# A registered name (``service.registry`` owns the grammar, references and routing) keeps its
+# versions (number → model id) and its stored aliases (name → JSON target: ``3``, ``{"split":
+# {"3": 90, "4": 10}}`` or ``{"version": 3, "shadow": 4, "sample": 1.0}``). ``latest`` is never
+# stored: it is the highest version. Every change goes through one Lua script, so two jobs
+# finishing together get distinct versions, and an alias move racing a delete never leaves an
+# alias pointing at a version that is gone. Each script publishes ``tenant/name`` on
+# REGISTRY_EVENTS, so every API process drops what it cached of the name.
+
+REGISTRY = "registry"
+"""The kind of the per-tenant index of registered names (``index_key(tenant, REGISTRY)``)."""
+REGISTRY_EVENTS = f"{PREFIX}:events:registry"
+"""Pub/sub channel carrying ``tenant/name`` of each registered name whose versions or aliases changed."""
+ALIAS_EVENTS_KEPT = 100
+"""Alias moves kept per name (the oldest are dropped)."""
+SHADOW_KEPT = 1000
+"""Shadow comparisons kept per name: the agreement is reported over these."""
+
+
+def registry_key(tenant: str, name: str) -> str:
+    return f"{PREFIX}:registry:{tenant}:{name}"
+
+
+def versions_key(tenant: str, name: str) -> str:
+    return f"{PREFIX}:registry:{tenant}:{name}:versions"
+
+
+def aliases_key(tenant: str, name: str) -> str:
+    return f"{PREFIX}:registry:{tenant}:{name}:aliases"
+
+
+def alias_events_key(tenant: str, name: str) -> str:
+    return f"{PREFIX}:registry:{tenant}:{name}:events"
+
+
+def shadow_key(tenant: str, name: str) -> str:
+    return f"{PREFIX}:registry:{tenant}:{name}:shadow"
+
+
+def _name_keys(tenant: str, name: str) -> list[str]:
+    """KEYS 1-5 of every registry script: the name, its versions, aliases, alias events, and the index."""
+    return [
+        registry_key(tenant, name),
+        versions_key(tenant, name),
+        aliases_key(tenant, name),
+        alias_events_key(tenant, name),
+        index_key(tenant, REGISTRY),
+    ]
+
+
+# Shared by the registry scripts (prepended to each). KEYS 1-5 as ``_name_keys``. ``move`` sets an
+# alias and records the move; a move of ``current`` sets ``previous`` to where it pointed. ``touch``
+# marks the name changed and tells every API process. Events are JSON built here: ``at`` and ``by``
+# come in JSON-encoded, aliases follow the name grammar, targets are stored JSON.
+_REGISTRY_LIB = """
+local function record(alias, from, to, by, at, limit)
+  redis.call('LPUSH', KEYS[4], '{"at":' .. at .. ',"alias":"' .. alias .. '","from":' .. (from or 'null')
+    .. ',"to":' .. (to or 'null') .. ',"by":' .. by .. '}')
+  redis.call('LTRIM', KEYS[4], 0, limit - 1)
+end
+local function move(alias, to, by, at, limit)
+  local from = redis.call('HGET', KEYS[3], alias)
+  if from == to then return end
+  if to then redis.call('HSET', KEYS[3], alias, to) else redis.call('HDEL', KEYS[3], alias) end
+  record(alias, from, to, by, at, limit)
+  if alias == 'current' and from and to then
+    local before = redis.call('HGET', KEYS[3], 'previous')
+    if before ~= from then
+      redis.call('HSET', KEYS[3], 'previous', from)
+      record('previous', before, from, by, at, limit)
+    end
+  end
+end
+local function points_at(target, version)
+  local t = cjson.decode(target)
+  local v = tonumber(version)
+  if type(t) == 'number' then return t == v end
+  if t.split then
+    for k, _ in pairs(t.split) do if tonumber(k) == v then return true end end
+  end
+  return t.version == v or t.shadow == v
+end
+local function touch(at, score, channel, payload)
+  redis.call('HSETNX', KEYS[1], 'created_at', at)
+  redis.call('HSET', KEYS[1], 'updated_at', at)
+  redis.call('ZADD', KEYS[5], score, payload)
+  redis.call('PUBLISH', channel, payload)
+end
+"""
+
+# Gives a job's freshly trained model the next version of its name, if the attempt holding
+# ``lease`` still holds the job and it is running (so it runs just before ``succeed``), and moves
+# ``current`` to it by the job's decision. Run again for the same model it returns the version it
+# gave (an attempt that took over trains the same model id). KEYS 1-5 as ``_name_keys``, then job,
+# model. ARGV: lease, running status (JSON), model id, decision (``promote``: move current;
+# ``keep``: move it only when there is none), by, at, score, events limit, channel, payload,
+# promotion (JSON or ""). Returns the version, or -1 when the attempt no longer holds the job.
+_REGISTER_VERSION = _script(
+    _REGISTRY_LIB
+    + """
+if redis.call('HGET', KEYS[6], 'lease') ~= ARGV[1] or redis.call('HGET', KEYS[6], 'status') ~= ARGV[2] then
+  return -1
+end
+local version = redis.call('HGET', KEYS[7], 'version')
+if version then return tonumber(version) end
+version = redis.call('HINCRBY', KEYS[1], 'next_version', 1)
+redis.call('HSET', KEYS[2], version, ARGV[3])
+redis.call('HSET', KEYS[7], 'version', version)
+redis.call('HSET', KEYS[6], 'version', version)
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[6], 'promotion', ARGV[11])
+  redis.call('HSET', KEYS[7], 'promotion', ARGV[11])
+end
+if ARGV[4] == 'promote' or not redis.call('HGET', KEYS[3], 'current') then
+  move('current', tostring(version), ARGV[5], ARGV[6], tonumber(ARGV[8]))
+end
+touch(ARGV[6], ARGV[7], ARGV[9], ARGV[10])
+return version
+"""
+)
+
+# Points an alias at a target, once every version it names exists. KEYS 1-5 as ``_name_keys``.
+# ARGV: alias, target (JSON), by, at, score, events limit, channel, payload, then the versions the
+# target names. Returns {0} for no such name, {1, version} for a version that does not exist, {2}.
+_SET_ALIAS = _script(
+    _REGISTRY_LIB
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+for i = 9, #ARGV do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then return {1, ARGV[i]} end
+end
+move(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[6]))
+touch(ARGV[4], ARGV[5], ARGV[7], ARGV[8])
+return {2}
+"""
+)
+
+# Removes a stored alias. KEYS 1-5 as ``_name_keys``. ARGV: alias, by, at, score, events limit,
+# channel, payload. Returns 0 for no such name, 1 for no such alias, 2 when removed.
+_DELETE_ALIAS = _script(
+    _REGISTRY_LIB
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return 1 end
+move(ARGV[1], false, ARGV[2], ARGV[3], tonumber(ARGV[5]))
+touch(ARGV[3], ARGV[4], ARGV[6], ARGV[7])
+return 2
+"""
+)
+
+# Deletes one version and its model, unless stored aliases point at it and ARGV[3] is not "1"
+# (then it only names them); with "1" those aliases go too. KEYS 1-5 as ``_name_keys``, then the
+# models index, the model, its weights. ARGV: version, model id, force, by, at, score, events
+# limit, channel, payload, model channel. Returns {0} when the version is not (or no longer) that
+# model, {1, aliases...} when refused, {2, aliases removed...} when deleted.
+_DELETE_VERSION = _script(
+    _REGISTRY_LIB
+    + """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {0} end
+local pointing = {}
+local all = redis.call('HGETALL', KEYS[3])
+for i = 1, #all, 2 do
+  if points_at(all[i + 1], ARGV[1]) then table.insert(pointing, all[i]) end
+end
+if #pointing > 0 and ARGV[3] ~= '1' then return {1, unpack(pointing)} end
+for _, alias in ipairs(pointing) do move(alias, false, ARGV[4], ARGV[5], tonumber(ARGV[7])) end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[7], KEYS[8])
+redis.call('ZREM', KEYS[6], ARGV[2])
+touch(ARGV[5], ARGV[6], ARGV[8], ARGV[9])
+redis.call('PUBLISH', ARGV[10], ARGV[2])
+return {2, unpack(pointing)}
+"""
+)
+
+# Deletes a name with all its versions' models, if its versions are exactly the models given
+# (else a version was added meanwhile: returns 0, read them again). KEYS 1-5 as ``_name_keys``,
+# then its shadow list, the models index, then each model's record and weights. ARGV: channel,
+# payload, model channel, then the model ids. Returns 1 when deleted.
+_DELETE_NAME = _script("""
+local ids = {}
+for i = 4, #ARGV do ids[ARGV[i]] = true end
+local versions = redis.call('HVALS', KEYS[2])
+if #versions ~= #ARGV - 3 then return 0 end
+for _, id in ipairs(versions) do if not ids[id] then return 0 end end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6])
+redis.call('ZREM', KEYS[5], ARGV[2])
+for i = 8, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 4, #ARGV do
+  redis.call('ZREM', KEYS[7], ARGV[i])
+  redis.call('PUBLISH', ARGV[3], ARGV[i])
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+""")
+
+
+def _registry_payload(tenant: str, name: str) -> str:
+    return f"{tenant}/{name}"
+
+
+def register_version(
+    r: redis.Redis,
+    job: Mapping[str, Any],
+    lease: str,
+    running: str,
+    decision: str,
+    promotion: dict[str, Any] | None,
+) -> int | None:
+    """Give the job's model the next version of the job's name (see ``_REGISTER_VERSION``), while ``lease``
+    holds the job and it is in the status ``running``; ``decision`` is ``promote`` or ``keep``. The
+    version, or None when the lease no longer holds the running job."""
+    tenant, name = job["tenant"], job["name"]
+    at = now()
+    keys = [*_name_keys(tenant, name), job_key(job["id"]), model_key(job["model_id"])]
+    args = [
+        orjson.dumps(lease),
+        orjson.dumps(running),
+        job["model_id"],
+        decision,
+        orjson.dumps(f"job {job['id']}"),
+        orjson.dumps(at),
+        _score(at),
+        ALIAS_EVENTS_KEPT,
+        REGISTRY_EVENTS,
+        _registry_payload(tenant, name),
+        orjson.dumps(promotion) if promotion is not None else b"",
+    ]
+    version = int(_REGISTER_VERSION(keys=keys, args=args, client=r))
+    return None if version < 0 else version
+
+
+class RegistryState(NamedTuple):
+    """What a name holds: its record (None: no such name), versions (number → model id) and stored aliases
+    (name → target, decoded JSON)."""
+
+    record: dict[str, Any] | None
+    versions: dict[int, str]
+    aliases: dict[str, Any]
+
+
+def registry_state(r: redis.Redis, tenant: str, name: str) -> RegistryState:
+    with r.pipeline() as pipe:
+        pipe.hgetall(registry_key(tenant, name))
+        pipe.hgetall(versions_key(tenant, name))
+        pipe.hgetall(aliases_key(tenant, name))
+        record, versions, aliases = pipe.execute()
+    return RegistryState(
+        _decode(record),
+        {int(_text(v)): _text(model_id) for v, model_id in versions.items()},
+        {_text(alias): orjson.loads(target) for alias, target in aliases.items()},
+    )
+
+
+def list_registry(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) -> list[str]:
+    """Registered names, most recently changed first."""
+    return [_text(i).partition("/")[2] for i in r.zrevrange(index_key(tenant, REGISTRY), offset, offset + limit - 1)]
+
+
+def alias_events(r: redis.Redis, tenant: str, name: str) -> list[dict[str, Any]]:
+    return [orjson.loads(item) for item in r.lrange(alias_events_key(tenant, name), 0, -1)]
+
+
+def set_alias(
+    r: redis.Redis, tenant: str, name: str, alias: str, target: Any, versions: Iterable[int], by: str
+) -> tuple[bool, int | None]:
+    """Point ``alias`` at ``target`` (JSON-able) once each of ``versions`` exists: ``(the name exists,
+    a version that does not exist or None)``."""
+    at = now()
+    args: list[bytes | str | float] = [alias, orjson.dumps(target), orjson.dumps(by), orjson.dumps(at), _score(at)]
+    args += [ALIAS_EVENTS_KEPT, REGISTRY_EVENTS, _registry_payload(tenant, name), *versions]
+    result = _SET_ALIAS(keys=_name_keys(tenant, name), args=args, client=r)
+    if result[0] == 0:
+        return False, None
+    return True, int(result[1]) if result[0] == 1 else None
+
+
+def delete_alias(r: redis.Redis, tenant: str, name: str, alias: str, by: str) -> int:
+    """0: no such name; 1: no such alias; 2: removed."""
+    at = now()
+    args: list[bytes | str | float] = [alias, orjson.dumps(by), orjson.dumps(at), _score(at), ALIAS_EVENTS_KEPT]
+    args += [REGISTRY_EVENTS, _registry_payload(tenant, name)]
+    return int(_DELETE_ALIAS(keys=_name_keys(tenant, name), args=args, client=r))
+
+
+def delete_version(r: redis.Redis, model: Mapping[str, Any], force: bool, by: str) -> tuple[bool | None, list[str]]:
+    """Delete a registered model (a version of its name): ``(True, aliases removed with it)``, ``(False,
+    aliases pointing at it)`` when refused (``force`` off), ``(None, [])`` when it is no longer that version."""
+    tenant, name, model_id = model["tenant"], model["name"], model["id"]
+    at = now()
+    keys = [*_name_keys(tenant, name), index_key(tenant, MODELS), model_key(model_id), weights_key(model_id)]
+    args = [model["version"], model_id, "1" if force else "0", orjson.dumps(by), orjson.dumps(at), _score(at)]
+    args += [ALIAS_EVENTS_KEPT, REGISTRY_EVENTS, _registry_payload(tenant, name), MODEL_EVENTS]
+    result = _DELETE_VERSION(keys=keys, args=args, client=r)
+    if result[0] == 0:
+        return None, []
+    return result[0] == 2, [_text(alias) for alias in result[1:]]
+
+
+def delete_name(r: redis.Redis, tenant: str, name: str) -> bool:
+    """Delete the name and every version's model; False when there is no such name."""
+    while True:
+        state = registry_state(r, tenant, name)
+        if state.record is None:
+            return False
+        ids = list(state.versions.values())
+        keys = [*_name_keys(tenant, name), shadow_key(tenant, name), index_key(tenant, MODELS)]
+        keys += [key for model_id in ids for key in (model_key(model_id), weights_key(model_id))]
+        args = [REGISTRY_EVENTS, _registry_payload(tenant, name), MODEL_EVENTS, *ids]
+        if _DELETE_NAME(keys=keys, args=args, client=r):
+            return True
+
+
+def record_shadows(r: redis.Redis, comparisons: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
+    """Keep shadow comparisons, each ``(tenant, name, comparison)``, in one round trip (the newest
+    SHADOW_KEPT of each name are kept)."""
+    with r.pipeline(transaction=False) as pipe:
+        for tenant, name, comparison in comparisons:
+            pipe.lpush(shadow_key(tenant, name), orjson.dumps(comparison, option=orjson.OPT_SERIALIZE_NUMPY))
+        for tenant, name in {(tenant, name) for tenant, name, _ in comparisons}:
+            pipe.ltrim(shadow_key(tenant, name), 0, SHADOW_KEPT - 1)
+        pipe.execute()
+
+
+def shadow_comparisons(r: redis.Redis, tenant: str, name: str) -> list[dict[str, Any]]:
+    return [orjson.loads(item) for item in r.lrange(shadow_key(tenant, name), 0, -1)]

@@ -111,8 +111,8 @@ def test_upload_images(nn, tmp_path):
 
 
 def test_train_wait_predict_evaluate_and_weights(nn):
-    job = nn.train("iris", IRIS_MODEL, IRIS_TRAINING, name="iris from the client")
-    assert job["status"] == "queued" and job["name"] == "iris from the client"
+    job = nn.train("iris", IRIS_MODEL, IRIS_TRAINING, name="iris-from-the-client")
+    assert job["status"] == "queued" and job["name"] == "iris-from-the-client"
     progress = io.StringIO()
     done = nn.wait(job["id"], progress=progress, timeout=WAIT)
     assert done["status"] == "succeeded"
@@ -140,9 +140,34 @@ def test_train_wait_predict_evaluate_and_weights(nn):
     np.testing.assert_allclose(local.predict_proba(x), probabilities, atol=1e-6)
     assert engine.loads(blob).n_features == 4
 
-    nn.delete_model(done["model_id"])
+    with pytest.raises(ConflictError):  # the first version of its name: `current` points at it
+        nn.delete_model(done["model_id"])
+    nn.delete_model(done["model_id"], force=True)
     with pytest.raises(NotFoundError):
         nn.predict(done["model_id"], x[:1])
+
+
+def test_registry_verbs_versions_aliases_rollback(nn):
+    quick = {**IRIS_TRAINING, "epochs": 3, "validation_split": 0.2}
+    jobs = [nn.wait(nn.train("iris", IRIS_MODEL, quick, name="client-reg")["id"], timeout=WAIT) for _ in range(2)]
+    assert [job["version"] for job in jobs] == [1, 2]
+    [item] = [n for n in nn.list_registry() if n["name"] == "client-reg"]
+    assert item["aliases"] == {"current": 2, "previous": 1, "latest": 2}
+    assert nn.predict("client-reg", [[5.1, 3.5, 1.4, 0.2]]).model_version == 2
+    assert nn.rollback("client-reg") == {"current": 1, "previous": 2, "latest": 2}
+    assert nn.predict("client-reg", [[5.1, 3.5, 1.4, 0.2]]).model_version == 1
+    assert nn.rollback("client-reg", 2)["current"] == 2
+    assert nn.set_alias("client-reg", "canary", split={1: 90, 2: 10})["canary"] == {"split": {"1": 90, "2": 10}}
+    assert nn.set_alias("client-reg", "shadowed", 1, shadow=2, sample=0.5)["shadowed"]["shadow"] == 2
+    nn.delete_alias("client-reg", "canary")
+    detail = nn.get_registered("client-reg")
+    assert [v["version"] for v in detail["versions"]] == [2, 1] and "canary" not in detail["aliases"]
+    assert nn.get_model("client-reg@1")["id"] == jobs[0]["model_id"]
+    with pytest.raises(NotFoundError, match="has no version 9"):
+        nn.get_model("client-reg@9")
+    nn.delete_registered("client-reg")
+    with pytest.raises(NotFoundError):
+        nn.get_registered("client-reg")
 
 
 def test_regressor_predictions_are_values(nn):

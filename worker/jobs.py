@@ -26,7 +26,7 @@ from rq import Retry, get_current_job
 from rq.exceptions import AbandonedJobError
 
 from nnserve import engine
-from nnserve.service import lifecycle, shapes, store
+from nnserve.service import lifecycle, registry, shapes, store
 from nnserve.service.lifecycle import JobStatus
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,8 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
     metrics = {name: values[-1] for name, values in history.history.items() if name != "learning_rate"}
     fields = {"metrics": metrics, "trained_at": store.now(), "n_parameters": model.n_parameters}
     epochs = [dict(zip(history.history, values)) for values in zip(*history.history.values())]
-    if not lifecycle.succeed(r, job, lease, engine.dumps(model), fields, epochs):
+    promotion = registry.decide(r, job, model, *arrays, trainer.train_rows) if job.get("name") else ("promote", None)
+    if not lifecycle.succeed(r, job, lease, engine.dumps(model), fields, epochs, promotion):
         return _walk_away(job_id)
     return {"status": JobStatus.succeeded, "epochs": len(history.epoch)}
 

@@ -1,6 +1,8 @@
 """The client verbs, talking to a running API over HTTP: ``train``, ``predict``, ``evaluate``,
-``weights``, ``upload``, ``job`` (``--follow``), ``cancel``, ``delete``, and the listings ``datasets``,
-``models`` and ``jobs`` (``--json`` on each).
+``weights``, ``upload``, ``job`` (``--follow``), ``cancel``, ``delete``, the listings ``datasets``,
+``models`` and ``jobs`` (``--json`` on each), and the registry's ``registry [NAME]``, ``alias`` and
+``rollback``. Wherever a model is named, any model reference works: ``mdl_…``, ``NAME``, ``NAME@ALIAS``,
+``NAME@N``.
 
 They reach the API at ``--url`` (default ``$NNSERVE_URL`` or http://127.0.0.1:8000) with ``--api-key``
 (default ``$NNSERVE_API_KEY``) through :class:`nnserve.client.Client`; no server code is imported.
@@ -54,10 +56,15 @@ def add_client_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser])
     train = verb("train", "submit a training job")
     train.add_argument("--dataset", required=True, help="dataset id: iris, blobs, linear or an uploaded one")
     train.add_argument("--spec", required=True, type=Path, help='JSON file: {"model": {...}, "training": {...}}')
-    train.add_argument("--name", help="a name for the job and its model")
+    train.add_argument("--name", help="the registered model name: the model becomes its next version")
+    train.add_argument(
+        "--promote",
+        type=promote_policy,
+        help="with --name: always (default), never, or if_better:METRIC[:MIN_DELTA] (say if_better:val_accuracy)",
+    )
     train.add_argument("--wait", action="store_true", help="follow the job to its end, with a progress bar")
     predict = verb("predict", "predict for rows of features")
-    predict.add_argument("model", help="model id")
+    predict.add_argument("model", help="model id or reference (NAME, NAME@ALIAS, NAME@N)")
     predict.add_argument("--input", required=True, help="CSV of feature rows, header optional ('-': standard input)")
     predict.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default csv)")
     evaluate = verb("evaluate", "a model's loss and metrics on a dataset")
@@ -88,6 +95,20 @@ def add_client_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser])
     delete = verb("delete", "delete a dataset, a model or a finished job")
     delete.add_argument("kind", choices=("dataset", "model", "job"))
     delete.add_argument("id")
+    delete.add_argument("--force", action="store_true", help="a model version that aliases point at (they go too)")
+    registry = verb("registry", "list your registered model names, or one name's versions")
+    registry.add_argument("name", nargs="?", help="a registered name: show its versions, aliases and moves")
+    registry.add_argument("--limit", type=int, default=50, help="at most this many names (default 50)")
+    registry.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    alias = verb("alias", "point an alias of a registered name at a version (--delete: remove it)")
+    alias.add_argument("name", help="the registered name")
+    alias.add_argument("alias", help="current, staging, champion ...")
+    alias.add_argument("version", nargs="?", help="a version number, or a split such as 3=90,4=10")
+    alias.add_argument("--shadow", type=int, help="also run this version on the requests, in the background")
+    alias.add_argument("--delete", action="store_true", help="remove the alias")
+    rollback = verb("rollback", "move current back (default: to where previous points)")
+    rollback.add_argument("name", help="the registered name")
+    rollback.add_argument("version", nargs="?", type=int, help="the version to make current (default: previous)")
     for noun in ("datasets", "models", "jobs"):
         listing = verb(
             noun, f"list your {noun}, newest first" + (" (after the built-ins)" if noun == "datasets" else "")
@@ -129,7 +150,7 @@ class UsageError(Exception):
 
 def cmd_train(client, args) -> int:
     spec = _read_spec(args.spec)
-    job = client.train(args.dataset, spec["model"], spec.get("training"), name=args.name)
+    job = client.train(args.dataset, spec["model"], spec.get("training"), name=args.name, promote=args.promote)
     print(f"{'job':<13}{job['id']}\n{'model':<13}{job['model_id']}", flush=True)
     if not args.wait:
         print(f"{'status':<13}{job['status']}")
@@ -140,6 +161,104 @@ def cmd_train(client, args) -> int:
     print(f"{'status':<13}{job['status']} ({job['progress']['epoch']}/{job['progress']['epochs']} epochs)")
     for name, value in client.get_model(job["model_id"])["metrics"].items():
         print(f"{name:<13}{value:.4f}")
+    if job.get("version") is not None:
+        print(f"{'version':<13}{job['name']}@{job['version']}")
+    if job.get("promotion"):
+        print(f"{'promotion':<13}{job['promotion']['decision']}: {job['promotion']['reason']}")
+    return 0
+
+
+def promote_policy(text: str) -> str | dict:
+    """``always``, ``never`` or ``if_better:METRIC[:MIN_DELTA]`` as the API takes it (argparse type)."""
+    if text in ("always", "never"):
+        return text
+    kind, _, rest = text.partition(":")
+    metric, _, delta = rest.partition(":")
+    if kind != "if_better" or not metric:
+        raise argparse.ArgumentTypeError(f"always, never or if_better:METRIC[:MIN_DELTA]; received {text!r}")
+    try:
+        min_delta = float(delta) if delta else 0.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"MIN_DELTA must be a number; received {delta!r}") from None
+    return {"if_better": {"metric": metric, "min_delta": min_delta}}
+
+
+def _target(target: Any) -> str:
+    """An alias target as the tables show it: ``3``, ``3=90,4=10``, ``3 (shadow 4)``."""
+    if isinstance(target, dict) and "split" in target:
+        return ",".join(f"{v}={w:g}" for v, w in target["split"].items())
+    if isinstance(target, dict):
+        return f"{target['version']} (shadow {target['shadow']})"
+    return str(target)
+
+
+def _aliases(aliases: dict[str, Any]) -> str:
+    return " ".join(f"{alias}={_target(target)}" for alias, target in aliases.items())
+
+
+def cmd_registry(client, args) -> int:
+    if args.name is None:
+        names = list(_first(client.iter_registry(page_size=min(args.limit, 1000)), args.limit))
+        if args.json:
+            return _json(names)
+        rows = [
+            [n["name"], str(n["versions"]), _aliases(n["aliases"]), (n.get("updated_at") or "")[:19]] for n in names
+        ]
+        print(_table(["NAME", "VERSIONS", "ALIASES", "UPDATED"], rows))
+        return 0
+    detail = client.get_registered(args.name)
+    if args.json:
+        return _json(detail)
+    pointing: dict[int, list[str]] = {}
+    for alias, target in detail["aliases"].items():
+        versions = [int(v) for v in target["split"]] if isinstance(target, dict) and "split" in target else []
+        versions += [target["version"]] if isinstance(target, dict) and "version" in target else []
+        for version in versions or ([target] if isinstance(target, int) else []):
+            pointing.setdefault(version, []).append(alias)
+    rows = [
+        [
+            str(v["version"]),
+            ",".join(pointing.get(v["version"], [])),
+            v["model_id"],
+            v["status"],
+            _headline(v["metrics"]),
+            (v.get("promotion") or {}).get("decision", ""),
+            v["created_at"][:19],
+        ]
+        for v in detail["versions"]
+    ]
+    print(_table(["VERSION", "ALIASES", "MODEL", "STATUS", "METRICS", "PROMOTION", "CREATED"], rows))
+    if detail.get("shadow"):
+        shadow = detail["shadow"]
+        print(
+            f"\nshadow {shadow['shadow']} of {shadow['version']}: {shadow['requests']} requests, "
+            f"label agreement {shadow.get('label_agreement')}, mean |diff| {shadow.get('mean_abs_diff')}"
+        )
+    return 0
+
+
+def cmd_alias(client, args) -> int:
+    if args.delete:
+        client.delete_alias(args.name, args.alias)
+        print(f"{args.name}@{args.alias} removed")
+        return 0
+    if args.version is None:
+        raise UsageError("give a VERSION (or a split such as 3=90,4=10), or --delete")
+    try:
+        if "=" in args.version:
+            split = {int(v): float(w) for v, w in (part.split("=") for part in args.version.split(","))}
+            aliases = client.set_alias(args.name, args.alias, split=split)
+        else:
+            aliases = client.set_alias(args.name, args.alias, int(args.version), shadow=args.shadow)
+    except ValueError:
+        raise UsageError(f"VERSION is a number or a split such as 3=90,4=10; received {args.version!r}") from None
+    print(_aliases(aliases))
+    return 0
+
+
+def cmd_rollback(client, args) -> int:
+    aliases = client.rollback(args.name, args.version)
+    print(f"{args.name}: current={_target(aliases['current'])} (previous={_target(aliases.get('previous'))})")
     return 0
 
 
@@ -372,7 +491,10 @@ def cmd_cancel(client, args) -> int:
 
 
 def cmd_delete(client, args) -> int:
-    {"dataset": client.delete_dataset, "model": client.delete_model, "job": client.delete_job}[args.kind](args.id)
+    if args.kind == "model":
+        client.delete_model(args.id, force=args.force)
+    else:
+        {"dataset": client.delete_dataset, "job": client.delete_job}[args.kind](args.id)
     print(f"deleted {args.kind} {args.id}")
     return 0
 
@@ -416,6 +538,9 @@ VERBS = {
     "datasets": cmd_datasets,
     "models": cmd_models,
     "jobs": cmd_jobs,
+    "registry": cmd_registry,
+    "alias": cmd_alias,
+    "rollback": cmd_rollback,
 }
 CLIENT_VERBS = tuple(VERBS)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from nnserve import engine
 
-from .. import shapes, store
-from ..cache import Entry
+from .. import registry, shapes, store
+from ..cache import Entry, entry_from
 from ..context import services, tenant
 from ..errors import Conflict, Invalid, NotFound
 from ..lifecycle import ModelStatus
@@ -26,36 +25,66 @@ from . import listing, respond
 
 bp = Blueprint("models", __name__)
 
+ROUTING_HEADER = "X-Routing-Key"
+"""Who a request is for, when an alias splits traffic: one key always gets one version."""
+VERSION_HEADER = "X-Model-Version"
+"""The version of a registered model that answered, in every dialect."""
 
-def get_model(model_id: str) -> dict:
+
+def resolve(ref: str) -> registry.Resolved:
+    """The model a reference (``mdl_…``, ``NAME``, ``NAME@ALIAS``, ``NAME@N``) stands for, for this caller
+    (a split alias picks by its routing key); raises NotFound naming what was not found."""
+    ctx = services()
+    try:
+        return ctx.references.resolve(ctx.redis, tenant(), registry.parse_ref(ref), routing_key())
+    except registry.Unknown as unknown:
+        raise NotFound(str(unknown)) from None
+
+
+def routing_key() -> str:
+    """Who is asking, for a split alias: ``X-Routing-Key``, else the API key, else the client's address."""
+    return request.headers.get(ROUTING_HEADER) or request.headers.get("Authorization") or request.remote_addr or ""
+
+
+def get_model(ref: str) -> dict:
     """The model record if this tenant owns it; raises NotFound."""
+    model_id = resolve(ref).model_id
     model = store.get_model(services().redis, model_id, tenant())
     if model is None:
         raise NotFound(f"no model {model_id!r}")
     return model
 
 
-def trained(model_id: str) -> Entry:
-    """The loaded model, from this process's cache when it is there; raises NotFound, or Conflict
-    when it has no weights (its job has not succeeded)."""
+def serve(ref: str) -> tuple[registry.Resolved, Entry]:
+    """The model answering ``ref`` for this request, loaded, from this process's cache when it is there;
+    raises NotFound, or Conflict when it has no weights (its job has not succeeded)."""
+    resolved = resolve(ref)
+    model_id = resolved.model_id
     entry = services().cache.get(model_id, lambda: _load(model_id))
     if entry.tenant != tenant():
         raise NotFound(f"no model {model_id!r}")
-    return entry
+    return resolved, entry
+
+
+def trained(ref: str) -> Entry:
+    return serve(ref)[1]
+
+
+def version_headers(entry: Entry) -> dict[str, str]:
+    """The header saying which version answered (registered models only)."""
+    return {VERSION_HEADER: str(entry.version)} if entry.version is not None else {}
 
 
 def _load(model_id: str) -> Entry:
-    record = get_model(model_id)
+    record = store.get_model(services().redis, model_id, tenant())
+    if record is None:
+        raise NotFound(f"no model {model_id!r}")
     status = record["status"]
     blob = store.load_weights(services().redis, model_id) if status == ModelStatus.ready else None
     if blob is None:
         state = "is not trained yet" if status == ModelStatus.pending else f"has no weights: its job {status}"
         raise Conflict(f"model {model_id!r} {state} (job {record['job_id']})")
-    model = engine.loads(blob)
-    classes = np.asarray(model.classes) if model.task == "classification" else None
-    return Entry(
-        model=model, tenant=record["tenant"], classes=classes, name=record.get("name"), version=record.get("version")
-    )
+    return entry_from(record, blob)
 
 
 @bp.get("/v1/models")
@@ -81,12 +110,16 @@ def show(model_id: str):
 @doc(body=PredictRequest, responses={200: PredictResponse}, errors=(400, 404, 409, 413, 415, 422, 429))
 def predict(model_id: str):
     """Predict: class labels (and probabilities) or values for each row of `inputs`."""
-    entry = trained(model_id)
+    resolved, entry = serve(model_id)
     x = parse_inputs()
     try:
-        return respond(services().monitoring.predict(entry, x))
+        answer = services().monitoring.predict(entry, x)
     except engine.SpecError as error:
         raise Invalid("inputs", error.message) from None
+    if entry.version is not None:
+        answer["model_version"] = entry.version
+    services().shadows.submit(resolved, entry.tenant, x, answer)
+    return respond(answer, headers=version_headers(entry))
 
 
 @bp.post("/v1/models/<model_id>/evaluate")
@@ -116,23 +149,43 @@ def evaluate(model_id: str):
 def weights(model_id: str):
     """Download the weights: an .npz of arrays in Keras get_weights() order plus the architecture as JSON."""
     record = get_model(model_id)
-    blob = store.load_weights(services().redis, model_id) if record["status"] == ModelStatus.ready else None
+    blob = store.load_weights(services().redis, record["id"]) if record["status"] == ModelStatus.ready else None
     if blob is None:
-        raise Conflict(f"model {model_id!r} has no weights: its job is {record['status']}")
+        raise Conflict(f"model {record['id']!r} has no weights: its job is {record['status']}")
     return Response(
         blob,
         mimetype="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{model_id}.npz"'},
+        headers={"Content-Disposition": f'attachment; filename="{record["id"]}.npz"'},
     )
 
 
 @bp.delete("/v1/models/<model_id>")
-@doc(responses={204: None}, errors=(404, 409))
+@doc(
+    responses={204: None},
+    errors=(404, 409),
+    query={"force": "true: delete a registered version even when aliases point at it (they go with it)"},
+)
 def delete(model_id: str):
-    """Delete a model (not while its job is queued or running)."""
+    """Delete a model (not while its job is queued or running). A registered version that a stored alias
+    points at is a 409 naming the aliases, unless `?force=true`; `latest` moves to the next highest."""
     record = get_model(model_id)
     if record["status"] == ModelStatus.pending:
         raise Conflict(f"model {model_id!r} is still being trained by job {record['job_id']}; cancel the job first")
-    store.delete_model(services().redis, record)
-    services().cache.evict(model_id)
+    if record.get("version") is not None:
+        force = request.args.get("force", "false").lower()
+        if force not in ("true", "false"):
+            raise Invalid("force", f"must be true or false; received {force!r}")
+        deleted, aliases = store.delete_version(services().redis, record, force == "true", "api")
+        if deleted is False:
+            pointing = ", ".join(aliases)
+            raise Conflict(
+                f"version {record['version']} of {record['name']!r} is what the aliases {pointing} point at: "
+                "move them first, or delete with ?force=true (which removes them too)"
+            )
+        if deleted is None:  # no longer that version of its name (restored without its registry, say)
+            store.delete_model(services().redis, record)
+        services().references.drop(tenant(), record["name"])
+    else:
+        store.delete_model(services().redis, record)
+    services().cache.evict(record["id"])
     return respond(None, 204)

@@ -13,7 +13,7 @@ from ..context import services
 from ..errors import BadRequest, NotFound
 from ..openapi import doc
 from . import respond
-from .models import get_model, trained
+from .models import get_model, serve, trained, version_headers
 
 bp = Blueprint("v2", __name__)
 
@@ -21,9 +21,19 @@ ERRORS = (400, 404, 409, 413, 415, 429)
 
 
 def check_version(model_name: str, version: str | None) -> None:
-    """Raises NotFound for a version other than the one every model has."""
+    """Raises NotFound for a version other than the one every model id has."""
     if version is not None and version != oip.VERSION:
         raise NotFound(f"model {model_name!r} has no version {version!r}; its only version is {oip.VERSION!r}")
+
+
+def reference(model_name: str, version: str | None) -> str:
+    """The model reference a /v2 path names: a registered name's ``versions/N`` is its version N (``NAME@N``);
+    a model id (or a reference with ``@``) has only the version ``1``, checked once it is found (``check_version``)."""
+    if version is None or model_name.startswith("mdl_") or "@" in model_name:
+        return model_name
+    if not (version.isascii() and version.isdigit()):
+        raise NotFound(f"model {model_name!r} has no version {version!r}")
+    return f"{model_name}@{int(version)}"
 
 
 @bp.get("/v2/health/live")
@@ -53,8 +63,10 @@ def server_metadata():
 @doc(responses={200: oip.ModelMetadata}, errors=(404,))
 def model_metadata(model_name: str, version: str | None = None):
     """Model metadata: the input and output tensors' names, datatypes and shapes."""
-    record = get_model(model_name)
-    check_version(model_name, version)
+    ref = reference(model_name, version)
+    record = get_model(ref)
+    if ref == model_name:
+        check_version(model_name, version)
     return respond(oip.model_metadata(record))
 
 
@@ -63,8 +75,10 @@ def model_metadata(model_name: str, version: str | None = None):
 @doc(responses={200: None}, errors=(404, 409))
 def model_ready(model_name: str, version: str | None = None):
     """Model ready: 200 once the model is trained (and now loaded), 409 before, 404 for no such model."""
-    trained(model_name)
-    check_version(model_name, version)
+    ref = reference(model_name, version)
+    trained(ref)
+    if ref == model_name:
+        check_version(model_name, version)
     return respond(None)
 
 
@@ -73,13 +87,16 @@ def model_ready(model_name: str, version: str | None = None):
 @doc(body=oip.InferenceRequest, responses={200: oip.InferenceResponse}, errors=ERRORS)
 def infer(model_name: str, version: str | None = None):
     """Inference: the `input` tensor in, probabilities and labels (or values) out; JSON or binary tensors."""
-    entry = trained(model_name)
-    check_version(model_name, version)
+    ref = reference(model_name, version)
+    resolved, entry = serve(ref)
+    if ref == model_name:
+        check_version(model_name, version)
     inference, binary = oip.read_request(request.get_data(), request.headers)
     x = oip.input_samples(inference, binary)
     try:
         prediction = services().monitoring.predict(entry, x)
     except engine.SpecError as error:
         raise BadRequest(f"{oip.INPUT}: {error.message}") from None
+    services().shadows.submit(resolved, entry.tenant, x, prediction)
     body, headers = oip.encode_response(model_name, inference, prediction)
-    return Response(body, headers=headers)
+    return Response(body, headers={**headers, **version_headers(entry)})

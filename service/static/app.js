@@ -444,7 +444,73 @@
     $("#predict-model").replaceChildren(...ready.map((m) => el("option", { value: m.id },
       `${m.name || m.id} (${m.dataset_id}; ${headline(m.metrics)})`)));
     if (ready.some((m) => m.id === chosen)) $("#predict-model").value = chosen;
+    await loadRegistry(chosen);
     renderPredictInputs();
+  }
+
+  // The registry: models grouped by name, alias badges, "make current" (a rollback is one) ----------------
+
+  const aliasText = (target) => (typeof target === "number" ? `v${target}`
+    : target.split ? Object.entries(target.split).map(([v, w]) => `v${v} ${w}`).join(" / ")
+      : `v${target.version} (shadow v${target.shadow})`);
+
+  function servedVersion(target) {
+    if (typeof target === "number") return target;
+    if (target.split) return Number(Object.entries(target.split).sort((a, b) => b[1] - a[1])[0][0]);
+    return target.version;
+  }
+
+  async function loadRegistry(chosen) {
+    const names = (await api("GET", "/v1/registry?limit=1000")).items;
+    state.registry = await Promise.all(names.map((n) => api("GET", `/v1/registry/${encodeURIComponent(n.name)}`)));
+    $("#registry-names").replaceChildren(...(state.registry.length ? state.registry.map(registeredName)
+      : [el("p", { class: "hint" }, "No registered models yet: give a job a name.")]));
+    const options = state.registry.filter((n) => n.versions.length).map((n) => el("option", { value: n.name },
+      `${n.name} (current: ${aliasText(n.aliases.current ?? n.aliases.latest)})`));
+    $("#predict-model").prepend(...options);
+    const keep = chosen || $("#predict-model").value;
+    if ([...$("#predict-model").options].some((o) => o.value === keep)) $("#predict-model").value = keep;
+  }
+
+  function registeredName(registered) {
+    const byVersion = new Map();
+    for (const [alias, target] of Object.entries(registered.aliases)) {
+      const versions = typeof target === "number" ? [target]
+        : target.split ? Object.keys(target.split).map(Number) : [target.version];
+      for (const v of versions) byVersion.set(v, [...(byVersion.get(v) || []), alias]);
+    }
+    const current = registered.aliases.current ?? registered.aliases.latest;
+    return el("div", { class: "registered", "data-name": registered.name },
+      el("h3", {}, registered.name, " ", ...Object.entries(registered.aliases).map(([alias, target]) =>
+        el("span", { class: `badge alias ${alias}` }, `${alias}: ${aliasText(target)}`))),
+      el("table", {},
+        el("thead", {}, el("tr", {}, ...["version", "aliases", "metrics", "promotion", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, ...registered.versions.map((v) => el("tr", { "data-version": String(v.version) },
+          el("td", {}, `v${v.version}`),
+          el("td", {}, ...(byVersion.get(v.version) || []).map((a) => el("span", { class: `badge alias ${a}` }, a))),
+          el("td", { class: "metrics" }, headline(v.metrics)),
+          el("td", {}, v.promotion ? v.promotion.decision : ""),
+          el("td", {}, current !== undefined && servedVersion(current) === v.version ? null
+            : el("button", { type: "button", class: "link make-current", onclick: () => makeCurrent(registered.name, v.version) },
+              "make current")))))));
+  }
+
+  async function makeCurrent(name, version) {
+    try {
+      await api("PUT", `/v1/registry/${encodeURIComponent(name)}/aliases/current`, { version });
+      await loadModels();
+    } catch (error) { failed(error); }
+  }
+
+  function selectedModel() {
+    // A model id, or a registered name: its form follows the version the name answers with now.
+    const value = $("#predict-model").value;
+    const registered = (state.registry || []).find((n) => n.name === value);
+    if (!registered) return state.models.find((m) => m.id === value);
+    const version = servedVersion(registered.aliases.current ?? registered.aliases.latest);
+    const entry = registered.versions.find((v) => v.version === version);
+    const model = entry && state.models.find((m) => m.id === entry.model_id);
+    return model && { ...model, id: value };
   }
 
   async function download(model) {
@@ -465,7 +531,7 @@
   }
 
   function renderPredictInputs() {
-    const model = state.models.find((m) => m.id === $("#predict-model").value);
+    const model = selectedModel();
     const inputs = $("#predict-inputs");
     if (!model) {
       inputs.replaceChildren(el("p", { class: "hint" }, "Train a model first."));
@@ -483,7 +549,7 @@
 
   $("#predict-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    const model = state.models.find((m) => m.id === $("#predict-model").value);
+    const model = selectedModel();
     if (!model) return;
     const row = [...document.querySelectorAll("#predict-inputs input")].map((input) => Number(input.value));
     try {
@@ -495,7 +561,8 @@
   function showPrediction(model, result) {
     const predicted = result.predictions[0];
     const shown = Array.isArray(predicted) ? predicted.map(format).join(", ") : format(predicted);
-    const parts = [el("p", {}, "Prediction: ", el("strong", { id: "predicted" }, shown))];
+    const parts = [el("p", {}, "Prediction: ", el("strong", { id: "predicted" }, shown),
+      result.model_version !== undefined ? el("span", { id: "answered-by", class: "hint" }, ` (answered by v${result.model_version})`) : null)];
     if (result.probabilities) {
       parts.push(el("table", { class: "probabilities" }, ...model.output.classes.map((label, i) => {
         const p = result.probabilities[0][i];

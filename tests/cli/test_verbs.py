@@ -50,7 +50,7 @@ def trained(url):
         "--spec",
         str(ROOT / "examples" / "iris.json"),
         "--name",
-        "cli iris",
+        "cli-iris",
         "--wait",
         url=url,
     )
@@ -104,7 +104,7 @@ def test_models_and_jobs_tables(trained, url):
     header, *lines = models.stdout.splitlines()
     assert header.split() == ["ID", "NAME", "STATUS", "DATASET", "TASK", "METRICS", "PARAMS", "CREATED"]
     line = next(line for line in lines if line.startswith(model_id))
-    assert "cli iris" in line and " ready " in line and " classification " in line and "accuracy=0.9" in line
+    assert "cli-iris" in line and " ready " in line and " classification " in line and "accuracy=0.9" in line
     assert " 67 " in line  # 4*8+8 + 8*3+3 weights
 
     jobs = nnserve("jobs", url=url)

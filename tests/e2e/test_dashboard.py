@@ -270,3 +270,31 @@ def test_the_api_docs_are_swagger_ui_5_reading_openapi_3_1(browser, url):
         assert page.locator(".opblock").count() > 20 and outside == []  # every route; nothing from a CDN
     finally:
         context.close()
+
+
+def test_models_grouped_by_name_roll_back_and_predict_through_the_name(page, url):
+    """Train two versions under one name, see both with their alias badges, roll back with "make current",
+    predict through the name and see the rolled-back version answer."""
+    spec = {"layers": [{"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", "units": 3}]}
+    with Client(url, timeout=30) as nn:
+        for seed in (1, 2):
+            job = nn.train("iris", spec, {"epochs": 20, "seed": seed}, name="dash-iris")
+            nn.wait(job["id"], timeout=TRAINING / 1000)
+    page.reload()
+    group = page.locator(".registered[data-name='dash-iris']")
+    group.wait_for()
+    assert group.locator("tbody tr").count() == 2
+    assert "current: v2" in group.locator("h3").inner_text() and "latest: v2" in group.locator("h3").inner_text()
+    assert "current" in group.locator("tr[data-version='2']").inner_text()
+
+    group.locator("tr[data-version='1'] button.make-current").click()  # the rollback
+    expect(page.locator(".registered[data-name='dash-iris'] h3")).to_contain_text("current: v1")
+    assert "previous: v2" in page.locator(".registered[data-name='dash-iris'] h3").inner_text()
+
+    page.select_option("#predict-model", "dash-iris")
+    for name, value in zip(["sepal_length", "sepal_width", "petal_length", "petal_width"], [5.1, 3.5, 1.4, 0.2]):
+        page.fill(f"#predict-inputs input[name={name}]", str(value))
+    page.click("#predict-form button[type=submit]")
+    page.wait_for_selector("#answered-by")
+    assert page.inner_text("#answered-by").strip() == "(answered by v1)"
+    assert page.problems == []

@@ -65,8 +65,9 @@ def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redi
     it, as after a restart or a SCRIPT FLUSH, and the call still succeeds then."""
     job = store.get_job(redis, submit(client).json["id"])
     scripts = [value for value in vars(store).values() if isinstance(value, Script)]
-    # transition, record epoch, checkpoint, delete, job delete, rate count, idempotency reserve/renew/release
-    assert len(scripts) == 9
+    # transition, record epoch, checkpoint, delete, job delete, rate count, idempotency reserve/renew/release,
+    # the registry's version, alias set and delete, version delete, name delete
+    assert len(scripts) == 14
 
     def every_script(attempt: int) -> None:
         lease = f"lease-{attempt}"
@@ -82,6 +83,14 @@ def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redi
         assert not redis.exists(key)
         assert store.delete_job(redis, {"id": "job_none", "tenant": store.PUBLIC}, keep=()) == (False, None)
         store.delete_dataset(redis, {"id": f"ds_{attempt}", "tenant": store.PUBLIC})
+        name, model_id = f"reg-{attempt}", f"mdl_{attempt}"
+        running = lifecycle.JobStatus.running
+        assert store.register_version(redis, {**job, "name": name, "model_id": model_id}, lease, running, "keep", None)
+        assert store.set_alias(redis, store.PUBLIC, name, "staging", 1, [1], "api") == (True, None)
+        assert store.delete_alias(redis, store.PUBLIC, name, "staging", "api") == 2
+        version = {"tenant": store.PUBLIC, "name": name, "id": model_id, "version": 1}
+        assert store.delete_version(redis, version, False, "api") == (False, ["current"])
+        assert store.delete_name(redis, store.PUBLIC, name)
 
     def calls(command: str) -> int:
         """Calls of ``command`` since the last reset (subcommands too: Redis 7.2 counts ``script|load`` apart)."""
@@ -96,4 +105,4 @@ def test_lua_scripts_are_registered_once_and_survive_a_script_flush(client, redi
 
     redis.config_resetstat()
     every_script(2)  # now known: by their SHA1 alone
-    assert calls("eval") == 0 and calls("script") == 0 and calls("evalsha") == 10
+    assert calls("eval") == 0 and calls("script") == 0 and calls("evalsha") == 15
