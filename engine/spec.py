@@ -41,11 +41,13 @@ def validate(
     width: int,
     rows: int | None = None,
     class_counts: Sequence[int] | None = None,
+    validation_data: bool = False,
 ) -> Model:
     """Check a spec against the data it will train on, without training: everything ``fit`` would reject
     before its first epoch. ``width`` is the number of classes (classification) or target columns.
     Given the data's ``rows`` (and, for classification, ``class_counts``, the rows of each class, by
     which the validation split is stratified), the split must leave rows to train and to validate on.
+    ``validation_data``: the fit will be given validation rows of its own (so ``val_*`` values are logged).
 
     Returns the (unbuilt) model, whose ``spec()``, ``training.config()`` and
     ``parameter_count(n_features)`` give the normalized specs and its size. Raises SpecError.
@@ -56,7 +58,7 @@ def validate(
         raise error.within("task") from None
     model = build(spec, training)
     fraction = model.training.validation_split
-    model.settle_training(task, width, has_validation=fraction > 0)
+    model.settle_training(task, width, has_validation=fraction > 0 or validation_data)
     stratified = task == "classification"  # as the training session splits
     if rows is not None and fraction > 0 and (class_counts is not None or not stratified):
         check_split(rows, fraction, class_counts if stratified else None)

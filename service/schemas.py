@@ -176,6 +176,7 @@ class JobPublic(BaseModel):
     )
     error: JobFailure | None = None
     attempts: int = 0
+    validation_data: str | None = Field(None, description="The dataset whose rows the job validates on, if any.")
     model: dict[str, Any] = Field(description="The model spec with every default filled in.")
     training: dict[str, Any] = Field(description="The training config with every default filled in, seed included.")
     created_at: str
@@ -201,6 +202,72 @@ class ModelOutput(BaseModel):
     n_outputs: int
 
 
+class ClassFigures(BaseModel):
+    precision: float = Field(
+        description="TP / (TP + FP): of the rows predicted this class, the share that are (0 when none is)."
+    )
+    recall: float = Field(
+        description="TP / support: of the rows of this class, the share predicted so (0 without rows)."
+    )
+    f1: float = Field(description="2 precision recall / (precision + recall) (0 when both are 0).")
+    support: int = Field(description="Rows of this class (for the averages: all rows).")
+
+
+class CalibrationBin(BaseModel):
+    mean_predicted: float | None = Field(None, description="Mean top-label confidence of the bin's rows.")
+    observed: float | None = Field(None, description="Share of the bin's rows predicted right.")
+    count: int
+
+
+class Calibration(BaseModel):
+    bins: list[CalibrationBin] = Field(
+        description="10 equal-width bins of the top-label confidence q, bin b holding b/10 < q <= (b+1)/10 "
+        "(an empty bin has only its count)."
+    )
+    ece: float = Field(
+        description="Expected calibration error: sum over bins of count/rows x |observed - mean_predicted|."
+    )
+
+
+class TargetFigures(BaseModel):
+    mae: float
+    rmse: float
+    r2: float
+    residual_quantiles: dict[str, float | None]
+
+
+class Evaluation(BaseModel):
+    """An evaluation report: figures of a model on rows it was not trained on (see docs/models.md,
+    "Evaluation reports", for every formula). Classification reports carry the fields from ``labels``
+    to ``calibration``; regression ones ``mae`` to ``per_target``."""
+
+    on: str | None = Field(
+        description='`"validation"` (the job\'s validation split), `"dataset <id>"` (validation_data, or the '
+        "dataset given to /evaluate), or null when the model has no held-out rows (`note` says so)."
+    )
+    rows: int
+    note: str | None = None
+    labels: list[Label] | None = Field(None, description="The model's classes, in the order of every table here.")
+    confusion_matrix: list[list[int]] | None = Field(None, description="Rows: true labels; columns: predictions.")
+    per_class: dict[str, ClassFigures] | None = Field(None, description="By label (as text).")
+    macro_avg: ClassFigures | None = Field(None, description="Unweighted mean over the model's classes.")
+    weighted_avg: ClassFigures | None = Field(None, description="Mean weighted by each class's support.")
+    accuracy: float | None = None
+    log_loss: float | None = Field(None, description="-mean log p(true class), p clipped to [eps, 1 - eps].")
+    roc_auc: float | None = Field(
+        None, description="Binary: AUC of the second class's probability; else one-vs-rest macro (null if undefined)."
+    )
+    roc_auc_classes: int | None = Field(None, description="Classes the one-vs-rest mean covers (both kinds of rows).")
+    calibration: Calibration | None = None
+    mae: float | None = Field(None, description="Mean |y - prediction| (mean over targets).")
+    rmse: float | None = Field(None, description="Root of the mean squared residual (mean over targets).")
+    r2: float | None = Field(None, description="1 - SS_res / SS_tot (mean over targets).")
+    residual_quantiles: dict[str, float | None] | None = Field(
+        None, description="y - prediction at 5, 25, 50, 75 and 95 % (NumPy's linear method; all residuals pooled)."
+    )
+    per_target: list[TargetFigures] | None = Field(None, description="Each target's figures, when there are several.")
+
+
 class ModelPublic(BaseModel):
     id: str
     name: str | None = None
@@ -213,6 +280,9 @@ class ModelPublic(BaseModel):
     input: ModelInput
     output: ModelOutput
     n_parameters: int
+    evaluation: Evaluation | None = Field(
+        None, description="The evaluation report on the job's held-out rows, computed when training ended."
+    )
     created_at: str
     trained_at: str | None = None
 
@@ -239,6 +309,7 @@ class EvaluateResponse(BaseModel):
     n_samples: int
     loss: float
     metrics: dict[str, float]
+    evaluation: Evaluation = Field(description="The evaluation report on the dataset's rows.")
 
 
 # Operations ----------------------------------------------------------------------------

@@ -36,9 +36,11 @@ def check(
     dataset: dict[str, Any],
     settings: Settings,
     invalid: Callable[[engine.SpecError], Invalid] = spec_error,
+    validation_data: bool = False,
 ):
-    """The engine's unbuilt model for these specs and data, within the service's limits. Raises Invalid
-    (an engine error through ``invalid``, which says where it is in the request)."""
+    """The engine's unbuilt model for these specs and data, within the service's limits (``validation_data``:
+    the job validates on a dataset of its own). Raises Invalid (an engine error through ``invalid``, which
+    says where it is in the request)."""
     task, width = store.task_of(dataset)
     try:
         model = engine.validate(
@@ -51,6 +53,7 @@ def check(
             # Datasets uploaded before class counts were recorded have none: their split is checked
             # when the job starts.
             class_counts=dataset.get("class_counts"),
+            validation_data=validation_data,
         )
     except engine.SpecError as error:
         raise invalid(error) from None
@@ -76,12 +79,22 @@ def check(
     return model
 
 
-def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: str) -> tuple[dict, dict]:
-    """The job and model records for a validated request. Raises Invalid."""
+def plan(
+    body: JobCreate,
+    dataset: dict[str, Any],
+    settings: Settings,
+    tenant: str,
+    find_dataset: Callable[[str], dict[str, Any] | None] = lambda _id: None,
+) -> tuple[dict, dict]:
+    """The job and model records for a validated request; ``find_dataset(id)`` gives the metadata of
+    another of the tenant's datasets (``training.validation_data``). Raises Invalid."""
     task, _width = store.task_of(dataset)
     training = body.training  # as the client wrote it, but for null fields, which mean "left out": the engine checks it
+    validation = None
     if isinstance(training, dict):
         training = {field: value for field, value in training.items() if value is not None}
+        if "validation_data" in training:  # the service's to resolve: the engine takes rows, not ids
+            validation = check_validation_data(training.pop("validation_data"), training, dataset, find_dataset)
         for field, reason in NOT_SERVED.items():
             if field in training:
                 raise Invalid(f"training.{field}", f"not offered by this server: {reason}", "not_served")
@@ -91,7 +104,7 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
         model_spec, training, invalid = from_keras(body.model, training, dataset["n_features"])
     if isinstance(training, dict):
         training.setdefault("metrics", DEFAULT_METRICS[task])
-    model = check(model_spec, training, dataset, settings, invalid)
+    model = check(model_spec, training, dataset, settings, invalid, validation_data=validation is not None)
     job_id, model_id, created_at = store.new_id("job"), store.new_id("mdl"), store.now()
     config = model.training.config()
     job = {
@@ -110,6 +123,7 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
         "error": None,
         "cancel_requested": False,
         "checkpoint_every": settings.checkpoint_every,
+        "validation_data": validation["id"] if validation is not None else None,
         "created_at": created_at,
         "started_at": None,
         "finished_at": None,
@@ -131,6 +145,42 @@ def plan(body: JobCreate, dataset: dict[str, Any], settings: Settings, tenant: s
         "trained_at": None,
     }
     return job, record
+
+
+def check_validation_data(
+    value: Any,
+    training: dict[str, Any],
+    dataset: dict[str, Any],
+    find_dataset: Callable[[str], dict[str, Any] | None],
+    classes: list[Any] | None = None,
+) -> dict[str, Any]:
+    """The metadata of the dataset ``training.validation_data`` names, once it fits the training
+    ``dataset``: the same features, the same kind of targets (as many columns), and for
+    classification only classes the model will know (``classes``, else the dataset's). Raises Invalid."""
+    loc = "training.validation_data"
+    if training.get("validation_split"):
+        raise Invalid(loc, "give validation_split or validation_data, not both")
+    if not isinstance(value, str):
+        raise Invalid(loc, f"must be the id of a dataset; received {value!r}")
+    meta = find_dataset(value)
+    if meta is None:
+        raise Invalid(loc, f"no dataset {value!r}")
+    if meta["n_features"] != dataset["n_features"]:
+        raise Invalid(
+            loc, f"{value!r} has {meta['n_features']} features; the training data has {dataset['n_features']}"
+        )
+    if meta["target_kind"] != dataset["target_kind"]:
+        raise Invalid(
+            loc, f"{value!r} has {meta['target_kind']} targets; the training data has {dataset['target_kind']}"
+        )
+    if meta["target_kind"] == "categorical":
+        known = dataset["classes"] if classes is None else classes
+        new = [label for label in meta["classes"] if label not in known]
+        if new:
+            raise Invalid(loc, f"{value!r} has the class {new[0]!r}, which the model will not know; it knows {known}")
+    elif meta["n_targets"] != dataset["n_targets"]:
+        raise Invalid(loc, f"{value!r} has {meta['n_targets']} targets; the training data has {dataset['n_targets']}")
+    return meta
 
 
 def from_keras(model: KerasModel | dict[str, Any] | str, training: Any, n_features: int):

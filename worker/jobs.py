@@ -106,8 +106,16 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
     if meta is None or arrays is None:
         raise JobError(f"dataset {job['dataset_id']!r} was deleted before the job could train on it")
     task, width = store.task_of(meta)
+    validation_data = _load_validation_data(r, job)
     # Checked again here: the payload came through Redis, and the dataset may have changed.
-    model = engine.validate(job["model"], job["training"], n_features=meta["n_features"], task=task, width=width)
+    model = engine.validate(
+        job["model"],
+        job["training"],
+        n_features=meta["n_features"],
+        task=task,
+        width=width,
+        validation_data=validation_data is not None,
+    )
 
     checkpoint = store.load_checkpoint(r, job_id)
     store.restart_history(r, job_id, checkpoint[1] if checkpoint else 0)
@@ -125,7 +133,7 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
 
     try:
         # A session rather than model.fit: a stopping worker needs a checkpoint of the current epoch.
-        trainer = engine.TrainingSession(model, *arrays, task=task)
+        trainer = engine.TrainingSession(model, *arrays, task=task, validation_data=validation_data)
         if checkpoint:
             trainer.restore(checkpoint[0])
         history = trainer.run(
@@ -147,11 +155,41 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
         return Retry(max=MAX_PREEMPTIONS, enqueue_at_front=True)
 
     metrics = {name: values[-1] for name, values in history.history.items() if name != "learning_rate"}
-    fields = {"metrics": metrics, "trained_at": store.now(), "n_parameters": model.n_parameters}
+    fields = {
+        "metrics": metrics,
+        "trained_at": store.now(),
+        "n_parameters": model.n_parameters,
+        "evaluation": evaluation(trainer, job),
+    }
     epochs = [dict(zip(history.history, values)) for values in zip(*history.history.values())]
     if not lifecycle.succeed(r, job, lease, engine.dumps(model), fields, epochs):
         return _walk_away(job_id)
     return {"status": JobStatus.succeeded, "epochs": len(history.epoch)}
+
+
+def _load_validation_data(r: redis.Redis, job: dict[str, Any]) -> tuple[Any, Any] | None:
+    """The rows of the job's ``validation_data`` dataset (None when it has none). Raises JobError when it is gone."""
+    dataset_id = job.get("validation_data")
+    if dataset_id is None:
+        return None
+    meta = store.get_dataset(r, dataset_id, job["tenant"])
+    arrays = store.load_dataset(r, dataset_id) if meta is not None else None
+    if arrays is None:
+        raise JobError(f"validation dataset {dataset_id!r} was deleted before the job could train")
+    return arrays
+
+
+NO_HELD_OUT_ROWS = "no held-out rows: the job had neither a validation_split nor validation_data"
+
+
+def evaluation(trainer: engine.TrainingSession, job: dict[str, Any]) -> dict[str, Any]:
+    """The model's evaluation report on the job's held-out rows (``engine.reports``), saying which
+    rows they were: ``"validation"`` (the split) or ``"dataset <id>"`` (``validation_data``)."""
+    report = engine.reports.session_report(trainer)
+    if report is None:
+        return {"on": None, "rows": 0, "note": NO_HELD_OUT_ROWS}
+    on = f"dataset {job['validation_data']}" if job.get("validation_data") else "validation"
+    return {"on": on, **report}
 
 
 in_work_horse = False

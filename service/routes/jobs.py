@@ -41,7 +41,9 @@ def create():
     dataset = store.get_dataset(ctx.redis, body.dataset, tenant())
     if dataset is None:
         raise Invalid("dataset", f"no dataset {body.dataset!r}")
-    job, model = specs.plan(body, dataset, ctx.settings, tenant())
+    job, model = specs.plan(
+        body, dataset, ctx.settings, tenant(), lambda dataset_id: store.get_dataset(ctx.redis, dataset_id, tenant())
+    )
     response = respond(public(job, with_history=False), 202, {"Location": f"/v1/jobs/{job['id']}"})
     try:
         lifecycle.submit(
