@@ -147,11 +147,21 @@ class DatasetList(Page):
 class JobCreate(Request):
     dataset: str = Field(description="Id of the dataset to train on (`iris`, `blobs`, `linear` or an uploaded one).")
     name: Name | None = None
+    # Left out (None) only with initial_model: ``specs.plan`` says so. Not ``| None``, which would wrap the
+    # forms' oneOf in an anyOf with null in the document.
     model: ModelField = Field(
+        None,
         description="An nnserve model spec, or a Keras `Sequential` document (object or JSON "
-        'text), or `{"keras": <document>, "input_scaling": ...}`.'
+        'text), or `{"keras": <document>, "input_scaling": ...}`. Required unless `initial_model` is given '
+        "(then left out, its architecture is copied; given, it must match it layer for layer).",
     )
     training: TrainingSpecAsWritten = Field(default_factory=dict)
+    initial_model: str | None = Field(
+        None,
+        description="Warm start: a trained model whose weights, input scaling and labels training continues "
+        "from, for `epochs` more epochs. The dataset must have its features and, for classification, only "
+        "classes it knows.",
+    )
 
 
 class Progress(BaseModel):
@@ -177,6 +187,8 @@ class JobPublic(BaseModel):
     error: JobFailure | None = None
     attempts: int = 0
     validation_data: str | None = Field(None, description="The dataset whose rows the job validates on, if any.")
+    initial_model: str | None = Field(None, description="Warm start: the id of the model training continued from.")
+    initial_epoch: int | None = Field(None, description="Warm start: the epochs the initial model had been trained.")
     model: dict[str, Any] = Field(description="The model spec with every default filled in.")
     training: dict[str, Any] = Field(description="The training config with every default filled in, seed included.")
     created_at: str
@@ -280,6 +292,9 @@ class ModelPublic(BaseModel):
     input: ModelInput
     output: ModelOutput
     n_parameters: int
+    initial_model: str | None = Field(None, description="Warm start: the id of the model training continued from.")
+    initial_epoch: int | None = Field(None, description="Warm start: the epochs the initial model had been trained.")
+    epochs_trained: int | None = Field(None, description="Epochs behind these weights, a warm start's included.")
     evaluation: Evaluation | None = Field(
         None, description="The evaluation report on the job's held-out rows, computed when training ended."
     )

@@ -107,15 +107,21 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
         raise JobError(f"dataset {job['dataset_id']!r} was deleted before the job could train on it")
     task, width = store.task_of(meta)
     validation_data = _load_validation_data(r, job)
+    initial = _load_initial_model(r, job)
     # Checked again here: the payload came through Redis, and the dataset may have changed.
     model = engine.validate(
         job["model"],
         job["training"],
         n_features=meta["n_features"],
         task=task,
-        width=width,
+        width=width if initial is None else len(initial.classes or []) or initial.n_outputs,
         validation_data=validation_data is not None,
     )
+    if initial is not None:
+        # A warm start: the initial model's weights, scaling and labels, trained with this job's config
+        # (the session keeps what a model with weights already has, and gives it a fresh optimizer).
+        initial.training = model.training
+        model = initial
 
     checkpoint = store.load_checkpoint(r, job_id)
     store.restart_history(r, job_id, checkpoint[1] if checkpoint else 0)
@@ -160,6 +166,7 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
         "trained_at": store.now(),
         "n_parameters": model.n_parameters,
         "evaluation": evaluation(trainer, job),
+        "epochs_trained": (job.get("initial_epoch") or 0) + len(history.epoch),
     }
     epochs = [dict(zip(history.history, values)) for values in zip(*history.history.values())]
     if not lifecycle.succeed(r, job, lease, engine.dumps(model), fields, epochs):
@@ -177,6 +184,17 @@ def _load_validation_data(r: redis.Redis, job: dict[str, Any]) -> tuple[Any, Any
     if arrays is None:
         raise JobError(f"validation dataset {dataset_id!r} was deleted before the job could train")
     return arrays
+
+
+def _load_initial_model(r: redis.Redis, job: dict[str, Any]) -> engine.Model | None:
+    """The trained model a warm start continues from (None for a fresh start). Raises JobError when it is gone."""
+    model_id = job.get("initial_model")
+    if model_id is None:
+        return None
+    blob = store.load_weights(r, model_id)
+    if blob is None:
+        raise JobError(f"initial model {model_id!r} was deleted before the job could train from it")
+    return engine.loads(blob)
 
 
 NO_HELD_OUT_ROWS = "no held-out rows: the job had neither a validation_split nor validation_data"

@@ -24,6 +24,15 @@ def get_job(job_id: str) -> dict:
     return job
 
 
+def initial_model(ref: str) -> dict:
+    """The record of the model a warm start names (``initial_model``); raises Invalid naming it.
+    The one place a job's model reference is looked up."""
+    model = store.get_model(services().redis, ref, tenant())
+    if model is None:
+        raise Invalid("initial_model", f"no model {ref!r}")
+    return model
+
+
 def public(job: dict, with_history: bool = True) -> JobPublic:
     history = store.history(services().redis, job["id"]) if with_history else None
     return JobPublic.model_validate(
@@ -41,8 +50,14 @@ def create():
     dataset = store.get_dataset(ctx.redis, body.dataset, tenant())
     if dataset is None:
         raise Invalid("dataset", f"no dataset {body.dataset!r}")
+    initial = initial_model(body.initial_model) if body.initial_model is not None else None
     job, model = specs.plan(
-        body, dataset, ctx.settings, tenant(), lambda dataset_id: store.get_dataset(ctx.redis, dataset_id, tenant())
+        body,
+        dataset,
+        ctx.settings,
+        tenant(),
+        lambda dataset_id: store.get_dataset(ctx.redis, dataset_id, tenant()),
+        initial,
     )
     response = respond(public(job, with_history=False), 202, {"Location": f"/v1/jobs/{job['id']}"})
     try:
