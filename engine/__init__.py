@@ -19,7 +19,7 @@ This package imports nothing from the rest of nnserve.
 """
 
 from . import archive, params, reference, reports
-from .callbacks import History
+from .callbacks import BestWeights, History
 from .errors import EngineError, NonFiniteError, SpecError
 from .gradcheck import gradcheck
 from .keras import KerasImport, from_keras
@@ -30,6 +30,7 @@ from .training import TrainingSession
 from .training_config import TrainingConfig
 
 __all__ = [
+    "BestWeights",
     "EngineError",
     "History",
     "KerasImport",

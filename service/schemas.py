@@ -164,6 +164,15 @@ class JobCreate(Request):
     )
 
 
+class CancelRequest(Request):
+    keep: Literal["none", "best", "last"] = Field(
+        "none",
+        description="What a running job keeps: nothing (its model is canceled), or the weights of its best epoch "
+        "(by the early-stopping monitor, else val_loss, else loss) or of its last finished one, in a ready "
+        "model marked `partial`. A queued job has learned nothing: it is canceled whatever this says.",
+    )
+
+
 class Progress(BaseModel):
     epoch: int = Field(description="Epochs finished.")
     epochs: int
@@ -189,6 +198,7 @@ class JobPublic(BaseModel):
     validation_data: str | None = Field(None, description="The dataset whose rows the job validates on, if any.")
     initial_model: str | None = Field(None, description="Warm start: the id of the model training continued from.")
     initial_epoch: int | None = Field(None, description="Warm start: the epochs the initial model had been trained.")
+    cancel_keep: Literal["none", "best", "last"] | None = Field(None, description="What its cancel asked to keep.")
     model: dict[str, Any] = Field(description="The model spec with every default filled in.")
     training: dict[str, Any] = Field(description="The training config with every default filled in, seed included.")
     created_at: str
@@ -295,6 +305,10 @@ class ModelPublic(BaseModel):
     initial_model: str | None = Field(None, description="Warm start: the id of the model training continued from.")
     initial_epoch: int | None = Field(None, description="Warm start: the epochs the initial model had been trained.")
     epochs_trained: int | None = Field(None, description="Epochs behind these weights, a warm start's included.")
+    partial: bool | None = Field(None, description="True for the weights a canceled job kept (`kept`).")
+    kept: Literal["best", "last"] | None = Field(None, description="Which epoch's weights a canceled job kept.")
+    kept_epoch: int | None = Field(None, description="The epoch whose weights a canceled job kept (1-based).")
+    stopped_epoch: int | None = Field(None, description="The last epoch a canceled job finished (1-based).")
     evaluation: Evaluation | None = Field(
         None, description="The evaluation report on the job's held-out rows, computed when training ended."
     )

@@ -21,6 +21,7 @@ import signal
 import threading
 from typing import Any
 
+import numpy as np
 import redis
 from rq import Retry, get_current_job
 from rq.exceptions import AbandonedJobError
@@ -126,11 +127,17 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
     checkpoint = store.load_checkpoint(r, job_id)
     store.restart_history(r, job_id, checkpoint[1] if checkpoint else 0)
     stopped_for = None
+    # Kept as training goes: a cancel asking to keep the best epoch's weights may come at any epoch.
+    has_validation = validation_data is not None or job["training"]["validation_split"] > 0
+    best = engine.BestWeights.for_training(model.training.early_stopping, has_validation)
+    last = None
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
-        nonlocal stopped_for
+        nonlocal stopped_for, last
+        best.update(trainer.params, epoch, logs)
         if store.record_epoch(r, job_id, lease, epoch, logs):
             stopped_for = "cancel"
+            last = trainer.params.copy()  # before training ends: restore_best would put other weights back
         elif preempted.is_set() and trainer.epoch < job["epochs"]:
             # At the epoch boundary the next worker loses nothing: the checkpoint is this very state.
             store.save_checkpoint(r, job_id, lease, trainer.checkpoint(), trainer.epoch)
@@ -151,6 +158,21 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
         return _walk_away(job_id)
 
     if stopped_for == "cancel":
+        keep = (store.get_job(r, job_id) or {}).get("cancel_keep") or "none"
+        if keep != "none" and last is not None:
+            kept = best.params if keep == "best" and best.params is not None else last
+            kept_epoch = best.epoch if keep == "best" and best.epoch is not None else trainer.epoch
+            np.copyto(trainer.params, kept)
+            fields = {
+                **_model_fields(trainer, job, history, kept_epoch),
+                "partial": True,
+                "kept": keep,
+                "kept_epoch": kept_epoch,
+                "stopped_epoch": trainer.epoch,
+            }
+            if not lifecycle.cancel_keeping(r, job, lease, engine.dumps(model), fields, _epochs(history)):
+                return _walk_away(job_id)
+            return {"status": JobStatus.canceled, "epochs": len(history.epoch), "kept": keep}
         lifecycle.honour_cancel(r, job, lease=lease)
         return {"status": JobStatus.canceled, "epochs": len(history.epoch)}
     if stopped_for == "shutdown":
@@ -160,18 +182,30 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
         log.info("job %s: checkpointed at epoch %d and requeued (worker stopping)", job_id, trainer.epoch)
         return Retry(max=MAX_PREEMPTIONS, enqueue_at_front=True)
 
-    metrics = {name: values[-1] for name, values in history.history.items() if name != "learning_rate"}
-    fields = {
-        "metrics": metrics,
-        "trained_at": store.now(),
-        "n_parameters": model.n_parameters,
-        "evaluation": evaluation(trainer, job),
-        "epochs_trained": (job.get("initial_epoch") or 0) + len(history.epoch),
-    }
-    epochs = [dict(zip(history.history, values)) for values in zip(*history.history.values())]
-    if not lifecycle.succeed(r, job, lease, engine.dumps(model), fields, epochs):
+    fields = _model_fields(trainer, job, history, len(history.epoch))
+    if not lifecycle.succeed(r, job, lease, engine.dumps(model), fields, _epochs(history)):
         return _walk_away(job_id)
     return {"status": JobStatus.succeeded, "epochs": len(history.epoch)}
+
+
+def _model_fields(
+    trainer: engine.TrainingSession, job: dict[str, Any], history: engine.History, epochs: int
+) -> dict[str, Any]:
+    """What the model record says of the weights the session now holds, those of epoch ``epochs`` (1-based):
+    that epoch's logged figures, and its evaluation report."""
+    metrics = {name: values[epochs - 1] for name, values in history.history.items() if name != "learning_rate"}
+    return {
+        "metrics": metrics,
+        "trained_at": store.now(),
+        "n_parameters": trainer.model.n_parameters,
+        "evaluation": evaluation(trainer, job),
+        "epochs_trained": (job.get("initial_epoch") or 0) + epochs,
+    }
+
+
+def _epochs(history: engine.History) -> list[dict[str, float]]:
+    """The history as one dict of logged values per epoch, as the store keeps it."""
+    return [dict(zip(history.history, values)) for values in zip(*history.history.values())]
 
 
 def _load_validation_data(r: redis.Redis, job: dict[str, Any]) -> tuple[Any, Any] | None:

@@ -10,7 +10,7 @@ from ..errors import Conflict, Invalid, NotFound, TooManyRequests
 from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
 from ..parsing import page, parse
-from ..schemas import JobCreate, JobList, JobPublic
+from ..schemas import CancelRequest, JobCreate, JobList, JobPublic
 from . import listing, respond
 
 bp = Blueprint("jobs", __name__)
@@ -95,12 +95,14 @@ def show(job_id: str):
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
-@doc(responses={202: JobPublic}, errors=(404, 409))
+@doc(body=CancelRequest, responses={202: JobPublic}, errors=(400, 404, 409, 415, 422))
 def cancel(job_id: str):
-    """Cancel a job: a queued one never starts, a running one stops within an epoch."""
+    """Cancel a job: a queued one never starts, a running one stops within an epoch, keeping the weights
+    of its best or last epoch in a ready model when the body says `keep` (no body: keep nothing)."""
     ctx = services()
+    body = parse(CancelRequest) if request.get_data() else CancelRequest()
     try:
-        if lifecycle.cancel(ctx.redis, get_job(job_id)) is lifecycle.Move.cancel:
+        if lifecycle.cancel(ctx.redis, get_job(job_id), keep=body.keep) is lifecycle.Move.cancel:
             queue.discard(ctx.queue, job_id)  # it was queued: it never starts
     except lifecycle.Refused as refused:
         raise Conflict(f"job {job_id!r} has already {refused.status}") from None
