@@ -144,6 +144,10 @@ class DatasetList(Page):
 # Jobs ----------------------------------------------------------------------------------
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class JobCreate(Request):
     dataset: str = Field(description="Id of the dataset to train on (`iris`, `blobs`, `linear` or an uploaded one).")
     name: Name | None = None
@@ -154,6 +158,7 @@ class JobCreate(Request):
         description="An nnserve model spec, or a Keras `Sequential` document (object or JSON "
         'text), or `{"keras": <document>, "input_scaling": ...}`. Required unless `initial_model` is given '
         "(then left out, its architecture is copied; given, it must match it layer for layer).",
+        json_schema_extra=_no_default,  # null is no form of model: the document states no default
     )
     training: TrainingSpecAsWritten = Field(default_factory=dict)
     initial_model: str | None = Field(

@@ -95,7 +95,7 @@ def show(job_id: str):
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
-@doc(body=CancelRequest, responses={202: JobPublic}, errors=(400, 404, 409, 415, 422))
+@doc(body=CancelRequest, body_required=False, responses={202: JobPublic}, errors=(400, 404, 409, 415, 422))
 def cancel(job_id: str):
     """Cancel a job: a queued one never starts, a running one stops within an epoch, keeping the weights
     of its best or last epoch in a ready model when the body says `keep` (no body: keep nothing)."""

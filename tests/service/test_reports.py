@@ -129,3 +129,24 @@ def test_a_val_monitor_needs_held_out_rows_and_validation_data_gives_them(client
     assert submit(client, training=stopping).status_code == 422
     assert submit(client, training={**stopping, "validation_data": "iris"}).status_code == 202
     assert submit(client, model=IRIS_MODEL, training={**stopping, "validation_data": None}).status_code == 422
+
+
+def test_the_openapi_document_describes_the_new_fields(client):
+    document = client.get("/openapi.json").json
+    schemas = document["components"]["schemas"]
+    assert schemas["EvaluateResponse"]["properties"]["evaluation"]["$ref"] == "#/components/schemas/Evaluation"
+    evaluation = schemas["Evaluation"]["properties"]
+    assert {"on", "rows", "labels", "confusion_matrix", "per_class", "roc_auc", "calibration", "r2"} <= set(evaluation)
+    model = schemas["ModelPublic"]["properties"]
+    assert {"evaluation", "partial", "kept", "kept_epoch", "stopped_epoch", "initial_model", "initial_epoch"} <= set(
+        model
+    )
+    assert {"initial_model", "initial_epoch", "validation_data", "cancel_keep"} <= set(
+        schemas["JobPublic"]["properties"]
+    )
+    assert "initial_model" in schemas["JobCreate"]["properties"] and "model" not in schemas["JobCreate"]["required"]
+    assert "validation_data" in schemas["TrainingSpec"]["properties"]
+    cancel = document["paths"]["/v1/jobs/{job_id}/cancel"]["post"]["requestBody"]
+    assert cancel["required"] is False
+    assert cancel["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/CancelRequest"}
+    assert schemas["CancelRequest"]["properties"]["keep"]["enum"] == ["none", "best", "last"]
