@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, model_serializer
 
 from nnserve.engine.network import INPUT_SCALINGS
 
@@ -245,11 +245,16 @@ class CalibrationBin(BaseModel):
     observed: float | None = Field(None, description="Share of the bin's rows predicted right.")
     count: int
 
+    @model_serializer(mode="wrap")
+    def _with_nulls(self, handler: Any) -> Any:
+        # Every bin has all three fields, an empty one with nulls, though the API leaves out null fields.
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
 
 class Calibration(BaseModel):
     bins: list[CalibrationBin] = Field(
         description="10 equal-width bins of the top-label confidence q, bin b holding b/10 < q <= (b+1)/10 "
-        "(an empty bin has only its count)."
+        "(an empty bin has null figures)."
     )
     ece: float = Field(
         description="Expected calibration error: sum over bins of count/rows x |observed - mean_predicted|."
@@ -282,7 +287,8 @@ class Evaluation(BaseModel):
     accuracy: float | None = None
     log_loss: float | None = Field(None, description="-mean log p(true class), p clipped to [eps, 1 - eps].")
     roc_auc: float | None = Field(
-        None, description="Binary: AUC of the second class's probability; else one-vs-rest macro (null if undefined)."
+        None,
+        description="Binary: AUC of the second class's probability; else one-vs-rest macro (left out if undefined).",
     )
     roc_auc_classes: int | None = Field(None, description="Classes the one-vs-rest mean covers (both kinds of rows).")
     calibration: Calibration | None = None

@@ -36,6 +36,8 @@ def test_a_model_stores_its_report_on_the_validation_split(client, run_jobs, red
     assert report["accuracy"] == pytest.approx(job["history"]["val_accuracy"][-1])
     assert report["log_loss"] == pytest.approx(job["history"]["val_loss"][-1], rel=1e-4)
     assert set(report["calibration"]) == {"bins", "ece"} and len(report["calibration"]["bins"]) == 10
+    # Three classes: the top label's confidence is at least 1/3, so the first bins are empty, with null figures.
+    assert report["calibration"]["bins"][0] == {"mean_predicted": None, "observed": None, "count": 0}
     assert 0.5 <= report["roc_auc"] <= 1.0
 
 
