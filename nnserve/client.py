@@ -382,7 +382,7 @@ class Client:
 
     def report(self, model_id: str, dataset: str | None = None) -> dict:
         """The model's evaluation report: the one stored when it was trained (on its held-out rows), or,
-        given a ``dataset`` (an id), the one computed on its rows (see docs/models.md, Evaluation reports)."""
+        given a ``dataset`` (an id), the one computed on its rows (see docs/evaluation.md)."""
         if dataset is None:
             return self.get_model(model_id).get("evaluation") or {}
         return self.evaluate(model_id, dataset)["evaluation"]

@@ -269,8 +269,8 @@ class TargetFigures(BaseModel):
 
 
 class Evaluation(BaseModel):
-    """An evaluation report: figures of a model on rows it was not trained on (see docs/models.md,
-    "Evaluation reports", for every formula). Classification reports carry the fields from ``labels``
+    """An evaluation report: figures of a model on rows it was not trained on (docs/evaluation.md writes out
+    every formula). Classification reports carry the fields from ``labels``
     to ``calibration``; regression ones ``mae`` to ``per_target``."""
 
     on: str | None = Field(
