@@ -29,6 +29,7 @@ Classification
                   ``p_ic``, class c against all others. A class with no rows, or with every row, in
                   ``y`` has no AUC and is left out of the mean (``roc_auc_classes`` counts those in
                   it); ``roc_auc`` is null when none is left.
+    (Above MAX_MATRIX_CLASSES classes the confusion matrix and the AUC are left out, and ``note`` says so.)
     calibration = the top-label confidence ``q_i = max_c p_ic`` in 10 equal-width bins, bin b
                   holding ``b/10 < q ≤ (b+1)/10`` (the first also holds 0): per bin,
                   ``mean_predicted`` = mean q, ``observed`` = share of its rows predicted right
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
     from .training import TrainingSession
 
 CALIBRATION_BINS = 10
+MAX_MATRIX_CLASSES = 100
+"""Above this many classes the report leaves out the confusion matrix (classes² cells: 10,000 classes
+would make 10⁸) and the one-vs-rest ROC AUC (a sort of every row per class), and says so in ``note``."""
 QUANTILES = (5, 25, 50, 75, 95)
 
 
@@ -69,10 +73,9 @@ def classification(y: Any, probabilities: Any, labels: list[Any]) -> dict[str, A
     p = np.asarray(probabilities, dtype=np.float64)
     n, k = p.shape
     predicted = p.argmax(axis=1)
-    confusion = np.bincount(y * k + predicted, minlength=k * k).reshape(k, k)
-    true_positives = np.diag(confusion).astype(np.float64)
-    support = confusion.sum(axis=1)
-    predicted_count = confusion.sum(axis=0)
+    true_positives = np.bincount(y[predicted == y], minlength=k).astype(np.float64)
+    support = np.bincount(y, minlength=k)
+    predicted_count = np.bincount(predicted, minlength=k)
     precision = _ratio(true_positives, predicted_count)
     recall = _ratio(true_positives, support)
     f1 = _ratio(2 * precision * recall, precision + recall)
@@ -87,11 +90,15 @@ def classification(y: Any, probabilities: Any, labels: list[Any]) -> dict[str, A
     }
     total = int(support.sum())
     weights = support / total if total else np.zeros(k)
-    auc, auc_classes = _roc_auc(y, p)
+    few = k <= MAX_MATRIX_CLASSES
+    auc, auc_classes = _roc_auc(y, p) if few else (None, 0)
+    result: dict[str, Any] = {"rows": n, "labels": list(labels)}
+    if few:
+        result["confusion_matrix"] = np.bincount(y * k + predicted, minlength=k * k).reshape(k, k).tolist()
+    else:
+        result["note"] = f"confusion_matrix and roc_auc are left out for more than {MAX_MATRIX_CLASSES} classes"
     return {
-        "rows": n,
-        "labels": list(labels),
-        "confusion_matrix": confusion.tolist(),
+        **result,
         "per_class": per_class,
         "macro_avg": {
             "precision": float(precision.mean()),

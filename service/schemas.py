@@ -278,7 +278,7 @@ class Evaluation(BaseModel):
         "dataset given to /evaluate), or null when the model has no held-out rows (`note` says so)."
     )
     rows: int
-    note: str | None = None
+    note: str | None = Field(None, description="What the report lacks and why (no held-out rows; over 100 classes).")
     labels: list[Label] | None = Field(None, description="The model's classes, in the order of every table here.")
     confusion_matrix: list[list[int]] | None = Field(None, description="Rows: true labels; columns: predictions.")
     per_class: dict[str, ClassFigures] | None = Field(None, description="By label (as text).")

@@ -195,3 +195,14 @@ def test_a_regression_models_report(iris):
     model.fit(x[:, :3], target)
     result = reports.report(model, x[:, :3], target)
     assert result["r2"] == pytest.approx(r2_score(target, model.predict(x[:, :3])), abs=1e-6)
+
+
+def test_many_classes_leave_out_the_confusion_matrix_and_the_auc_saying_so():
+    y, p = _multiclass(seed=6, n=400, k=reports.MAX_MATRIX_CLASSES + 1)
+    labels = list(range(reports.MAX_MATRIX_CLASSES + 1))
+    result = reports.classification(y, p, labels)
+    assert "confusion_matrix" not in result and result["roc_auc"] is None
+    assert result["note"] == "confusion_matrix and roc_auc are left out for more than 100 classes"
+    _assert_matches_classification_report(
+        {**result, "confusion_matrix": confusion_matrix(y, p.argmax(axis=1), labels=labels).tolist()}, y, p, labels
+    )
