@@ -9,7 +9,8 @@
 
 A job that must stop and resume at any epoch trains through a ``TrainingSession`` (what
 ``fit`` does inside): ``session.run(on_epoch=...)``, ``session.epoch``, ``session.checkpoint()``,
-``session.restore(blob)``. ``archive`` is the npz codec (named arrays and a JSON document)
+``session.restore(blob)``. ``reports`` computes evaluation reports (confusion matrix, per-class
+figures, ROC AUC, calibration; regression errors and residuals). ``archive`` is the npz codec (named arrays and a JSON document)
 that checkpoints and saved models use; ``params`` the declarations every configurable class
 makes of its parameters, and ``reference`` what is derived from them for people (the tables
 of docs/spec.md, the dashboard's choices).
@@ -17,8 +18,8 @@ of docs/spec.md, the dashboard's choices).
 This package imports nothing from the rest of nnserve.
 """
 
-from . import archive, params, reference
-from .callbacks import History
+from . import archive, params, reference, reports
+from .callbacks import BestWeights, History
 from .errors import EngineError, NonFiniteError, SpecError
 from .gradcheck import gradcheck
 from .keras import KerasImport, from_keras
@@ -29,6 +30,7 @@ from .training import TrainingSession
 from .training_config import TrainingConfig
 
 __all__ = [
+    "BestWeights",
     "EngineError",
     "History",
     "KerasImport",
@@ -45,5 +47,6 @@ __all__ = [
     "loads",
     "params",
     "reference",
+    "reports",
     "validate",
 ]

@@ -162,6 +162,38 @@ class ReduceLROnPlateau(Callback):
         self.best, self.wait, self.cooldown_left = scalars["best"], scalars["wait"], scalars["cooldown_left"]
 
 
+class BestWeights:
+    """The weights of the best epoch so far by one logged value (``monitor``; accuracy and r2 upwards,
+    every other value downwards), kept as training goes, for a caller that may stop training at any
+    epoch and keep them (a canceled job's ``keep: "best"``). ``epoch`` counts the epochs finished when
+    they were the best (1-based), None before any."""
+
+    def __init__(self, monitor: str):
+        self.monitor = monitor
+        self.maximize = monitor.removeprefix("val_") in ("accuracy", "r2")
+        self.best = -math.inf if self.maximize else math.inf
+        self.epoch: int | None = None
+        self.params: np.ndarray | None = None
+
+    @classmethod
+    def for_training(cls, early_stopping: EarlyStopping | None, has_validation: bool) -> BestWeights:
+        """Watching the early-stopping monitor, else ``val_loss`` with validation rows, else ``loss``."""
+        if early_stopping is not None:
+            return cls(early_stopping.monitor)
+        return cls("val_loss" if has_validation else "loss")
+
+    def update(self, params: np.ndarray, epoch: int, logs: dict[str, float]) -> None:
+        """After epoch ``epoch`` (0-based) with these ``logs``: copy ``params`` if it is the best yet."""
+        value = logs.get(self.monitor)
+        if value is None or not (value > self.best if self.maximize else value < self.best):
+            return
+        self.best, self.epoch = value, epoch + 1
+        if self.params is None:
+            self.params = params.copy()
+        else:
+            np.copyto(self.params, params)
+
+
 class History:
     """Every logged value per epoch: ``history["loss"][i]`` is the training loss of epoch ``epoch[i]``."""
 

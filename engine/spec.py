@@ -42,11 +42,13 @@ def validate(
     width: int,
     rows: int | None = None,
     class_counts: Sequence[int] | None = None,
+    validation_data: bool = False,
 ) -> Model:
     """Check a spec against the data it will train on, without training: everything ``fit`` would reject
     before its first epoch. ``width`` is the number of classes (classification) or target columns.
     Given the data's ``rows`` (and, for classification, ``class_counts``, the rows of each class, by
     which the validation split is stratified), the split must leave rows to train and to validate on.
+    ``validation_data``: the fit will be given validation rows of its own (so ``val_*`` values are logged).
 
     ``input_shape`` is the shape of one sample (``[H, W, C]`` for images; rows of ``n_features`` when
     left out): the layers must chain from it, or SpecError names the first that cannot take what it gets.
@@ -61,7 +63,7 @@ def validate(
     model = build(spec, training)
     model.shapes(tuple(input_shape) if input_shape is not None else n_features)
     fraction = model.training.validation_split
-    model.settle_training(task, width, has_validation=fraction > 0)
+    model.settle_training(task, width, has_validation=fraction > 0 or validation_data)
     stratified = task == "classification"  # as the training session splits
     if rows is not None and fraction > 0 and (class_counts is not None or not stratified):
         check_split(rows, fraction, class_counts if stratified else None)

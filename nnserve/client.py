@@ -313,19 +313,25 @@ class Client:
     def train(
         self,
         dataset: str,
-        model: dict | str,
+        model: dict | str | None = None,
         training: dict | None = None,
         name: str | None = None,
         promote: str | dict | None = None,
+        initial_model: str | None = None,
     ) -> dict:
         """Submit a training job on ``dataset`` (an id); returns the queued job (``id``, ``model_id``).
         Under a ``name`` its model becomes the name's next version; ``promote`` (``always``, ``never``,
-        ``{"if_better": {"metric": ..., "min_delta": ...}}``) says whether it becomes ``current``."""
-        body: dict[str, Any] = {"dataset": dataset, "model": model, "training": training or {}}
+        ``{"if_better": {"metric": ..., "min_delta": ...}}``) says whether it becomes ``current``.
+        ``initial_model`` (a model reference) continues training from that model: ``model`` may then be left out."""
+        body: dict[str, Any] = {"dataset": dataset, "training": training or {}}
+        if model is not None:
+            body["model"] = model
         if name is not None:
             body["name"] = name
         if promote is not None:
             body["promote"] = promote
+        if initial_model is not None:
+            body["initial_model"] = initial_model
         return self._json("POST", "/v1/jobs", body, idempotent=True)
 
     def list_jobs(self, offset: int = 0, limit: int = 100) -> list[dict]:
@@ -440,6 +446,13 @@ class Client:
     def evaluate(self, model_id: str, dataset: str) -> dict:
         """The model's ``loss`` and ``metrics`` on a dataset (an id)."""
         return self._json("POST", f"/v1/models/{_id(model_id)}/evaluate", {"dataset": dataset})
+
+    def report(self, model_id: str, dataset: str | None = None) -> dict:
+        """The model's evaluation report: the one stored when it was trained (on its held-out rows), or,
+        given a ``dataset`` (an id), the one computed on its rows (see docs/evaluation.md)."""
+        if dataset is None:
+            return self.get_model(model_id).get("evaluation") or {}
+        return self.evaluate(model_id, dataset)["evaluation"]
 
     def weights(self, model_id: str) -> bytes:
         """The model's ``.npz`` archive (see docs/spec.md, Model files)."""

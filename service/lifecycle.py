@@ -11,8 +11,9 @@ job statistics, sets the model's status and, into a finished status, drops the j
 | start          | queued, running | running   |          | started_at, attempts, lease | the worker, as an attempt begins       |
 | requeue        | running         | queued    |          | error                       | the worker: a retry, or it is stopping |
 | cancel         | queued          | canceled  | canceled | finished_at                 | the API: the job never starts          |
-| request_cancel | running         | running   |          | cancel_requested            | the API: it stops at its next epoch    |
+| request_cancel | running         | running   |          | cancel_requested, cancel_keep | the API: it stops at its next epoch  |
 | honour_cancel  | queued, running | canceled  | canceled | finished_at, error          | the worker, finding a cancel request   |
+| cancel_keeping | running         | canceled  | ready    | finished_at, epoch, error   | the worker, a cancel that keeps weights |
 | fail           | queued, running | failed    | failed   | finished_at, error          | the worker's RQ failure callbacks      |
 | succeed        | running         | succeeded | ready    | finished_at, epoch, error   | the worker, with the trained weights   |
 
@@ -99,8 +100,9 @@ class Move(Enum):
     start = _row(ACTIVE, JobStatus.running, None, "started_at attempts lease")
     requeue = _row({JobStatus.running}, JobStatus.queued, None, "error")
     cancel = _row({JobStatus.queued}, JobStatus.canceled, ModelStatus.canceled, "finished_at")
-    request_cancel = _row({JobStatus.running}, JobStatus.running, None, "cancel_requested")
+    request_cancel = _row({JobStatus.running}, JobStatus.running, None, "cancel_requested cancel_keep")
     honour_cancel = _row(ACTIVE, JobStatus.canceled, ModelStatus.canceled, "finished_at error")
+    cancel_keeping = _row({JobStatus.running}, JobStatus.canceled, ModelStatus.ready, "finished_at epoch error")
     fail = _row(ACTIVE, JobStatus.failed, ModelStatus.failed, "finished_at error")
     succeed = _row({JobStatus.running}, JobStatus.succeeded, ModelStatus.ready, "finished_at epoch error")
 
@@ -165,13 +167,20 @@ def requeue(r: redis.Redis, job: Job, error: Error | None, lease: str | None = N
     return move is not None
 
 
-def cancel(r: redis.Redis, job: Job) -> Move | None:
+KEEP = ("none", "best", "last")
+"""What a cancel may keep of a running job: nothing, or the weights of its best or its last finished epoch."""
+
+
+def cancel(r: redis.Redis, job: Job, keep: str = "none") -> Move | None:
     """The API's cancel, decided in one step: a queued job is canceled at once (returns ``Move.cancel``:
-    take it off the queue), a running one is asked to stop (``Move.request_cancel``: the worker reads
-    the flag after each epoch), a canceled one is left as it is (None). Raises Refused for a job that
-    has finished otherwise."""
+    take it off the queue; it has learned nothing to keep), a running one is asked to stop
+    (``Move.request_cancel``: the worker reads the flag after each epoch, and ``keep``, one of KEEP), a
+    canceled one is left as it is (None). Raises Refused for a job that has finished otherwise."""
     move, previous = _apply(
-        r, job, (Move.cancel, {"finished_at": store.now()}), (Move.request_cancel, {"cancel_requested": True})
+        r,
+        job,
+        (Move.cancel, {"finished_at": store.now()}),
+        (Move.request_cancel, {"cancel_requested": True, "cancel_keep": keep}),
     )
     if move is None and previous != JobStatus.canceled:
         raise Refused(job["id"], previous)
@@ -182,6 +191,18 @@ def honour_cancel(r: redis.Redis, job: Job, lease: str | None = None) -> bool:
     """End as ``canceled`` a job whose cancel was asked for (its worker found the request, or lost the
     job with it); True when it was still queued or running."""
     move, _ = _apply(r, job, (Move.honour_cancel, {"finished_at": store.now(), "error": None}), lease=lease)
+    return move is not None
+
+
+def cancel_keeping(
+    r: redis.Redis, job: Job, lease: str, weights: bytes, fields: dict[str, Any], epochs: list[dict[str, float]]
+) -> bool:
+    """End as ``canceled`` a job whose cancel asked to keep its weights, with its model ``ready`` holding
+    ``weights`` (stored as ``succeed`` stores them, ``fields`` saying what was kept), if ``lease`` still
+    holds the job; False when another attempt has taken it over."""
+    store.save_model(r, job, weights, fields, epochs)
+    done = {"finished_at": store.now(), "epoch": len(epochs), "error": None}
+    move, _ = _apply(r, job, (Move.cancel_keeping, done), lease=lease)
     return move is not None
 
 

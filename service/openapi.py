@@ -51,14 +51,17 @@ def doc(
     forms: dict[str, Any] | None = None,
     query: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
+    body_required: bool = True,
 ) -> Callable:
     """Attach the route's OpenAPI description: ``responses`` maps a status to a model, None (no
     body) or a media type string; ``errors`` lists the problem statuses it can answer besides 503
-    (and 401 and 403 on the versioned API); ``query`` and ``headers`` map optional parameters to their text."""
+    (and 401 and 403 on the versioned API); ``query`` and ``headers`` map optional parameters to their text;
+    ``body_required=False`` for a body that may be left out (all its fields have defaults)."""
 
     def attach(view):
         view.openapi = {
             "body": body,
+            "body_required": body_required,
             "responses": responses,
             "errors": errors,
             "forms": forms,
@@ -128,7 +131,7 @@ def _operation(rule, method: str, view, meta, refs, operation_id: str) -> dict[s
             "schema": {"type": "object", "properties": meta["forms"], "required": ["file"]}
         }
     if content:
-        operation["requestBody"] = {"required": True, "content": content}
+        operation["requestBody"] = {"required": meta.get("body_required", True), "content": content}
     responses: dict[str, Any] = {}
     for status, model in meta["responses"].items():
         if model is None:

@@ -275,10 +275,11 @@ def held_out_rows(x: np.ndarray, y: np.ndarray, train_rows: np.ndarray) -> tuple
 
 
 def decide(
-    r: Any, job: Mapping[str, Any], model: engine.Model, x: np.ndarray, y: np.ndarray, train_rows: np.ndarray
+    r: Any, job: Mapping[str, Any], model: engine.Model, held_out: tuple[np.ndarray, np.ndarray] | None
 ) -> tuple[str, dict[str, Any] | None]:
     """The promotion decision for a named job that just trained ``model`` (see ``promotion``): the version
-    ``current`` points at now is loaded and scored on the job's held-out rows alongside the new one."""
+    ``current`` points at now is loaded and scored on the job's held-out rows (its ``validation_data``, else
+    its validation split, shaped for the model) alongside the new one."""
     policy = job.get("promote") or "always"
     if not isinstance(policy, dict):
         return promotion(policy, model, None, None)
@@ -289,8 +290,6 @@ def decide(
         version = main_version(target)
         blob = store.load_weights(r, state.versions[version]) if version in state.versions else None
         current = engine.loads(blob) if blob is not None else None
-    validation_data = job["training"].get("validation_data")
-    held_out = store.load_dataset(r, validation_data) if validation_data else held_out_rows(x, y, train_rows)
     try:
         return promotion(policy, model, current, held_out)
     except engine.SpecError as error:  # the new model cannot be scored on them: it stays registered, not current

@@ -19,6 +19,7 @@ from pydantic import (
     PlainValidator,
     Tag,
     WithJsonSchema,
+    model_serializer,
     model_validator,
 )
 
@@ -198,6 +199,10 @@ class PromoteIfBetter(Request):
     if_better: IfBetter
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class JobCreate(Request):
     dataset: str = Field(description="Id of the dataset to train on (`iris`, `blobs`, `linear` or an uploaded one).")
     name: RegisteredName | None = Field(
@@ -211,11 +216,31 @@ class JobCreate(Request):
         '`current` (a first version still becomes it); `{"if_better": {"metric", "min_delta"}}` scores the '
         "new and the current version on the same held-out rows and promotes only a better one.",
     )
+    # Left out (None) only with initial_model: ``specs.plan`` says so. Not ``| None``, which would wrap the
+    # forms' oneOf in an anyOf with null in the document.
     model: ModelField = Field(
+        None,
         description="An nnserve model spec, or a Keras `Sequential` document (object or JSON "
-        'text), or `{"keras": <document>, "input_scaling": ...}`.'
+        'text), or `{"keras": <document>, "input_scaling": ...}`. Required unless `initial_model` is given '
+        "(then left out, its architecture is copied; given, it must match it layer for layer).",
+        json_schema_extra=_no_default,  # null is no form of model: the document states no default
     )
     training: TrainingSpecAsWritten = Field(default_factory=dict)
+    initial_model: str | None = Field(
+        None,
+        description="Warm start: a trained model whose weights, input scaling and labels training continues "
+        "from, for `epochs` more epochs. The dataset must have its features and, for classification, only "
+        "classes it knows.",
+    )
+
+
+class CancelRequest(Request):
+    keep: Literal["none", "best", "last"] = Field(
+        "none",
+        description="What a running job keeps: nothing (its model is canceled), or the weights of its best epoch "
+        "(by the early-stopping monitor, else val_loss, else loss) or of its last finished one, in a ready "
+        "model marked `partial`. A queued job has learned nothing: it is canceled whatever this says.",
+    )
 
 
 class Progress(BaseModel):
@@ -245,6 +270,10 @@ class JobPublic(BaseModel):
     )
     error: JobFailure | None = None
     attempts: int = 0
+    validation_data: str | None = Field(None, description="The dataset whose rows the job validates on, if any.")
+    initial_model: str | None = Field(None, description="Warm start: the id of the model training continued from.")
+    initial_epoch: int | None = Field(None, description="Warm start: the epochs the initial model had been trained.")
+    cancel_keep: Literal["none", "best", "last"] | None = Field(None, description="What its cancel asked to keep.")
     model: dict[str, Any] = Field(description="The model spec with every default filled in.")
     training: dict[str, Any] = Field(description="The training config with every default filled in, seed included.")
     created_at: str
@@ -271,6 +300,78 @@ class ModelOutput(BaseModel):
     n_outputs: int
 
 
+class ClassFigures(BaseModel):
+    precision: float = Field(
+        description="TP / (TP + FP): of the rows predicted this class, the share that are (0 when none is)."
+    )
+    recall: float = Field(
+        description="TP / support: of the rows of this class, the share predicted so (0 without rows)."
+    )
+    f1: float = Field(description="2 precision recall / (precision + recall) (0 when both are 0).")
+    support: int = Field(description="Rows of this class (for the averages: all rows).")
+
+
+class CalibrationBin(BaseModel):
+    mean_predicted: float | None = Field(None, description="Mean top-label confidence of the bin's rows.")
+    observed: float | None = Field(None, description="Share of the bin's rows predicted right.")
+    count: int
+
+    @model_serializer(mode="wrap")
+    def _with_nulls(self, handler: Any) -> Any:
+        # Every bin has all three fields, an empty one with nulls, though the API leaves out null fields.
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+class Calibration(BaseModel):
+    bins: list[CalibrationBin] = Field(
+        description="10 equal-width bins of the top-label confidence q, bin b holding b/10 < q <= (b+1)/10 "
+        "(an empty bin has null figures)."
+    )
+    ece: float = Field(
+        description="Expected calibration error: sum over bins of count/rows x |observed - mean_predicted|."
+    )
+
+
+class TargetFigures(BaseModel):
+    mae: float
+    rmse: float
+    r2: float
+    residual_quantiles: dict[str, float | None]
+
+
+class Evaluation(BaseModel):
+    """An evaluation report: figures of a model on rows it was not trained on (docs/evaluation.md writes out
+    every formula). Classification reports carry the fields from ``labels``
+    to ``calibration``; regression ones ``mae`` to ``per_target``."""
+
+    on: str | None = Field(
+        description='`"validation"` (the job\'s validation split), `"dataset <id>"` (validation_data, or the '
+        "dataset given to /evaluate), or null when the model has no held-out rows (`note` says so)."
+    )
+    rows: int
+    note: str | None = Field(None, description="What the report lacks and why (no held-out rows; over 100 classes).")
+    labels: list[Label] | None = Field(None, description="The model's classes, in the order of every table here.")
+    confusion_matrix: list[list[int]] | None = Field(None, description="Rows: true labels; columns: predictions.")
+    per_class: dict[str, ClassFigures] | None = Field(None, description="By label (as text).")
+    macro_avg: ClassFigures | None = Field(None, description="Unweighted mean over the model's classes.")
+    weighted_avg: ClassFigures | None = Field(None, description="Mean weighted by each class's support.")
+    accuracy: float | None = None
+    log_loss: float | None = Field(None, description="-mean log p(true class), p clipped to [eps, 1 - eps].")
+    roc_auc: float | None = Field(
+        None,
+        description="Binary: AUC of the second class's probability; else one-vs-rest macro (left out if undefined).",
+    )
+    roc_auc_classes: int | None = Field(None, description="Classes the one-vs-rest mean covers (both kinds of rows).")
+    calibration: Calibration | None = None
+    mae: float | None = Field(None, description="Mean |y - prediction| (mean over targets).")
+    rmse: float | None = Field(None, description="Root of the mean squared residual (mean over targets).")
+    r2: float | None = Field(None, description="1 - SS_res / SS_tot (mean over targets).")
+    residual_quantiles: dict[str, float | None] | None = Field(
+        None, description="y - prediction at 5, 25, 50, 75 and 95 % (NumPy's linear method; all residuals pooled)."
+    )
+    per_target: list[TargetFigures] | None = Field(None, description="Each target's figures, when there are several.")
+
+
 class ModelPublic(BaseModel):
     id: str
     name: str | None = None
@@ -284,6 +385,16 @@ class ModelPublic(BaseModel):
     input: ModelInput
     output: ModelOutput
     n_parameters: int
+    initial_model: str | None = Field(None, description="Warm start: the id of the model training continued from.")
+    initial_epoch: int | None = Field(None, description="Warm start: the epochs the initial model had been trained.")
+    epochs_trained: int | None = Field(None, description="Epochs behind these weights, a warm start's included.")
+    partial: bool | None = Field(None, description="True for the weights a canceled job kept (`kept`).")
+    kept: Literal["best", "last"] | None = Field(None, description="Which epoch's weights a canceled job kept.")
+    kept_epoch: int | None = Field(None, description="The epoch whose weights a canceled job kept (1-based).")
+    stopped_epoch: int | None = Field(None, description="The last epoch a canceled job finished (1-based).")
+    evaluation: Evaluation | None = Field(
+        None, description="The evaluation report on the job's held-out rows, computed when training ended."
+    )
     created_at: str
     trained_at: str | None = None
 
@@ -311,6 +422,7 @@ class EvaluateResponse(BaseModel):
     n_samples: int
     loss: float
     metrics: dict[str, float]
+    evaluation: Evaluation = Field(description="The evaluation report on the dataset's rows.")
 
 
 # Operations ----------------------------------------------------------------------------

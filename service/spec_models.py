@@ -24,6 +24,19 @@ from nnserve.engine import Model, TrainingConfig, params
 NOT_SERVED = {"gradient": "finite differences cost two forward passes per weight; train with the engine directly"}
 """Training fields the API refuses, with the reason it gives."""
 
+SERVICE_TRAINING_FIELDS: dict[str, Any] = {
+    # The engine's fit takes validation rows; the API, a dataset to read them from (``specs.check_validation_data``).
+    "validation_data": (
+        Union[str, None],  # noqa: UP007 (as the derived fields are written)
+        Field(
+            None,
+            description="id of a dataset with the same features whose rows validate the model instead of a "
+            "validation_split (Keras's fit(validation_data=...)); for classification, only classes the model knows",
+        ),
+    ),
+}
+"""Training fields of the API that are not the engine's: the service resolves them before the engine sees the rest."""
+
 _FORBID = ConfigDict(extra="forbid")
 
 
@@ -117,6 +130,7 @@ TrainingSpec: type[BaseModel] = create_model(
     __doc__="How to train (Keras's defaults): `loss` left out is chosen from the task and the output layer, "
     "`metrics` default to accuracy (classification) or mae (regression), `seed` is drawn and kept.",
     **_derivation.fields(TrainingConfig, leave_out=NOT_SERVED),
+    **SERVICE_TRAINING_FIELDS,
 )
 _derivation.models["TrainingSpec"] = TrainingSpec
 _derivation.finish()

@@ -300,6 +300,28 @@ def iris_model(url):
         return nn.wait(nn.train("iris", IRIS_MODEL, IRIS_TRAINING)["id"], timeout=WAIT)["model_id"]
 
 
+def test_report_warm_start_and_a_cancel_that_keeps(nn, iris_model):
+    stored = nn.report(iris_model)
+    assert stored == {"rows": 0, "note": "no held-out rows: the job had neither a validation_split nor validation_data"}
+    report = nn.report(iris_model, "iris")
+    assert report["on"] == "dataset iris" and report["rows"] == 150 and len(report["confusion_matrix"]) == 3
+    assert report["accuracy"] == nn.evaluate(iris_model, "iris")["metrics"]["accuracy"]
+
+    warm = nn.wait(nn.train("iris", training={"epochs": 3}, initial_model=iris_model)["id"], timeout=WAIT)
+    assert warm["status"] == "succeeded" and warm["initial_model"] == iris_model
+    assert warm["initial_epoch"] == IRIS_TRAINING["epochs"]
+
+    long = nn.train("iris", IRIS_MODEL, {**IRIS_TRAINING, "epochs": 10_000, "batch_size": 1})
+    deadline = time.monotonic() + WAIT
+    while nn.get_job(long["id"])["progress"]["epoch"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert nn.cancel(long["id"], keep="last")["cancel_keep"] == "last"
+    with pytest.raises(JobFailed):
+        nn.wait(long["id"], timeout=WAIT)
+    model = nn.get_model(long["model_id"])
+    assert model["status"] == "ready" and model["partial"] and model["kept_epoch"] == model["stopped_epoch"] >= 1
+
+
 def test_one_client_is_shared_by_threads(url, iris_model):
     """4 threads, 20 calls each, on one client (one connection pool): every call answers right."""
     _, x, y = load("iris")

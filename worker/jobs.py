@@ -21,6 +21,7 @@ import signal
 import threading
 from typing import Any
 
+import numpy as np
 import redis
 from rq import Retry, get_current_job
 from rq.exceptions import AbandonedJobError
@@ -106,17 +107,37 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
     if meta is None or arrays is None:
         raise JobError(f"dataset {job['dataset_id']!r} was deleted before the job could train on it")
     task, width = store.task_of(meta)
+    validation_data = _load_validation_data(r, job)
+    initial = _load_initial_model(r, job)
     # Checked again here: the payload came through Redis, and the dataset may have changed.
-    model = engine.validate(job["model"], job["training"], n_features=meta["n_features"], task=task, width=width)
+    model = engine.validate(
+        job["model"],
+        job["training"],
+        n_features=meta["n_features"],
+        task=task,
+        width=width if initial is None else len(initial.classes or []) or initial.n_outputs,
+        validation_data=validation_data is not None,
+    )
+    if initial is not None:
+        # A warm start: the initial model's weights, scaling and labels, trained with this job's config
+        # (the session keeps what a model with weights already has, and gives it a fresh optimizer).
+        initial.training = model.training
+        model = initial
 
     checkpoint = store.load_checkpoint(r, job_id)
     store.restart_history(r, job_id, checkpoint[1] if checkpoint else 0)
     stopped_for = None
+    # Kept as training goes: a cancel asking to keep the best epoch's weights may come at any epoch.
+    has_validation = validation_data is not None or job["training"]["validation_split"] > 0
+    best = engine.BestWeights.for_training(model.training.early_stopping, has_validation)
+    last = None
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
-        nonlocal stopped_for
+        nonlocal stopped_for, last
+        best.update(trainer.params, epoch, logs)
         if store.record_epoch(r, job_id, lease, epoch, logs):
             stopped_for = "cancel"
+            last = trainer.params.copy()  # before training ends: restore_best would put other weights back
         elif preempted.is_set() and trainer.epoch < job["epochs"]:
             # At the epoch boundary the next worker loses nothing: the checkpoint is this very state.
             store.save_checkpoint(r, job_id, lease, trainer.checkpoint(), trainer.epoch)
@@ -126,7 +147,10 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
     try:
         # A session rather than model.fit: a stopping worker needs a checkpoint of the current epoch.
         features, targets = arrays
-        trainer = engine.TrainingSession(model, shapes.fit_to_model(model, features, "dataset"), targets, task=task)
+        features = shapes.fit_to_model(model, features, "dataset")
+        if validation_data is not None:
+            validation_data = (shapes.fit_to_model(model, validation_data[0], "validation_data"), validation_data[1])
+        trainer = engine.TrainingSession(model, features, targets, task=task, validation_data=validation_data)
         if checkpoint:
             trainer.restore(checkpoint[0])
         history = trainer.run(
@@ -138,6 +162,21 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
         return _walk_away(job_id)
 
     if stopped_for == "cancel":
+        keep = (store.get_job(r, job_id) or {}).get("cancel_keep") or "none"
+        if keep != "none" and last is not None:
+            kept = best.params if keep == "best" and best.params is not None else last
+            kept_epoch = best.epoch if keep == "best" and best.epoch is not None else trainer.epoch
+            np.copyto(trainer.params, kept)
+            fields = {
+                **_model_fields(trainer, job, history, kept_epoch),
+                "partial": True,
+                "kept": keep,
+                "kept_epoch": kept_epoch,
+                "stopped_epoch": trainer.epoch,
+            }
+            if not lifecycle.cancel_keeping(r, job, lease, engine.dumps(model), fields, _epochs(history)):
+                return _walk_away(job_id)
+            return {"status": JobStatus.canceled, "epochs": len(history.epoch), "kept": keep}
         lifecycle.honour_cancel(r, job, lease=lease)
         return {"status": JobStatus.canceled, "epochs": len(history.epoch)}
     if stopped_for == "shutdown":
@@ -147,13 +186,70 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
         log.info("job %s: checkpointed at epoch %d and requeued (worker stopping)", job_id, trainer.epoch)
         return Retry(max=MAX_PREEMPTIONS, enqueue_at_front=True)
 
-    metrics = {name: values[-1] for name, values in history.history.items() if name != "learning_rate"}
-    fields = {"metrics": metrics, "trained_at": store.now(), "n_parameters": model.n_parameters}
-    epochs = [dict(zip(history.history, values)) for values in zip(*history.history.values())]
-    promotion = registry.decide(r, job, model, *arrays, trainer.train_rows) if job.get("name") else ("promote", None)
-    if not lifecycle.succeed(r, job, lease, engine.dumps(model), fields, epochs, promotion):
+    fields = _model_fields(trainer, job, history, len(history.epoch))
+    promotion: tuple[str, dict[str, Any] | None] = ("promote", None)
+    if job.get("name"):
+        held_out = validation_data or registry.held_out_rows(features, targets, trainer.train_rows)
+        promotion = registry.decide(r, job, model, held_out)
+    if not lifecycle.succeed(r, job, lease, engine.dumps(model), fields, _epochs(history), promotion):
         return _walk_away(job_id)
     return {"status": JobStatus.succeeded, "epochs": len(history.epoch)}
+
+
+def _model_fields(
+    trainer: engine.TrainingSession, job: dict[str, Any], history: engine.History, epochs: int
+) -> dict[str, Any]:
+    """What the model record says of the weights the session now holds, those of epoch ``epochs`` (1-based):
+    that epoch's logged figures, and its evaluation report."""
+    metrics = {name: values[epochs - 1] for name, values in history.history.items() if name != "learning_rate"}
+    return {
+        "metrics": metrics,
+        "trained_at": store.now(),
+        "n_parameters": trainer.model.n_parameters,
+        "evaluation": evaluation(trainer, job),
+        "epochs_trained": (job.get("initial_epoch") or 0) + epochs,
+    }
+
+
+def _epochs(history: engine.History) -> list[dict[str, float]]:
+    """The history as one dict of logged values per epoch, as the store keeps it."""
+    return [dict(zip(history.history, values)) for values in zip(*history.history.values())]
+
+
+def _load_validation_data(r: redis.Redis, job: dict[str, Any]) -> tuple[Any, Any] | None:
+    """The rows of the job's ``validation_data`` dataset (None when it has none). Raises JobError when it is gone."""
+    dataset_id = job.get("validation_data")
+    if dataset_id is None:
+        return None
+    meta = store.get_dataset(r, dataset_id, job["tenant"])
+    arrays = store.load_dataset(r, dataset_id) if meta is not None else None
+    if arrays is None:
+        raise JobError(f"validation dataset {dataset_id!r} was deleted before the job could train")
+    return arrays
+
+
+def _load_initial_model(r: redis.Redis, job: dict[str, Any]) -> engine.Model | None:
+    """The trained model a warm start continues from (None for a fresh start). Raises JobError when it is gone."""
+    model_id = job.get("initial_model")
+    if model_id is None:
+        return None
+    blob = store.load_weights(r, model_id)
+    if blob is None:
+        raise JobError(f"initial model {model_id!r} was deleted before the job could train from it")
+    return engine.loads(blob)
+
+
+NO_HELD_OUT_ROWS = "no held-out rows: the job had neither a validation_split nor validation_data"
+
+
+def evaluation(trainer: engine.TrainingSession, job: dict[str, Any]) -> dict[str, Any]:
+    """The model's evaluation report on the job's held-out rows (``engine.reports``), saying which
+    rows they were: ``"validation"`` (the split) or ``"dataset <id>"`` (``validation_data``)."""
+    report = engine.reports.session_report(trainer)
+    if report is None:
+        return {"on": None, "rows": 0, "note": NO_HELD_OUT_ROWS}
+    on = f"dataset {job['validation_data']}" if job.get("validation_data") else "validation"
+    return {"on": on, **report}
 
 
 in_work_horse = False

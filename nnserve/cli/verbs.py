@@ -1,4 +1,4 @@
-"""The client verbs, talking to a running API over HTTP: ``train``, ``predict``, ``evaluate``,
+"""The client verbs, talking to a running API over HTTP: ``train``, ``predict``, ``evaluate``, ``report``,
 ``weights``, ``upload``, ``job`` (``--follow``), ``cancel``, ``delete``, the listings ``datasets``,
 ``models`` and ``jobs`` (``--json`` on each), and the registry's ``registry [NAME]``, ``alias`` and
 ``rollback``. Wherever a model is named, any model reference works: ``mdl_…``, ``NAME``, ``NAME@ALIAS``,
@@ -63,6 +63,9 @@ def add_client_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser])
         help="with --name: always (default), never, or if_better:METRIC[:MIN_DELTA] (say if_better:val_accuracy)",
     )
     train.add_argument("--wait", action="store_true", help="follow the job to its end, with a progress bar")
+    train.add_argument(
+        "--initial-model", help="continue training from this model (the spec's model may then be left out)"
+    )
     predict = verb("predict", "predict for rows of features")
     predict.add_argument("model", help="model id or reference (NAME, NAME@ALIAS, NAME@N)")
     predict.add_argument("--input", required=True, help="CSV of feature rows, header optional ('-': standard input)")
@@ -71,6 +74,10 @@ def add_client_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser])
     evaluate.add_argument("model", help="model id")
     evaluate.add_argument("--dataset", required=True, help="dataset id")
     evaluate.add_argument("--json", action="store_true", help="print the API's JSON")
+    report = verb("report", "a model's evaluation report: confusion matrix, per-class figures, calibration")
+    report.add_argument("model", help="model id")
+    report.add_argument("--dataset", help="compute it on this dataset (default: the one stored at training)")
+    report.add_argument("--json", action="store_true", help="print the API's JSON")
     weights = verb("weights", "download a model's weights (.npz)")
     weights.add_argument("model", help="model id")
     weights.add_argument("-o", "--output", required=True, help="file to write ('-': standard output)")
@@ -149,8 +156,15 @@ class UsageError(Exception):
 
 
 def cmd_train(client, args) -> int:
-    spec = _read_spec(args.spec)
-    job = client.train(args.dataset, spec["model"], spec.get("training"), name=args.name, promote=args.promote)
+    spec = _read_spec(args.spec, model_required=args.initial_model is None)
+    job = client.train(
+        args.dataset,
+        spec.get("model"),
+        spec.get("training"),
+        name=args.name,
+        promote=args.promote,
+        initial_model=args.initial_model,
+    )
     print(f"{'job':<13}{job['id']}\n{'model':<13}{job['model_id']}", flush=True)
     if not args.wait:
         print(f"{'status':<13}{job['status']}")
@@ -274,14 +288,14 @@ def _follow(client: Client, job_id: str) -> dict | None:
         return None
 
 
-def _read_spec(path: Path) -> dict:
+def _read_spec(path: Path, model_required: bool = True) -> dict:
     try:
         spec = json.loads(path.read_text())
     except OSError as error:
         raise UsageError(f"cannot read the spec file: {error}") from None
     except ValueError as error:
         raise UsageError(f"{path} is not JSON: {error}") from None
-    if not isinstance(spec, dict) or "model" not in spec or set(spec) - {"model", "training"}:
+    if not isinstance(spec, dict) or ("model" not in spec and model_required) or set(spec) - {"model", "training"}:
         raise UsageError(f'{path} must hold {{"model": {{...}}, "training": {{...}}}} ("training" may be left out)')
     return spec
 
@@ -483,10 +497,44 @@ def cmd_job(client, args) -> int:
 
 def cmd_cancel(client, args) -> int:
     job = client.cancel(args.job, keep=args.keep)
+    keeping = f", keeping its {args.keep} epoch's weights" if args.keep in ("best", "last") else ""
     _fields(
         job=job["id"],
-        status=job["status"] + (" (stopping at the end of its epoch)" if job["status"] == "running" else ""),
+        status=job["status"] + (f" (stopping at the end of its epoch{keeping})" if job["status"] == "running" else ""),
     )
+    return 0
+
+
+def cmd_report(client, args) -> int:
+    report = client.report(args.model, args.dataset)
+    if args.json:
+        return _json(report)
+    _fields(
+        on=report.get("on") or report.get("note"),
+        rows=report.get("rows"),
+        **{
+            name: f"{report[name]:.4f}"
+            for name in ("accuracy", "log_loss", "roc_auc", "mae", "rmse", "r2")
+            if report.get(name) is not None
+        },
+        ece=f"{report['calibration']['ece']:.4f}" if "calibration" in report else None,
+    )
+    if "per_class" in report:
+        rows = [
+            [label, *(f"{figures[f]:.4f}" for f in ("precision", "recall", "f1")), str(figures["support"])]
+            for label, figures in [
+                *report["per_class"].items(),
+                ("macro avg", report["macro_avg"]),
+                ("weighted avg", report["weighted_avg"]),
+            ]
+        ]
+        print("\n" + _table(["class", "precision", "recall", "f1", "support"], rows))
+        labels = [str(label) for label in report["labels"]]
+        matrix = [[f"true {label}", *map(str, counts)] for label, counts in zip(labels, report["confusion_matrix"])]
+        print("\n" + _table(["confusion", *(f"pred {label}" for label in labels)], matrix))
+    if "residual_quantiles" in report:
+        quantiles = report["residual_quantiles"]
+        print("\nresiduals    " + "  ".join(f"{q}%={v:.4g}" for q, v in quantiles.items() if v is not None))
     return 0
 
 
@@ -530,6 +578,7 @@ VERBS = {
     "train": cmd_train,
     "predict": cmd_predict,
     "evaluate": cmd_evaluate,
+    "report": cmd_report,
     "weights": cmd_weights,
     "upload": cmd_upload,
     "job": cmd_job,

@@ -10,7 +10,7 @@ from ..errors import Conflict, Invalid, NotFound, TooManyRequests
 from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
 from ..parsing import page, parse
-from ..schemas import JobCreate, JobList, JobPublic
+from ..schemas import CancelRequest, JobCreate, JobList, JobPublic
 from . import listing, respond
 
 bp = Blueprint("jobs", __name__)
@@ -22,6 +22,15 @@ def get_job(job_id: str) -> dict:
     if job is None:
         raise NotFound(f"no job {job_id!r}")
     return job
+
+
+def initial_model(ref: str) -> dict:
+    """The record of the model a warm start names (``initial_model``); raises Invalid naming it.
+    The one place a job's model reference is looked up."""
+    model = store.get_model(services().redis, ref, tenant())
+    if model is None:
+        raise Invalid("initial_model", f"no model {ref!r}")
+    return model
 
 
 def public(job: dict, with_history: bool = True) -> JobPublic:
@@ -41,7 +50,15 @@ def create():
     dataset = store.get_dataset(ctx.redis, body.dataset, tenant())
     if dataset is None:
         raise Invalid("dataset", f"no dataset {body.dataset!r}")
-    job, model = specs.plan(body, dataset, ctx.settings, tenant())
+    initial = initial_model(body.initial_model) if body.initial_model is not None else None
+    job, model = specs.plan(
+        body,
+        dataset,
+        ctx.settings,
+        tenant(),
+        lambda dataset_id: store.get_dataset(ctx.redis, dataset_id, tenant()),
+        initial,
+    )
     response = respond(public(job, with_history=False), 202, {"Location": f"/v1/jobs/{job['id']}"})
     try:
         lifecycle.submit(
@@ -78,12 +95,14 @@ def show(job_id: str):
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
-@doc(responses={202: JobPublic}, errors=(404, 409))
+@doc(body=CancelRequest, body_required=False, responses={202: JobPublic}, errors=(400, 404, 409, 415, 422))
 def cancel(job_id: str):
-    """Cancel a job: a queued one never starts, a running one stops within an epoch."""
+    """Cancel a job: a queued one never starts, a running one stops within an epoch, keeping the weights
+    of its best or last epoch in a ready model when the body says `keep` (no body: keep nothing)."""
     ctx = services()
+    body = parse(CancelRequest) if request.get_data() else CancelRequest()
     try:
-        if lifecycle.cancel(ctx.redis, get_job(job_id)) is lifecycle.Move.cancel:
+        if lifecycle.cancel(ctx.redis, get_job(job_id), keep=body.keep) is lifecycle.Move.cancel:
             queue.discard(ctx.queue, job_id)  # it was queued: it never starts
     except lifecycle.Refused as refused:
         raise Conflict(f"job {job_id!r} has already {refused.status}") from None

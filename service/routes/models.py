@@ -16,6 +16,7 @@ from ..parsing import page, parse, parse_inputs
 from ..schemas import (
     EvaluateRequest,
     EvaluateResponse,
+    Evaluation,
     ModelList,
     ModelPublic,
     PredictRequest,
@@ -125,7 +126,7 @@ def predict(model_id: str):
 @bp.post("/v1/models/<model_id>/evaluate")
 @doc(body=EvaluateRequest, responses={200: EvaluateResponse}, errors=(400, 404, 409, 415, 422))
 def evaluate(model_id: str):
-    """Evaluate: the model's loss and metrics on a dataset."""
+    """Evaluate: the model's loss, metrics and evaluation report on a dataset."""
     body = parse(EvaluateRequest)
     entry = trained(model_id)
     r = services().redis
@@ -137,11 +138,17 @@ def evaluate(model_id: str):
         raise Invalid("dataset", f"has {dataset['target_kind']} targets; this is a {entry.model.task} model")
     try:
         features, targets = arrays
-        scores = entry.model.evaluate(shapes.fit_to_model(entry.model, features, "dataset"), targets)
+        features = shapes.fit_to_model(entry.model, features, "dataset")
+        scores = entry.model.evaluate(features, targets)
+        report = engine.reports.report(entry.model, features, targets)
     except engine.SpecError as error:
         raise Invalid("dataset", error.message) from None
     loss = scores.pop("loss")
-    return respond(EvaluateResponse(dataset_id=dataset["id"], n_samples=len(arrays[0]), loss=loss, metrics=scores))
+    evaluation = Evaluation.model_validate({"on": f"dataset {dataset['id']}", **report})
+    body = EvaluateResponse(
+        dataset_id=dataset["id"], n_samples=len(arrays[0]), loss=loss, metrics=scores, evaluation=evaluation
+    )
+    return respond(body)
 
 
 @bp.get("/v1/models/<model_id>/weights")

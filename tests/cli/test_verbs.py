@@ -310,6 +310,32 @@ def test_evaluate_weights_and_delete_a_model(trained, url, tmp_path):
     assert unwritable.returncode == 2 and "cannot write" in unwritable.stderr
 
 
+def test_report_shows_the_stored_report_or_one_on_a_dataset(trained, url):
+    model_id = trained[1]["model"]
+    stored = nnserve("report", model_id, url=url)
+    assert stored.returncode == 0, stored.stderr
+    lines = stored.stdout.splitlines()
+    assert lines[0].split() == ["on", "validation"] and lines[1].split() == ["rows", "30"]
+    assert any(line.split()[:1] == ["accuracy"] for line in lines)
+    assert any(line.startswith("class") and "precision" in line for line in lines)
+    assert any(line.startswith("true setosa") for line in lines)
+    as_json = json.loads(nnserve("report", model_id, "--dataset", "iris", "--json", url=url).stdout)
+    assert as_json["on"] == "dataset iris" and as_json["rows"] == 150
+    assert sum(map(sum, as_json["confusion_matrix"])) == 150
+
+
+def test_train_from_an_initial_model(trained, url, tmp_path):
+    spec = tmp_path / "more.json"
+    spec.write_text(json.dumps({"training": {"epochs": 5}}))
+    run = nnserve(
+        "train", "--dataset", "iris", "--spec", str(spec), "--initial-model", trained[1]["model"], "--wait", url=url
+    )
+    assert run.returncode == 0, run.stderr
+    assert fields(run.stdout)["status"].startswith("succeeded")
+    without = nnserve("train", "--dataset", "iris", "--spec", str(spec), url=url)
+    assert without.returncode == 2 and "must hold" in without.stderr
+
+
 def test_delete_a_model(url, tmp_path):
     run = nnserve("train", "--dataset", "linear", "--spec", _spec(tmp_path, 5), "--wait", url=url)
     model_id = fields(run.stdout)["model"]

@@ -32,6 +32,7 @@ ALLOWED = {
     Move.honour_cancel: {queued, running},
     Move.fail: {queued, running},
     Move.succeed: {running},
+    Move.cancel_keeping: {running},
 }
 
 
@@ -189,6 +190,20 @@ def test_succeed_stores_the_model_and_makes_it_ready(redis):
     assert counts(redis) == {succeeded: 1} and not has_checkpoint(redis, job)
 
 
+def test_a_cancel_that_keeps_weights_ends_the_job_canceled_with_its_model_ready(redis):
+    job = job_in(redis, running)
+    assert lifecycle.cancel(redis, job, keep="best") is Move.request_cancel
+    assert store.get_job(redis, job["id"])["cancel_keep"] == "best"
+    kept = {"partial": True, "kept": "best", "kept_epoch": 1, "stopped_epoch": 2}
+    assert lifecycle.cancel_keeping(redis, job, LEASE, b"weights", kept, [{"loss": 1.0}, {"loss": 2.0}])
+    after = store.get_job(redis, job["id"])
+    assert after["status"] == canceled and after["epoch"] == 2 and after["finished_at"] is not None
+    model = store.get_model(redis, job["model_id"], store.PUBLIC)
+    assert model["status"] == ModelStatus.ready and model["kept"] == "best" and model["partial"] is True
+    assert store.load_weights(redis, job["model_id"]) == b"weights"
+    assert counts(redis) == {canceled: 1} and not has_checkpoint(redis, job)
+
+
 # Refused moves ---------------------------------------------------------------------------------
 
 VERBS = {
@@ -197,6 +212,7 @@ VERBS = {
     Move.honour_cancel: lifecycle.honour_cancel,
     Move.fail: lambda r, job: lifecycle.fail(r, job, ERROR),
     Move.succeed: lambda r, job: lifecycle.succeed(r, job, LEASE, b"weights", TRAINED, []),
+    Move.cancel_keeping: lambda r, job: lifecycle.cancel_keeping(r, job, LEASE, b"weights", TRAINED, []),
 }
 REFUSED = [(move, status) for move in VERBS for status in JobStatus if status not in ALLOWED[move]]
 
@@ -225,8 +241,9 @@ def test_cancel_of_a_job_that_finished_otherwise_is_refused_naming_its_status(re
         lambda r, job: lifecycle.requeue(r, job, ERROR, lease="someone-else"),
         lambda r, job: lifecycle.honour_cancel(r, job, lease="someone-else"),
         lambda r, job: lifecycle.succeed(r, job, "someone-else", b"weights", TRAINED, []),
+        lambda r, job: lifecycle.cancel_keeping(r, job, "someone-else", b"weights", TRAINED, []),
     ],
-    ids=["requeue", "honour_cancel", "succeed"],
+    ids=["requeue", "honour_cancel", "succeed", "cancel_keeping"],
 )
 def test_an_attempt_that_lost_its_lease_cannot_move_the_job(redis, verb):
     job = job_in(redis, running)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from nnserve.engine import TrainingConfig
 from nnserve.engine.layers import LAYERS
 from nnserve.engine.params import Component, Configurable, Param
-from nnserve.service.spec_models import NOT_SERVED, _Derivation
+from nnserve.service.spec_models import NOT_SERVED, SERVICE_TRAINING_FIELDS, _Derivation
 from tests.engine.test_params import TOYS
 
 
@@ -22,7 +22,7 @@ def test_every_layer_and_training_field_is_in_the_document(client):
     }
     assert schemas["DenseLayer"]["required"] == ["type", "units"]
     training = schemas["TrainingSpec"]["properties"]
-    assert set(training) == set(TrainingConfig.hyperparameters) - set(NOT_SERVED)
+    assert set(training) == set(TrainingConfig.hyperparameters) - set(NOT_SERVED) | set(SERVICE_TRAINING_FIELDS)
     assert training["batch_size"]["default"] == 32
     assert schemas["AdamOptimizer"]["properties"]["beta_2"]["exclusiveMaximum"] == 1.0  # OpenAPI 3.1
 
