@@ -69,6 +69,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "models.predict": ("predict",),
     "models.evaluate": ("predict",),
     "v2.infer": ("predict",),
+    "tfserving.predict": ("predict",),
+    "mlflow.invocations": ("predict",),
     # A client that predicts may read what it predicts with: the models, not the datasets or jobs, nor a
     # model's weights (downloading them takes the model away), which need ``read``.
     "models.index": ("read", "predict"),

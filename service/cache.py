@@ -34,6 +34,7 @@ class Entry:
     classes: np.ndarray | None  # labels in output order, for classification
     name: str | None = None  # the model record's name and version, for the per-model metrics
     version: int | None = None
+    feature_names: tuple[str, ...] | None = None  # the dataset's column names, to match named features by
 
     @property
     def labels(self) -> tuple[str, str]:

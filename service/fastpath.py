@@ -2,23 +2,26 @@
 
 For a one-row prediction Flask's request context, routing and response objects cost more than
 the prediction itself. This WSGI layer, in front of the Flask app, answers only the plain
-success case, ``POST /v1/models/{id}/predict`` when
+success case of a predict route in any dialect — ``POST /v1/models/{id}/predict``, TF Serving's
+``POST /v1/models/{id}:predict`` and MLflow's ``POST /v1/models/{id}/invocations`` — when
 
-- the body is JSON of a known length within the body limit,
-- the model is in this process's cache (so no Redis call) and the caller's tenant owns it,
+- the body is of a known length within the body limit,
+- the model, named by its id, is in this process's cache (so no Redis call) and the caller's tenant owns it,
 - the caller's key has a scope the route needs,
 - no predict rate limit is set (counting needs Redis and the route's hook),
 
 and it answers it with the functions the Flask route uses: ``Keys.identify`` and ``auth.needs``,
-``parsing.inputs_array``, ``Monitoring.predict`` (``Entry.prediction``, counted per model). Everything
-else — another route, a cache miss, a missing, wrong or under-scoped key, any error in the body — goes
-to the Flask app unchanged (with the body put back), so each error has exactly one rendering: the route's.
+the dialect's ``read`` and ``write`` (``dialects``), ``Monitoring.predict`` (``Entry.prediction``,
+counted per model). Everything else — another route, a reference that is not an id, a cache miss,
+a missing, wrong or under-scoped key, any error in the body — goes to the Flask app unchanged (with
+the body put back), so each error has exactly one rendering: the route's.
 """
 
 from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass
 
 import orjson
 import redis
@@ -27,15 +30,28 @@ from nnserve import engine
 
 from .auth import Keys, needs
 from .cache import ModelCache
-from .errors import ApiError, Invalid
+from .dialects import Dialect, mlflow, paths, tfserving, v1
+from .errors import ApiError
 from .monitoring import ROUTE_KEY, Monitoring
-from .parsing import inputs_array
 
-PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
-ROUTE = "/v1/models/<model_id>/predict"
-"""The Flask rule this lane stands in for, as the request metrics label it."""
-ENDPOINT = "models.predict"
-"""Its endpoint, whose scopes the key must have."""
+
+@dataclass(frozen=True)
+class Lane:
+    """A predict route the fast path answers: its path (group 1 the model id; any other group set
+    sends the request to Flask), its Flask rule (the request metrics' label), endpoint (whose scopes
+    the key must have) and dialect."""
+
+    path: re.Pattern[str]
+    route: str
+    endpoint: str
+    dialect: Dialect
+
+
+LANES = (
+    Lane(re.compile(r"/v1/models/([^/]+)/predict"), "/v1/models/<model_id>/predict", "models.predict", v1),
+    Lane(paths.TF_SERVING, "/v1/models/<name>:predict", "tfserving.predict", tfserving),
+    Lane(paths.MLFLOW, "/v1/models/<ref>/invocations", "mlflow.invocations", mlflow),
+)
 
 
 class PredictFastPath:
@@ -52,28 +68,31 @@ class PredictFastPath:
         self.cache = cache
         self.monitoring = monitoring
         self.keys = keys
-        self.needed = needs(ENDPOINT, "POST")
+        self.needed = {lane.endpoint: needs(lane.endpoint, "POST") for lane in LANES}
         self.max_body_bytes = max_body_bytes
         self.enabled = enabled
 
     def __call__(self, environ, start_response):
         if self.enabled and environ["REQUEST_METHOD"] == "POST":
-            match = PREDICT.fullmatch(environ.get("PATH_INFO", ""))
-            if match is not None:
-                body = self._answer(environ, match.group(1))
-                if body is not None:
-                    environ[ROUTE_KEY] = ROUTE
-                    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-                    return [body]
+            path = environ.get("PATH_INFO", "")
+            for lane in LANES:
+                match = lane.path.fullmatch(path)
+                if match is None:
+                    continue
+                if not any(match.groups()[1:]):
+                    body = self._answer(environ, lane, match.group(1))
+                    if body is not None:
+                        environ[ROUTE_KEY] = lane.route
+                        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+                        start_response("200 OK", headers)
+                        return [body]
+                break
         return self.app(environ, start_response)
 
-    def _answer(self, environ, model_id: str) -> bytes | None:
+    def _answer(self, environ, lane: Lane, model_id: str) -> bytes | None:
         """The response body, or None to leave the request to Flask."""
         entry = self.cache.peek(model_id)
-        if entry is None or entry.tenant != self._tenant(environ):
-            return None
-        mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-        if mimetype != "application/json" and not mimetype.endswith("+json"):
+        if entry is None or entry.tenant != self._tenant(environ, lane.endpoint):
             return None
         try:
             length = int(environ.get("CONTENT_LENGTH") or "")
@@ -83,18 +102,20 @@ class PredictFastPath:
             return None
         raw = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(raw)  # for Flask, should the request go there after all
+        mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
         try:
+            x, form = lane.dialect.read(raw, mimetype, entry)
             # A failure is left to the route, which counts it among the model's errors.
-            response = self.monitoring.predict(entry, inputs_array(orjson.loads(raw)), count_failure=False)
-        except (orjson.JSONDecodeError, Invalid, engine.SpecError):
+            prediction = self.monitoring.predict(entry, x, count_failure=False)
+        except (ApiError, engine.SpecError):
             return None
         self.monitoring.cache_lookup(hit=True)
-        return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(lane.dialect.write(entry, prediction, form), option=orjson.OPT_SERIALIZE_NUMPY)
 
-    def _tenant(self, environ) -> str | None:
-        """The caller's tenant when its key may predict; None to leave the 401, 403 or 503 to Flask."""
+    def _tenant(self, environ, endpoint: str) -> str | None:
+        """The caller's tenant when its key may call ``endpoint``; None to leave the 401, 403 or 503 to Flask."""
         try:
             access = self.keys.identify(environ.get("HTTP_AUTHORIZATION"))
         except (ApiError, redis.exceptions.RedisError):
             return None
-        return access.tenant if access.allows(self.needed) else None
+        return access.tenant if access.allows(self.needed[endpoint]) else None

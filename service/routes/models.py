@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from nnserve import engine
 
 from .. import store
 from ..cache import Entry
 from ..context import services, tenant
+from ..dialects import Dialect, v1
 from ..errors import Conflict, Invalid, NotFound
 from ..lifecycle import ModelStatus
 from ..openapi import doc
-from ..parsing import page, parse, parse_inputs
+from ..parsing import page, parse
 from ..schemas import (
     EvaluateRequest,
     EvaluateResponse,
@@ -53,8 +54,14 @@ def _load(model_id: str) -> Entry:
         raise Conflict(f"model {model_id!r} {state} (job {record['job_id']})")
     model = engine.loads(blob)
     classes = np.asarray(model.classes) if model.task == "classification" else None
+    names = (record.get("input") or {}).get("feature_names")
     return Entry(
-        model=model, tenant=record["tenant"], classes=classes, name=record.get("name"), version=record.get("version")
+        model=model,
+        tenant=record["tenant"],
+        classes=classes,
+        name=record.get("name"),
+        version=record.get("version"),
+        feature_names=tuple(names) if names else None,
     )
 
 
@@ -80,13 +87,20 @@ def show(model_id: str):
 @bp.post("/v1/models/<model_id>/predict")
 @doc(body=PredictRequest, responses={200: PredictResponse}, errors=(400, 404, 409, 413, 415, 422, 429))
 def predict(model_id: str):
-    """Predict: class labels (and probabilities) or values for each row of `inputs`."""
-    entry = trained(model_id)
-    x = parse_inputs()
+    """Predict: class labels (and probabilities) or values for each row, unnamed or named."""
+    return predict_in(v1, trained(model_id))
+
+
+def predict_in(dialect: Dialect, entry: Entry) -> Response:
+    """The request's rows read as ``dialect`` reads them, predicted by ``entry`` (counted per model) and
+    answered in the dialect's form: the one way every predict route (``/v1``, TF Serving, MLflow) works,
+    and what the predict fast path does for a cache hit."""
+    x, form = dialect.read(request.get_data(), request.mimetype, entry)
     try:
-        return respond(services().monitoring.predict(entry, x))
+        prediction = services().monitoring.predict(entry, x)
     except engine.SpecError as error:
         raise Invalid("inputs", error.message) from None
+    return respond(dialect.write(entry, prediction, form))
 
 
 @bp.post("/v1/models/<model_id>/evaluate")
