@@ -7,7 +7,7 @@ from flask import Blueprint, Response, request
 
 from nnserve import engine
 
-from .. import store
+from .. import onnx_export, store
 from ..cache import Entry
 from ..context import services, tenant
 from ..dialects import Dialect, v1
@@ -15,6 +15,7 @@ from ..errors import Conflict, Invalid, NotFound
 from ..lifecycle import ModelStatus
 from ..openapi import doc
 from ..parsing import page, parse
+from ..references import resolve
 from ..schemas import (
     EvaluateRequest,
     EvaluateResponse,
@@ -136,6 +137,19 @@ def weights(model_id: str):
         blob,
         mimetype="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{model_id}.npz"'},
+    )
+
+
+@bp.get("/v1/models/<model_id>/onnx")
+@doc(responses={200: "application/octet-stream; an ONNX model (IR 8, opset 17)"}, errors=(404, 409))
+def onnx(model_id: str):
+    """Download the model as ONNX: input `input` (raw rows, scaling inside), output `probabilities` or `predictions`."""
+    model_id = resolve(model_id)
+    entry = trained(model_id)
+    return Response(
+        onnx_export.export(entry.model),
+        mimetype=onnx_export.MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{model_id}.onnx"'},
     )
 
 

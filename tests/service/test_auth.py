@@ -234,6 +234,7 @@ ROUTE_SCOPES = {
     ("POST", "/v1/models/<model_id>/evaluate"): ("predict",),
     ("POST", "/v1/models/<model_id>/predict"): ("predict",),
     ("GET", "/v1/models/<model_id>/weights"): ("read",),
+    ("GET", "/v1/models/<model_id>/onnx"): ("read",),
     ("POST", "/v1/models/<name>:predict"): ("predict",),
     ("POST", "/v1/models/<name>/versions/<version>:predict"): ("predict",),
     ("POST", "/v1/models/<name>/labels/<label>:predict"): ("predict",),
