@@ -205,8 +205,11 @@ class ModelPublic(BaseModel):
     id: str
     name: str | None = None
     status: ModelStatus
-    job_id: str
-    dataset_id: str
+    job_id: str | None = Field(description="The job that trained it; absent for an imported model.")
+    dataset_id: str | None = Field(description="The dataset it was trained on; absent for an imported model.")
+    source: Literal["keras", "nnserve"] | None = Field(
+        None, description="Where an imported model came from: a Keras model, or another nnserve's .npz."
+    )
     model: dict[str, Any]
     training: dict[str, Any]
     metrics: dict[str, float] = Field(default_factory=dict, description="Final training (and val_) figures.")

@@ -231,7 +231,7 @@ def cmd_models(client, args) -> int:
                     m["id"],
                     m.get("name") or "",
                     m["status"],
-                    m["dataset_id"],
+                    m.get("dataset_id") or f"({m.get('source') or 'imported'})",
                     m["output"]["kind"],
                     _headline(m["metrics"]),
                     str(m["n_parameters"]),

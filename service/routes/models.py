@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 from flask import Blueprint, Response, request
 
 from nnserve import engine
 
-from .. import onnx_export, store
+from .. import model_import, onnx_export, store
 from ..cache import Entry
 from ..context import services, tenant
 from ..dialects import Dialect, v1
-from ..errors import Conflict, Invalid, NotFound
+from ..errors import Conflict, Invalid, NotFound, UnsupportedMediaType
 from ..lifecycle import ModelStatus
 from ..openapi import doc
 from ..parsing import page, parse
@@ -76,6 +77,71 @@ def index():
     r = services().redis
     items = store.list_models(r, tenant(), offset, limit)
     return listing(ModelList, items, store.count(r, tenant(), store.MODELS), offset, limit)
+
+
+IMPORT_FORM = {
+    "file": {"type": "string", "format": "binary", "description": "A Keras 3 .keras archive, or an nnserve .npz"},
+    "model": {"type": "string", "description": "Instead of file: a Keras to_json() document"},
+    "weights": {
+        "type": "string",
+        "format": "binary",
+        "description": "With model: a .weights.h5, or an .npz in get_weights() order",
+    },
+    "name": {"type": "string", "description": "The model's name"},
+    "classes": {"type": "string", "description": "The class labels in output order, as a JSON array"},
+    "feature_names": {"type": "string", "description": "The input columns' names, as a JSON array"},
+    "input_scaling": {"type": "string", "description": "none (the default for Keras models)"},
+}
+
+
+@bp.post("/v1/models")
+@doc(forms=IMPORT_FORM, responses={201: ModelPublic}, errors=(400, 413, 415, 422))
+def create():
+    """Import a model trained elsewhere (Keras .keras, or JSON and weights; an nnserve .npz): ready at once."""
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"send the model as multipart/form-data; received {request.mimetype or 'no content type'!r}"
+        )
+    settings = services().settings
+    form = request.form
+    document = form.get("model")
+    if document is None and "model" in request.files:
+        document = request.files["model"].read(settings.max_body_bytes).decode("utf-8", "replace")
+    parts = {
+        name: request.files[name].read(settings.max_body_bytes) for name in ("file", "weights") if name in request.files
+    }
+    imported = model_import.from_upload(
+        parts.get("file"),
+        document,
+        parts.get("weights"),
+        _json_list(form, "classes"),
+        form.get("input_scaling"),
+        settings.max_body_bytes,
+    )
+    model = imported.model
+    if model.parameter_count(model.n_features) > settings.max_parameters:
+        raise Invalid("file", f"the model has more than the server's limit of {settings.max_parameters} parameters")
+    feature_names = _json_list(form, "feature_names")
+    if feature_names is not None and (
+        len(feature_names) != model.n_features or not all(isinstance(n, str) for n in feature_names)
+    ):
+        raise Invalid("feature_names", f"must be {model.n_features} names (strings), one per input")
+    name = form.get("name") or None
+    record = store.import_model(services().redis, tenant(), name, model, imported.source, feature_names, imported.blob)
+    return respond(ModelPublic.model_validate(record), 201, headers={"Location": f"/v1/models/{record['id']}"})
+
+
+def _json_list(form, field: str) -> list | None:
+    text = form.get(field)
+    if text is None or text == "":
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise Invalid(field, 'must be a JSON array, written as text: ["a", "b"]') from None
+    if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
+        raise Invalid(field, "must be a non-empty JSON array of distinct values")
+    return value
 
 
 @bp.get("/v1/models/<model_id>")

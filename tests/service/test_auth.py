@@ -229,6 +229,7 @@ ROUTE_SCOPES = {
     ("DELETE", "/v1/jobs/<job_id>"): ("train",),
     ("GET", "/v1/jobs/<job_id>/events"): ("read",),
     ("GET", "/v1/models"): ("read", "predict"),
+    ("POST", "/v1/models"): ("train",),
     ("GET", "/v1/models/<model_id>"): ("read", "predict"),
     ("DELETE", "/v1/models/<model_id>"): ("train",),
     ("POST", "/v1/models/<model_id>/evaluate"): ("predict",),
