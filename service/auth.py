@@ -78,6 +78,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "v2.server_metadata": ("read", "predict"),
     "v2.model_metadata": ("read", "predict"),
     "v2.model_ready": ("read", "predict"),
+    "v2.model_config": ("read", "predict"),
+    "v2.repository_index": ("read", "predict"),
+    "v2.statistics": ("read", "predict"),
 }
 """Endpoints that do not need what their method does by default: a key needs one of the scopes listed."""
 

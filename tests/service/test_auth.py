@@ -247,6 +247,12 @@ ROUTE_SCOPES = {
     ("GET", "/v2/models/<model_name>/versions/<version>"): ("read", "predict"),
     ("POST", "/v2/models/<model_name>/versions/<version>/infer"): ("predict",),
     ("GET", "/v2/models/<model_name>/versions/<version>/ready"): ("read", "predict"),
+    ("GET", "/v2/models/<model_name>/config"): ("read", "predict"),
+    ("GET", "/v2/models/<model_name>/versions/<version>/config"): ("read", "predict"),
+    ("POST", "/v2/repository/index"): ("read", "predict"),
+    ("GET", "/v2/models/stats"): ("read", "predict"),
+    ("GET", "/v2/models/<model_name>/stats"): ("read", "predict"),
+    ("GET", "/v2/models/<model_name>/versions/<version>/stats"): ("read", "predict"),
 }
 """Every protected route and the scopes of which a key needs one. A new route fails this test until its
 scope is decided here and, when its method's default is wrong for it, in auth.NEEDS."""
