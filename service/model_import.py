@@ -52,6 +52,16 @@ class Imported:
     blob: bytes
     model: Any  # engine.Model
     source: str  # "keras" or "nnserve"
+    feature_names: list[str] | None = None  # those an nnserve archive carries
+
+
+def with_feature_names(blob: bytes, feature_names: list[str] | None) -> bytes:
+    """An ``engine.dumps`` archive with the model's ``feature_names`` added to its metadata, for the weights
+    download: another nnserve importing it matches named columns as this one does (``engine.loads`` ignores them)."""
+    if not feature_names:
+        return blob
+    arrays, metadata = engine.archive.unpack(blob)
+    return engine.archive.pack(arrays, {**metadata, "feature_names": feature_names})
 
 
 def from_upload(
@@ -77,11 +87,16 @@ def from_upload(
                 raise Invalid("input_scaling", "an nnserve archive keeps its own scaling; leave input_scaling out")
             try:
                 model = engine.loads(file)
+                names = engine.archive.unpack(file, "file")[1].get("feature_names")
             except engine.SpecError as error:
                 raise Invalid("file", error.message) from None
             if classes is not None:
                 raise Invalid("classes", "an nnserve archive keeps its own class labels; leave classes out")
-            return Imported(file, model, "nnserve")
+            if not (
+                isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) == model.n_features
+            ):
+                names = None
+            return Imported(file, model, "nnserve", names)
         raise Invalid(
             "file",
             f"not a Keras .keras archive ({KERAS_CONFIG} and {KERAS_WEIGHTS}) nor an nnserve .npz; "

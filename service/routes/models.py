@@ -121,7 +121,7 @@ def create():
     model = imported.model
     if model.parameter_count(model.n_features) > settings.max_parameters:
         raise Invalid("file", f"the model has more than the server's limit of {settings.max_parameters} parameters")
-    feature_names = _json_list(form, "feature_names")
+    feature_names = _json_list(form, "feature_names") or imported.feature_names
     if feature_names is not None and (
         len(feature_names) != model.n_features or not all(isinstance(n, str) for n in feature_names)
     ):
@@ -194,13 +194,13 @@ def evaluate(model_id: str):
 @bp.get("/v1/models/<model_id>/weights")
 @doc(responses={200: "application/octet-stream; an .npz archive"}, errors=(404, 409))
 def weights(model_id: str):
-    """Download the weights: an .npz of arrays in Keras get_weights() order plus the architecture as JSON."""
+    """Download the weights: an .npz of arrays in Keras get_weights() order plus the architecture (and feature names) as JSON."""
     record = get_model(model_id)
     blob = store.load_weights(services().redis, model_id) if record["status"] == ModelStatus.ready else None
     if blob is None:
         raise Conflict(f"model {model_id!r} has no weights: its job is {record['status']}")
     return Response(
-        blob,
+        model_import.with_feature_names(blob, (record.get("input") or {}).get("feature_names")),
         mimetype="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{model_id}.npz"'},
     )

@@ -114,8 +114,9 @@ def test_a_keras_regressor_without_classes(client):
 
 
 def test_an_nnserve_npz_moves_between_servers(client, iris_model):
+    """With its scaler, labels and feature names: named rows work on the copy with no form fields at all."""
     blob = client.get(f"/v1/models/{iris_model}/weights").get_data()
-    response = upload(client, file=blob, feature_names=json.dumps(NAMES))
+    response = upload(client, file=blob)
     assert response.status_code == 201, response.json
     assert response.json["source"] == "nnserve" and response.json["output"]["classes"] == [
         "setosa",
@@ -126,6 +127,11 @@ def test_an_nnserve_npz_moves_between_servers(client, iris_model):
     before = client.post(f"/v1/models/{iris_model}/predict", json={"inputs": rows}).json
     after = client.post(f"/v1/models/{response.json['id']}/predict", json={"inputs": rows}).json
     assert after == before
+    assert response.json["input"]["feature_names"] == NAMES
+    named = client.post(
+        f"/v1/models/{response.json['id']}/predict", json={"records": [dict(zip(NAMES, row)) for row in rows]}
+    )
+    assert named.json == before
 
 
 def zip_of(members: dict[str, bytes], compression=zipfile.ZIP_STORED) -> bytes:
