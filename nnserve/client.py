@@ -458,6 +458,33 @@ class Client:
         """The model's ``.npz`` archive (see docs/spec.md, Model files)."""
         return self._send("GET", f"/v1/models/{_id(model_id)}/weights").content
 
+    def onnx(self, model_id: str) -> bytes:
+        """The model as an ONNX graph (input ``input``, output ``probabilities`` or ``predictions``; README, ONNX export)."""
+        return self._send("GET", f"/v1/models/{_id(model_id)}/onnx").content
+
+    def import_model(
+        self,
+        path: str | os.PathLike,
+        weights: str | os.PathLike | None = None,
+        name: str | None = None,
+        classes: list | None = None,
+        feature_names: list[str] | None = None,
+    ) -> dict:
+        """Serve a model trained elsewhere: ``path`` a Keras ``.keras`` archive or an nnserve ``.npz``; or a Keras
+        ``to_json()`` document with ``weights`` (a ``.weights.h5``, or an ``.npz`` of ``get_weights()``)."""
+        path = Path(path)
+        form = {"name": name, "classes": classes, "feature_names": feature_names}
+        fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in form.items() if v is not None}
+        if weights is None:
+            files = {"file": (path.name, path.read_bytes(), "application/octet-stream")}
+        else:
+            weights = Path(weights)
+            files = {
+                "model": (path.name, path.read_bytes(), "application/json"),
+                "weights": (weights.name, weights.read_bytes(), "application/octet-stream"),
+            }
+        return self._json("POST", "/v1/models", form=fields, files=files)
+
     def load_model(self, model_id: str) -> Any:
         """The trained model as an ``engine`` model, to predict without the server."""
         from nnserve import engine

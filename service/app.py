@@ -57,9 +57,19 @@ def create_app(settings: Settings | None = None) -> Flask:
         shadows=Shadows(subscriber, lambda r, owner, model_id: cache.get(model_id, lambda: ready_entry(r, model_id))),
     )
 
-    from .routes import dashboard, datasets, jobs, models, ops, registry, v2
+    from .routes import dashboard, datasets, jobs, mlflow, models, ops, registry, tfserving, v2
 
-    for blueprint in (datasets.bp, jobs.bp, models.bp, registry.bp, v2.bp, ops.bp, dashboard.bp):
+    for blueprint in (
+        datasets.bp,
+        jobs.bp,
+        models.bp,
+        registry.bp,
+        tfserving.bp,
+        mlflow.bp,
+        v2.bp,
+        ops.bp,
+        dashboard.bp,
+    ):
         app.register_blueprint(blueprint)
 
     # Keys first: the rate limits count per key.

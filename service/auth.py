@@ -69,6 +69,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "models.predict": ("predict",),
     "models.evaluate": ("predict",),
     "v2.infer": ("predict",),
+    "tfserving.predict": ("predict",),
+    "mlflow.invocations": ("predict",),
     # A client that predicts may read what it predicts with: the models, not the datasets or jobs, nor a
     # model's weights (downloading them takes the model away), which need ``read``.
     "models.index": ("read", "predict"),
@@ -76,6 +78,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "v2.server_metadata": ("read", "predict"),
     "v2.model_metadata": ("read", "predict"),
     "v2.model_ready": ("read", "predict"),
+    "v2.model_config": ("read", "predict"),
+    "v2.repository_index": ("read", "predict"),
+    "v2.statistics": ("read", "predict"),
 }
 """Endpoints that do not need what their method does by default: a key needs one of the scopes listed."""
 

@@ -38,6 +38,7 @@ class Entry:
     classes: np.ndarray | None  # labels in output order, for classification
     name: str | None = None  # the model record's name and version, for the per-model metrics
     version: int | None = None
+    feature_names: tuple[str, ...] | None = None  # the dataset's column names, to match named features by
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -59,8 +60,14 @@ def entry_from(record: dict[str, Any], blob: bytes) -> Entry:
     """The loaded model of a ready model record and its weights."""
     model = engine.loads(blob)
     classes = np.asarray(model.classes) if model.task == "classification" else None
+    names = (record.get("input") or {}).get("feature_names")
     return Entry(
-        model=model, tenant=record["tenant"], classes=classes, name=record.get("name"), version=record.get("version")
+        model=model,
+        tenant=record["tenant"],
+        classes=classes,
+        name=record.get("name"),
+        version=record.get("version"),
+        feature_names=tuple(names) if names else None,
     )
 
 

@@ -6,9 +6,11 @@ request's X-Request-ID, see ``logs``). Routes raise an
 errors, Redis being unreachable (503) and Redis being full (507) are translated here, in one place, so bad input can
 never surface as HTML, a traceback or a 5xx.
 
-On ``/v2`` (the Open Inference Protocol) the same errors keep their status and headers (a 401's
-or 403's ``WWW-Authenticate``, a 429's ``Retry-After``) but take the protocol's body, ``{"error": detail}``,
-since that is what its clients read.
+On the paths of another protocol the same errors keep their status and headers (a 401's or 403's
+``WWW-Authenticate``, a 429's ``Retry-After``) but take that protocol's body, since that is what its
+clients read (``dialect_of``): ``{"error": detail}`` on ``/v2`` (the Open Inference Protocol) and on
+TF Serving's ``…:predict``; ``{"error_code": "BAD_REQUEST", "message": detail}`` on MLflow's
+``…/invocations``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 
 from nnserve.engine import SpecError
 
+from .dialects import paths
 from .logs import ENVIRON_KEY
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,32 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 OIP_PATH = re.compile(r"/v2(/|$)")
 """Paths of the Open Inference Protocol, whose errors are ``{"error": "..."}``."""
+
+MLFLOW_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "INVALID_STATE",
+    413: "BAD_REQUEST",
+    415: "BAD_REQUEST",
+    422: "BAD_REQUEST",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+"""MLflow's error codes (its ``databricks_pb2.ErrorCode`` names) for our statuses; others are ``INTERNAL_ERROR``.
+Bad input of any kind is ``BAD_REQUEST``, as MLflow's scoring server reports it."""
+
+
+def dialect_of(path: str) -> str | None:
+    """``oip``, ``tfserving`` or ``mlflow`` for a path whose errors take that protocol's shape; else None."""
+    if OIP_PATH.match(path):
+        return "oip"
+    if paths.TF_SERVING.fullmatch(path):
+        return "tfserving"
+    if paths.MLFLOW.fullmatch(path):
+        return "mlflow"
+    return None
 
 
 class ApiError(Exception):
@@ -133,7 +162,13 @@ STORAGE_FULL_DETAIL = (
 
 
 def problem(status: int, title: str, detail: str, slug: str, errors: list | None = None) -> Response:
-    if has_request_context() and OIP_PATH.match(request.path):
+    dialect = dialect_of(request.path) if has_request_context() else None
+    if dialect == "mlflow":
+        code = MLFLOW_ERROR_CODES.get(status, "INTERNAL_ERROR")
+        return Response(
+            orjson.dumps({"error_code": code, "message": detail}), status=status, mimetype="application/json"
+        )
+    if dialect is not None:
         return Response(orjson.dumps({"error": detail}), status=status, mimetype="application/json")
     body: dict[str, Any] = {"type": f"urn:nnserve:problem:{slug}", "title": title, "status": status, "detail": detail}
     if errors is not None:

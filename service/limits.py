@@ -28,11 +28,10 @@ from .settings import PERIODS, Settings
 LIMITED = {
     "jobs.create": ("jobs", "rate_limit_jobs", "job submissions"),
     "models.predict": ("predict", "rate_limit_predict", "predict calls"),
-    "v2.infer": (
-        "predict",
-        "rate_limit_predict",
-        "predict calls",
-    ),  # the same predictions, over the Open Inference Protocol
+    # The same predictions, over the Open Inference Protocol, TF Serving's API and MLflow's: one count.
+    "v2.infer": ("predict", "rate_limit_predict", "predict calls"),
+    "tfserving.predict": ("predict", "rate_limit_predict", "predict calls"),
+    "mlflow.invocations": ("predict", "rate_limit_predict", "predict calls"),
 }
 """endpoint: (scope in the Redis key, the setting, what the message calls the requests)."""
 

@@ -39,7 +39,7 @@ INPUT = "input"
 VERSION = "1"
 PLATFORM = "nnserve_numpy"
 """``<project>_<format>``, as the spec names platforms: our engine, weights in NumPy arrays."""
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "model_configuration", "statistics"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 NUMERIC = {
@@ -130,6 +130,32 @@ class InferenceError(BaseModel):
 
 
 # Metadata ------------------------------------------------------------------------------------
+
+
+def model_config(record: dict[str, Any]) -> dict[str, Any]:
+    """Triton's JSON model configuration (``model_config.proto``): name, platform, batching off
+    (``max_batch_size`` 0, so each ``dims`` includes the rows, -1), inputs and outputs."""
+    metadata = model_metadata(record)
+
+    def tensors(items: list[MetadataTensor]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": t.name,
+                "data_type": "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}",
+                "dims": t.shape,
+            }
+            for t in items
+        ]
+
+    return {
+        "name": record["id"],
+        "platform": PLATFORM,
+        "backend": "nnserve",
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": 0,
+        "input": tensors(metadata.inputs),
+        "output": tensors(metadata.outputs),
+    }
 
 
 def model_metadata(record: dict[str, Any]) -> ModelMetadata:
@@ -236,10 +262,11 @@ def input_samples(request: InferenceRequest, binary: bytes) -> np.ndarray:
 
 
 def encode_response(
-    model_name: str, request: InferenceRequest, prediction: dict[str, Any]
+    model_name: str, request: InferenceRequest, prediction: dict[str, Any], classes: Any = None
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers for ``prediction`` (``Entry.prediction``'s answer), with the
-    outputs the request asks for. Raises BadRequest for an output the model does not have."""
+    outputs the request asks for (``classes``, a classifier's labels, for the classification extension).
+    Raises BadRequest for an output the model does not have."""
     tensors = _tensors(prediction)
     requested = request.outputs if request.outputs is not None else [RequestOutput(name=name) for name in tensors]
     names = [output.name for output in requested]
@@ -250,15 +277,12 @@ def encode_response(
         )
     outputs, chunks = [], []
     for output in requested:
-        if "classification" in output.parameters:
-            raise BadRequest(
-                f"outputs: {output.name}: the classification extension is not supported; "
-                "ask for 'predicted_labels' and 'probabilities'"
-            )
         binary = output.parameters.get("binary_data", request.parameters.get("binary_data_output", False))
         if not isinstance(binary, bool):
             raise BadRequest(f"outputs: {output.name}: binary_data must be true or false; received {binary!r}")
         values = tensors[output.name]
+        if "classification" in output.parameters:
+            values = _classification(output.name, values, output.parameters["classification"], classes)
         described: dict[str, Any] = {"name": output.name, "shape": list(values.shape), "datatype": _datatype(values)}
         if binary:
             chunk = _bytes_of(values)
@@ -275,6 +299,20 @@ def encode_response(
     if not chunks:
         return head, {"Content-Type": "application/json"}
     return b"".join([head, *chunks]), {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
+
+
+def _classification(name: str, values: np.ndarray, count: Any, classes: Any) -> np.ndarray:
+    """Triton's classification extension: per row, the ``count`` highest scores of ``values`` as BYTES
+    ``"score:index:label"`` (score as C's ``%f``, highest first), shape ``[rows, min(count, classes)]``."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise BadRequest(f"outputs: {name}: classification must be a positive integer; received {count!r}")
+    if values.dtype == object or values.ndim != 2 or classes is None:
+        raise BadRequest(f"outputs: {name}: the classification extension applies to a classifier's 'probabilities'")
+    labels = [str(label) for label in classes]
+    top = np.argsort(-values, axis=1, kind="stable")[:, : min(count, values.shape[1])]
+    return np.array(
+        [[f"{row[i]:f}:{i}:{labels[i]}" for i in indices] for row, indices in zip(values, top)], dtype=object
+    )
 
 
 def _tensors(prediction: dict[str, Any]) -> dict[str, np.ndarray]:

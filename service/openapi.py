@@ -17,7 +17,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from . import auth
-from .errors import OIP_PATH, PROBLEM_JSON
+from .dialects.mlflow import MLflowError
+from .dialects.tfserving import TFServingError
+from .errors import PROBLEM_JSON, dialect_of
 from .oip import InferenceError
 from .schemas import Problem
 
@@ -33,6 +35,8 @@ STANDARD_ERRORS = {
     429: "A limit was reached",
     503: "Redis unreachable",
 }
+DIALECT_ERRORS: dict[str, type[BaseModel]] = {"oip": InferenceError, "tfserving": TFServingError, "mlflow": MLflowError}
+"""The error body on each other protocol's paths (``errors.dialect_of``)."""
 BEARER = {
     "bearer": {
         "type": "http",
@@ -75,7 +79,8 @@ def doc(
 
 def document(app: Flask, title: str, version: str) -> dict[str, Any]:
     routes = []
-    keyed: set[tuple[type[BaseModel], JsonSchemaMode]] = {(Problem, "serialization"), (InferenceError, "serialization")}
+    error_models: list[type[BaseModel]] = [Problem, *DIALECT_ERRORS.values()]
+    keyed: set[tuple[type[BaseModel], JsonSchemaMode]] = {(model, "serialization") for model in error_models}
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
         meta = getattr(view, "openapi", None)
@@ -146,8 +151,10 @@ def _operation(rule, method: str, view, meta, refs, operation_id: str) -> dict[s
                 "content": {"application/json": {"schema": refs[(model, "serialization")]}},
             }
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-    if OIP_PATH.match(rule.rule):  # the Open Inference Protocol's own error form
-        problem = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceError"}}}}
+    error_model = DIALECT_ERRORS.get(dialect_of(rule.rule) or "")
+    if error_model is not None:  # another protocol's own error form
+        schema = {"$ref": f"#/components/schemas/{error_model.__name__}"}
+        problem = {"content": {"application/json": {"schema": schema}}}
     protected = auth.protects(rule.rule)
     for status in sorted({*meta["errors"], 503} | ({401, 403} if protected else set())):
         responses[str(status)] = {"description": STANDARD_ERRORS[status], **problem}

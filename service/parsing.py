@@ -8,6 +8,7 @@ in ``fastpath.py`` calls it too).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import IO, Any, cast
 
 import numpy as np
@@ -15,6 +16,7 @@ import orjson
 from flask import request
 from pydantic import BaseModel, ValidationError
 
+from .dialects import features
 from .errors import BadRequest, Invalid, RequestValidationError, UnsupportedMediaType
 
 
@@ -55,35 +57,44 @@ def parse(model: type[BaseModel], data: Any = None) -> Any:
         raise RequestValidationError(error, data) from None
 
 
-def parse_inputs() -> np.ndarray:
-    """The ``inputs`` rows of the predict body; see ``inputs_array``. 415/400 for a body that is not JSON."""
-    return inputs_array(read_json())
+def parse_inputs(feature_names: Sequence[str] | None = None) -> np.ndarray:
+    """The rows of the predict body; see ``inputs_array``. 415/400 for a body that is not JSON."""
+    return inputs_array(read_json(), feature_names)
 
 
-def inputs_array(data: Any) -> np.ndarray:
-    """The ``inputs`` of a parsed predict body as an array of numbers, samples along its first axis,
-    checked without pydantic for speed: a non-empty list of samples of one shape (rows of numbers, or
-    lists nested deeper: images), else Invalid (422). ``shapes.fit_to_model`` and the model check the
-    rest (the sample's size, finiteness, range) and raise SpecError."""
-    if not isinstance(data, dict) or "inputs" not in data:
-        raise Invalid("inputs", 'field required: send {"inputs": [[number, ...], ...]}', "missing")
-    extra = set(data) - {"inputs"}
+PREDICT_FORMS = (
+    'send {"inputs": [[number, ...], ...]}, {"records": [{"feature": number, ...}, ...]} '
+    'or {"columns": ["feature", ...], "data": [[number, ...], ...]}'
+)
+
+
+def inputs_array(data: Any, feature_names: Sequence[str] | None = None) -> np.ndarray:
+    """The rows of a parsed predict body as a 2-D array of numbers, checked without pydantic for
+    speed: ``inputs`` (rows in the training order), ``records`` (an object per row) or ``columns``
+    and ``data`` (named columns, rows in their order); named features are matched to the model's
+    ``feature_names`` (``dialects.features``). Else Invalid (422). The model checks the rest
+    (width, finiteness, range) and raises SpecError."""
+    if not isinstance(data, dict):
+        raise Invalid("inputs", f"field required: {PREDICT_FORMS}", "missing")
+    if "inputs" in data:
+        _only(data, {"inputs"})
+        return features.rows_array(data["inputs"], "inputs")
+    if "records" in data:
+        _only(data, {"records"})
+        return features.from_records(data["records"], feature_names, "records")
+    if "columns" in data or "data" in data:
+        _only(data, {"columns", "data"})
+        if "data" not in data or "columns" not in data:
+            missing = "data" if "columns" in data else "columns"
+            raise Invalid(missing, "field required: columns and data come together", "missing")
+        return features.from_columns(data["columns"], data["data"], feature_names, "columns", "data")
+    raise Invalid("inputs", f"field required: {PREDICT_FORMS}", "missing")
+
+
+def _only(data: dict[str, Any], fields: set[str]) -> None:
+    extra = set(data) - fields
     if extra:
         raise Invalid(sorted(extra)[0], "unknown field", "extra_forbidden")
-    rows = data["inputs"]
-    if not isinstance(rows, list) or not rows:
-        raise Invalid("inputs", "must be a non-empty list of rows", "list_type")
-    try:
-        x = np.array(rows)
-    except ValueError:
-        raise Invalid("inputs", "samples must all have the same shape (rows the same number of values)") from None
-    if x.ndim < 2:
-        raise Invalid(
-            "inputs", "must be a list of samples, each a list of numbers or of lists: [[1.0, 2.0], ...]", "value_error"
-        )
-    if x.dtype.kind not in "iuf":
-        raise Invalid("inputs", "values must be numbers", "float_type")
-    return x
 
 
 def page() -> tuple[int, int]:

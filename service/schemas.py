@@ -377,8 +377,11 @@ class ModelPublic(BaseModel):
     name: str | None = None
     version: int | None = Field(None, description="Its version under `name`, once ready.")
     status: ModelStatus
-    job_id: str
-    dataset_id: str
+    job_id: str | None = Field(description="The job that trained it; absent for an imported model.")
+    dataset_id: str | None = Field(description="The dataset it was trained on; absent for an imported model.")
+    source: Literal["keras", "nnserve"] | None = Field(
+        None, description="Where an imported model came from: a Keras model, or another nnserve's .npz."
+    )
     model: dict[str, Any]
     training: dict[str, Any]
     metrics: dict[str, float] = Field(default_factory=dict, description="Final training (and val_) figures.")
@@ -404,7 +407,19 @@ class ModelList(Page):
 
 
 class PredictRequest(Request):
-    inputs: Annotated[list[list[FiniteFloat]], Field(min_length=1)] = Field(description="Rows of features.")
+    """Send one of: ``inputs``; ``records``; ``columns`` with ``data``. Named features are matched to the
+    model's ``feature_names`` in any order; a missing or unknown column is a 422 naming it."""
+
+    inputs: Annotated[list[list[FiniteFloat]], Field(min_length=1)] | None = Field(
+        None, description="Rows of features, in the training order."
+    )
+    records: Annotated[list[dict[str, FiniteFloat]], Field(min_length=1)] | None = Field(
+        None, description="One object per row, a value for each of the model's feature names."
+    )
+    columns: list[str] | None = Field(None, description="The model's feature names, in the order of `data`'s values.")
+    data: Annotated[list[list[FiniteFloat]], Field(min_length=1)] | None = Field(
+        None, description="Rows of values, in the order of `columns`."
+    )
 
 
 class PredictResponse(BaseModel):

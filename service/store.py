@@ -9,6 +9,7 @@
 | nnserve:job:{id}:checkpoint           | string     | npz: weights, optimizer and RNG state, epoch (engine)   |
 | nnserve:model:{id}                    | hash       | metadata: specs, metrics, input/output, status, tenant  |
 | nnserve:model:{id}:weights            | string     | npz written by ``engine.dumps`` (no pickle)             |
+| nnserve:model:{id}:inference          | hash       | /v2 inference counts and nanoseconds (OIP statistics)   |
 | nnserve:tenant:{tenant}:{kind}        | sorted set | dataset / job / model ids by creation time              |
 | nnserve:tenant:{tenant}:active_jobs   | set        | ids of jobs that may be queued or running (with a limit) |
 | nnserve:stats:jobs                    | hash       | number of jobs in each status (for /metrics)            |
@@ -99,6 +100,10 @@ def checkpoint_key(job_id: str) -> str:
 
 def model_key(model_id: str) -> str:
     return f"{PREFIX}:model:{model_id}"
+
+
+def inference_key(model_id: str) -> str:
+    return f"{PREFIX}:model:{model_id}:inference"
 
 
 def weights_key(model_id: str) -> str:
@@ -722,6 +727,44 @@ def save_model(
         pipe.execute()
 
 
+def import_model(
+    r: redis.Redis,
+    tenant: str,
+    name: str | None,
+    model: Any,
+    source: str,
+    feature_names: list[str] | None,
+    weights: bytes,
+) -> dict[str, Any]:
+    """Store a model trained elsewhere (``model_import``), ready at once: its record (no job, no dataset),
+    weights and index entry, in one transaction. Returns the record."""
+    created_at = now()
+    record = {
+        "id": new_id("mdl"),
+        "tenant": tenant,
+        "name": name,
+        "job_id": None,
+        "dataset_id": None,
+        "source": source,
+        "status": "ready",
+        "model": model.spec(),
+        "training": model.training.config(),
+        "metrics": {},
+        "input": {"n_features": model.n_features, "feature_names": feature_names},
+        "output": {"kind": model.task, "classes": model.classes, "n_outputs": model.n_outputs},
+        "n_parameters": model.parameter_count(model.n_features),
+        "created_at": created_at,
+        "trained_at": created_at,
+    }
+    with r.pipeline() as pipe:
+        pipe.multi()
+        pipe.set(weights_key(record["id"]), weights)
+        pipe.hset(model_key(record["id"]), mapping=_encode(record))
+        pipe.zadd(index_key(tenant, MODELS), {record["id"]: _score(created_at)})
+        pipe.execute()
+    return record
+
+
 def record_duration(r: redis.Redis, job_id: str, status: str) -> None:
     """Count the run time of a job that just ended with ``status`` (from its start to its end) in
     the cluster-wide histogram; nothing for a job that never started."""
@@ -782,8 +825,38 @@ def load_weights(r: redis.Redis, model_id: str) -> bytes | None:
 
 def delete_model(r: redis.Redis, model: dict[str, Any]) -> None:
     """Delete the model and tell every API process to drop it from its cache; works on a full Redis too."""
-    keys = [index_key(model["tenant"], MODELS), model_key(model["id"]), weights_key(model["id"])]
+    keys = [
+        index_key(model["tenant"], MODELS),
+        model_key(model["id"]),
+        weights_key(model["id"]),
+        inference_key(model["id"]),
+    ]
     _DELETE(keys=keys, args=[model["id"], MODEL_EVENTS], client=r)
+
+
+INFERENCE_FIELDS = ("success_count", "success_ns", "fail_count", "fail_ns", "inference_count", "last_inference")
+
+
+def count_inference(r: redis.Redis, model_id: str, ok: bool, nanoseconds: int, rows: int) -> None:
+    """Add one inference request to the model's statistics, shared by every API process: its outcome and
+    time, the rows it predicted, and when (ms since the epoch, as Triton reports ``last_inference``)."""
+    outcome = "success" if ok else "fail"
+    with r.pipeline(transaction=False) as pipe:
+        pipe.hincrby(inference_key(model_id), f"{outcome}_count", 1)
+        pipe.hincrby(inference_key(model_id), f"{outcome}_ns", nanoseconds)
+        if ok:
+            pipe.hincrby(inference_key(model_id), "inference_count", rows)
+            pipe.hset(inference_key(model_id), "last_inference", int(datetime.now(UTC).timestamp() * 1000))
+        pipe.execute()
+
+
+def inference_statistics(r: redis.Redis, model_ids: Sequence[str]) -> list[dict[str, int]]:
+    """Each model's ``INFERENCE_FIELDS`` (0 where it has none yet), in the order of ``model_ids``."""
+    with r.pipeline(transaction=False) as pipe:
+        for model_id in model_ids:
+            pipe.hmget(inference_key(model_id), INFERENCE_FIELDS)
+        rows = pipe.execute()
+    return [{field: int(value or 0) for field, value in zip(INFERENCE_FIELDS, row)} for row in rows]
 
 
 # Limits and idempotency ------------------------------------------------------------------

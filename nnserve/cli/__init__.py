@@ -10,6 +10,9 @@
     nnserve predict MODEL --input rows.csv [--format csv|json]   predict for rows of features
     nnserve evaluate MODEL --dataset ID                          a model's loss and metrics on a dataset
     nnserve weights MODEL -o FILE                                download a model's weights (.npz)
+    nnserve export MODEL --onnx -o FILE                          download a model as ONNX
+    nnserve import FILE [--weights W] [--name N] [--classes JSON]
+                                                                 serve a Keras (.keras, or JSON + weights) or nnserve model
     nnserve upload FILE [--target COL] [--name N]                upload a CSV file as a dataset
     nnserve delete dataset|model|job ID                          delete one
     nnserve datasets | models | jobs [--limit N] [--json]        list them

@@ -81,6 +81,17 @@ def add_client_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser])
     weights = verb("weights", "download a model's weights (.npz)")
     weights.add_argument("model", help="model id")
     weights.add_argument("-o", "--output", required=True, help="file to write ('-': standard output)")
+    export = verb("export", "download a model in another format")
+    export.add_argument("model", help="model id or reference (NAME, NAME@ALIAS, NAME@N)")
+    export.add_argument("--onnx", action="store_true", required=True, help="as ONNX (the only format so far)")
+    export.add_argument("-o", "--output", required=True, help="file to write ('-': standard output)")
+    imported = verb("import", "serve a model trained elsewhere (Keras .keras, JSON and weights, nnserve .npz)")
+    imported.add_argument("file", type=Path, help="a .keras archive, an nnserve .npz, or a Keras JSON document")
+    imported.add_argument("--weights", type=Path, help="with a JSON document: its .weights.h5 or .npz")
+    imported.add_argument("--name", help="the model's name")
+    imported.add_argument("--classes", help='the class labels in output order, as JSON: \'["a", "b"]\'')
+    imported.add_argument("--feature-names", help="the input columns' names, as a JSON array")
+    imported.add_argument("--json", action="store_true", help="print the API's JSON")
     upload = verb("upload", "upload a CSV file with a header row, or an .npz of arrays x and y, as a dataset")
     upload.add_argument("file", type=Path, help="the CSV file, or an .npz (numpy.savez) holding x and y")
     upload.add_argument("--target", help="the target column (default: the last)")
@@ -369,7 +380,7 @@ def cmd_models(client, args) -> int:
                     m["id"],
                     m.get("name") or "",
                     m["status"],
-                    m["dataset_id"],
+                    m.get("dataset_id") or f"({m.get('source') or 'imported'})",
                     m["output"]["kind"],
                     _headline(m["metrics"]),
                     str(m["n_parameters"]),
@@ -561,16 +572,50 @@ def cmd_evaluate(client, args) -> int:
 
 
 def cmd_weights(client, args) -> int:
-    blob = client.weights(args.model)
-    if args.output == "-":
+    return _write(client.weights(args.model), args.output, "the weights")
+
+
+def cmd_export(client, args) -> int:
+    return _write(client.onnx(args.model), args.output, "the ONNX model")
+
+
+def cmd_import(client, args) -> int:
+    for path in (args.file, args.weights):
+        if path is not None and not path.is_file():
+            raise UsageError(f"no such file: {path}")
+    lists = {}
+    for option in ("classes", "feature_names"):
+        text = getattr(args, option)
+        if text is not None:
+            try:
+                lists[option] = json.loads(text)
+            except json.JSONDecodeError:
+                raise UsageError(f'--{option.replace("_", "-")} must be a JSON array: \'["a", "b"]\'') from None
+    model = client.import_model(args.file, weights=args.weights, name=args.name, **lists)
+    if args.json:
+        return _json(model)
+    _fields(
+        model=model["id"],
+        name=model.get("name"),
+        source=model.get("source"),
+        task=model["output"]["kind"],
+        classes=_classes(model["output"].get("classes")) or None,
+        features=model["input"]["n_features"],
+        parameters=model["n_parameters"],
+    )
+    return 0
+
+
+def _write(blob: bytes, output: str, what: str) -> int:
+    if output == "-":
         sys.stdout.buffer.write(blob)
         sys.stdout.flush()
         return 0
     try:
-        Path(args.output).write_bytes(blob)
+        Path(output).write_bytes(blob)
     except OSError as error:
-        raise UsageError(f"cannot write the weights: {error}") from None
-    print(f"{args.output} ({len(blob)} bytes)")
+        raise UsageError(f"cannot write {what}: {error}") from None
+    print(f"{output} ({len(blob)} bytes)")
     return 0
 
 
@@ -580,6 +625,8 @@ VERBS = {
     "evaluate": cmd_evaluate,
     "report": cmd_report,
     "weights": cmd_weights,
+    "export": cmd_export,
+    "import": cmd_import,
     "upload": cmd_upload,
     "job": cmd_job,
     "cancel": cmd_cancel,

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import orjson
 from flask import Blueprint, Response, request
 
 from nnserve import engine
 
-from .. import registry, shapes, store
+from .. import model_import, onnx_export, registry, shapes, store
 from ..cache import Entry, entry_from
 from ..context import services, tenant
-from ..errors import Conflict, Invalid, NotFound
+from ..dialects import Dialect, v1
+from ..errors import Conflict, Invalid, NotFound, UnsupportedMediaType
 from ..lifecycle import ModelStatus
 from ..openapi import doc
-from ..parsing import page, parse, parse_inputs
+from ..parsing import page, parse
 from ..schemas import (
     EvaluateRequest,
     EvaluateResponse,
@@ -100,6 +102,71 @@ def index():
     return listing(ModelList, items, store.count(r, tenant(), store.MODELS), offset, limit)
 
 
+IMPORT_FORM = {
+    "file": {"type": "string", "format": "binary", "description": "A Keras 3 .keras archive, or an nnserve .npz"},
+    "model": {"type": "string", "description": "Instead of file: a Keras to_json() document"},
+    "weights": {
+        "type": "string",
+        "format": "binary",
+        "description": "With model: a .weights.h5, or an .npz in get_weights() order",
+    },
+    "name": {"type": "string", "description": "The model's name"},
+    "classes": {"type": "string", "description": "The class labels in output order, as a JSON array"},
+    "feature_names": {"type": "string", "description": "The input columns' names, as a JSON array"},
+    "input_scaling": {"type": "string", "description": "none (the default for Keras models)"},
+}
+
+
+@bp.post("/v1/models")
+@doc(forms=IMPORT_FORM, responses={201: ModelPublic}, errors=(400, 413, 415, 422))
+def create():
+    """Import a model trained elsewhere (Keras .keras, or JSON and weights; an nnserve .npz): ready at once."""
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"send the model as multipart/form-data; received {request.mimetype or 'no content type'!r}"
+        )
+    settings = services().settings
+    form = request.form
+    document = form.get("model")
+    if document is None and "model" in request.files:
+        document = request.files["model"].read(settings.max_body_bytes).decode("utf-8", "replace")
+    parts = {
+        name: request.files[name].read(settings.max_body_bytes) for name in ("file", "weights") if name in request.files
+    }
+    imported = model_import.from_upload(
+        parts.get("file"),
+        document,
+        parts.get("weights"),
+        _json_list(form, "classes"),
+        form.get("input_scaling"),
+        settings.max_body_bytes,
+    )
+    model = imported.model
+    if model.parameter_count(model.n_features) > settings.max_parameters:
+        raise Invalid("file", f"the model has more than the server's limit of {settings.max_parameters} parameters")
+    feature_names = _json_list(form, "feature_names") or imported.feature_names
+    if feature_names is not None and (
+        len(feature_names) != model.n_features or not all(isinstance(n, str) for n in feature_names)
+    ):
+        raise Invalid("feature_names", f"must be {model.n_features} names (strings), one per input")
+    name = form.get("name") or None
+    record = store.import_model(services().redis, tenant(), name, model, imported.source, feature_names, imported.blob)
+    return respond(ModelPublic.model_validate(record), 201, headers={"Location": f"/v1/models/{record['id']}"})
+
+
+def _json_list(form, field: str) -> list | None:
+    text = form.get(field)
+    if text is None or text == "":
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise Invalid(field, 'must be a JSON array, written as text: ["a", "b"]') from None
+    if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
+        raise Invalid(field, "must be a non-empty JSON array of distinct values")
+    return value
+
+
 @bp.get("/v1/models/<model_id>")
 @doc(responses={200: ModelPublic}, errors=(404,))
 def show(model_id: str):
@@ -110,17 +177,23 @@ def show(model_id: str):
 @bp.post("/v1/models/<model_id>/predict")
 @doc(body=PredictRequest, responses={200: PredictResponse}, errors=(400, 404, 409, 413, 415, 422, 429))
 def predict(model_id: str):
-    """Predict: class labels (and probabilities) or values for each row of `inputs`."""
-    resolved, entry = serve(model_id)
-    x = parse_inputs()
+    """Predict: class labels (and probabilities) or values for each row, unnamed or named."""
+    return predict_in(v1, model_id)
+
+
+def predict_in(dialect: Dialect, ref: str) -> Response:
+    """The request's rows read as ``dialect`` reads them, predicted by the model ``ref`` resolves to
+    (counted per model; a shadow, if the alias has one, run in the background) and answered in the
+    dialect's form with the version that answered in a header: the one way every predict route (``/v1``,
+    TF Serving, MLflow) works, and what the predict fast path does for a cache hit."""
+    resolved, entry = serve(ref)
+    x, form = dialect.read(request.get_data(), request.mimetype, entry)
     try:
-        answer = services().monitoring.predict(entry, x)
+        prediction = services().monitoring.predict(entry, x)
     except engine.SpecError as error:
         raise Invalid("inputs", error.message) from None
-    if entry.version is not None:
-        answer["model_version"] = entry.version
-    services().shadows.submit(resolved, entry.tenant, x, answer)
-    return respond(answer, headers=version_headers(entry))
+    services().shadows.submit(resolved, entry.tenant, x, prediction)
+    return respond(dialect.write(entry, prediction, form), headers=version_headers(entry))
 
 
 @bp.post("/v1/models/<model_id>/evaluate")
@@ -154,15 +227,27 @@ def evaluate(model_id: str):
 @bp.get("/v1/models/<model_id>/weights")
 @doc(responses={200: "application/octet-stream; an .npz archive"}, errors=(404, 409))
 def weights(model_id: str):
-    """Download the weights: an .npz of arrays in Keras get_weights() order plus the architecture as JSON."""
+    """Download the weights: an .npz of arrays in Keras get_weights() order plus the architecture (and feature names) as JSON."""
     record = get_model(model_id)
     blob = store.load_weights(services().redis, record["id"]) if record["status"] == ModelStatus.ready else None
     if blob is None:
         raise Conflict(f"model {record['id']!r} has no weights: its job is {record['status']}")
     return Response(
-        blob,
+        model_import.with_feature_names(blob, (record.get("input") or {}).get("feature_names")),
         mimetype="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{record["id"]}.npz"'},
+    )
+
+
+@bp.get("/v1/models/<model_id>/onnx")
+@doc(responses={200: "application/octet-stream; an ONNX model (IR 8, opset 17)"}, errors=(404, 409))
+def onnx(model_id: str):
+    """Download the model as ONNX: input `input` (raw rows, scaling inside), output `probabilities` or `predictions`."""
+    resolved, entry = serve(model_id)
+    return Response(
+        onnx_export.export(entry.model),
+        mimetype=onnx_export.MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{resolved.model_id}.onnx"'},
     )
 
 

@@ -4,13 +4,19 @@ clients work unchanged. The wire format is ``service.oip``; models, tenants and 
 
 from __future__ import annotations
 
+import contextlib
+import time
+
+import orjson
+import redis
 from flask import Blueprint, Response, request
 
 from nnserve import __version__, engine
 
-from .. import oip
-from ..context import services
+from .. import oip, store
+from ..context import services, tenant
 from ..errors import BadRequest, NotFound
+from ..lifecycle import ModelStatus
 from ..openapi import doc
 from . import respond
 from .models import get_model, serve, trained, version_headers
@@ -18,6 +24,8 @@ from .models import get_model, serve, trained, version_headers
 bp = Blueprint("v2", __name__)
 
 ERRORS = (400, 404, 409, 413, 415, 429)
+UNCOUNTED: tuple[type[Exception], ...] = (*store.TRANSIENT_ERRORS, redis.exceptions.OutOfMemoryError)
+"""Redis errors that lose an inference's statistics but not its answer."""
 
 
 def check_version(model_name: str, version: str | None) -> None:
@@ -91,12 +99,103 @@ def infer(model_name: str, version: str | None = None):
     resolved, entry = serve(ref)
     if ref == model_name:
         check_version(model_name, version)
-    inference, binary = oip.read_request(request.get_data(), request.headers)
-    x = oip.input_samples(inference, binary)
+    started = time.perf_counter_ns()
     try:
-        prediction = services().monitoring.predict(entry, x)
-    except engine.SpecError as error:
-        raise BadRequest(f"{oip.INPUT}: {error.message}") from None
+        inference, binary = oip.read_request(request.get_data(), request.headers)
+        x = oip.input_samples(inference, binary)
+        try:
+            prediction = services().monitoring.predict(entry, x)
+        except engine.SpecError as error:
+            raise BadRequest(f"{oip.INPUT}: {error.message}") from None
+        body, headers = oip.encode_response(model_name, inference, prediction, entry.classes)
+    except BadRequest:
+        _count(resolved.model_id, False, started, 0)
+        raise
+    _count(resolved.model_id, True, started, len(x))
     services().shadows.submit(resolved, entry.tenant, x, prediction)
-    body, headers = oip.encode_response(model_name, inference, prediction)
     return Response(body, headers={**headers, **version_headers(entry)})
+
+
+def _count(model_id: str, ok: bool, started: int, rows: int) -> None:
+    """Count the inference in the model's statistics; a Redis that cannot count loses the figure, not the answer."""
+    with contextlib.suppress(*UNCOUNTED):
+        store.count_inference(services().redis, model_id, ok, time.perf_counter_ns() - started, rows)
+
+
+@bp.get("/v2/models/<model_name>/config")
+@bp.get("/v2/models/<model_name>/versions/<version>/config")
+@doc(responses={200: "application/json; Triton's model configuration"}, errors=(404,))
+def model_config(model_name: str, version: str | None = None):
+    """Model configuration: Triton's JSON form (name, platform, batching, inputs and outputs)."""
+    record = get_model(model_name)
+    check_version(model_name, version)
+    return respond(oip.model_config(record))
+
+
+@bp.post("/v2/repository/index")
+@doc(responses={200: "application/json; the models: name, version, state"})
+def repository_index():
+    """Repository index: every model of yours and version, READY or UNAVAILABLE (`{"ready": true}`: the ready ones)."""
+    raw = request.get_data().strip()
+    try:
+        data = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"the body is not valid JSON: {error}") from None
+    ready_only = isinstance(data, dict) and data.get("ready") is True
+    entries = []
+    for record in _all_models():
+        ready = record["status"] == ModelStatus.ready
+        if ready or not ready_only:
+            entry = {"name": record["id"], "version": oip.VERSION, "state": "READY" if ready else "UNAVAILABLE"}
+            if not ready:
+                entry["reason"] = f"its job is {record['status']}"
+            entries.append(entry)
+    return Response(orjson.dumps(entries), mimetype="application/json")
+
+
+@bp.get("/v2/models/stats")
+@bp.get("/v2/models/<model_name>/stats")
+@bp.get("/v2/models/<model_name>/versions/<version>/stats")
+@doc(responses={200: "application/json; Triton's inference statistics"}, errors=(404,))
+def statistics(model_name: str | None = None, version: str | None = None):
+    """Inference statistics: counts and cumulative times of /v2 inferences per model, over every API process."""
+    if model_name is None:
+        records = _all_models()
+    else:
+        records = [get_model(model_name)]
+        check_version(model_name, version)
+    figures = store.inference_statistics(services().redis, [record["id"] for record in records])
+    return respond({"model_stats": [_model_stats(record["id"], f) for record, f in zip(records, figures)]})
+
+
+def _model_stats(model_id: str, figures: dict[str, int]) -> dict:
+    """Triton's ``ModelStatistics``: a request's whole time counts as its compute (no queue, no batching)."""
+    success = {"count": figures["success_count"], "ns": figures["success_ns"]}
+    zero = {"count": 0, "ns": 0}
+    return {
+        "name": model_id,
+        "version": oip.VERSION,
+        "last_inference": figures["last_inference"],
+        "inference_count": figures["inference_count"],
+        "execution_count": figures["success_count"],
+        "inference_stats": {
+            "success": success,
+            "fail": {"count": figures["fail_count"], "ns": figures["fail_ns"]},
+            "queue": zero,
+            "compute_input": zero,
+            "compute_infer": success,
+            "compute_output": zero,
+            "cache_hit": zero,
+            "cache_miss": zero,
+        },
+        "batch_stats": [],
+    }
+
+
+def _all_models() -> list[dict]:
+    """Every model of this tenant, oldest first, read a page at a time."""
+    r, records, offset = services().redis, [], 0
+    while page := store.list_models(r, tenant(), offset, 1000):
+        records.extend(page)
+        offset += len(page)
+    return records[::-1]

@@ -435,14 +435,14 @@
     state.models = (await api("GET", "/v1/models?limit=1000")).items;
     $("#model-rows").replaceChildren(...state.models.map((m) => el("tr", {},
       el("td", { class: "id" }, m.name || m.id), el("td", {}, el("span", { class: `badge ${m.status}` }, m.status)),
-      el("td", {}, m.dataset_id), el("td", { class: "metrics" }, headline(m.metrics)),
+      el("td", {}, m.dataset_id || `(${m.source || "imported"})`), el("td", { class: "metrics" }, headline(m.metrics)),
       el("td", {}, m.status === "ready" ? String(m.n_parameters) : ""),
       el("td", {}, m.status === "ready" ? el("button", { type: "button", class: "link", onclick: () => download(m) }, "download") : null,
         m.status !== "pending" ? el("button", { type: "button", class: "link", onclick: () => deleteModel(m) }, "delete") : null))));
     const ready = state.models.filter((m) => m.status === "ready");
     const chosen = select || $("#predict-model").value;
     $("#predict-model").replaceChildren(...ready.map((m) => el("option", { value: m.id },
-      `${m.name || m.id} (${m.dataset_id}; ${headline(m.metrics)})`)));
+      `${m.name || m.id} (${m.dataset_id || m.source || "imported"}; ${headline(m.metrics)})`)));
     if (ready.some((m) => m.id === chosen)) $("#predict-model").value = chosen;
     await loadRegistry(chosen);
     renderPredictInputs();

@@ -336,6 +336,38 @@ def test_train_from_an_initial_model(trained, url, tmp_path):
     assert without.returncode == 2 and "must hold" in without.stderr
 
 
+def test_export_onnx_and_import_it_back_as_npz(trained, url, tmp_path):
+    """``export --onnx`` writes a graph onnx loads; ``import`` serves another server's .npz, which predicts the same."""
+    import onnx
+
+    model_id = trained[1]["model"]
+    target = tmp_path / "iris.onnx"
+    exported = nnserve("export", model_id, "--onnx", "-o", str(target), url=url)
+    assert exported.returncode == 0, exported.stderr
+    graph = onnx.load_model(str(target))
+    assert [i.name for i in graph.graph.input] == ["input"] and [o.name for o in graph.graph.output] == [
+        "probabilities"
+    ]
+
+    npz = tmp_path / "iris.npz"
+    assert nnserve("weights", model_id, "-o", str(npz), url=url).returncode == 0
+    names = '["sepal_length", "sepal_width", "petal_length", "petal_width"]'
+    imported = nnserve("import", str(npz), "--name", "iris-copy", "--feature-names", names, url=url)
+    assert imported.returncode == 0, imported.stderr
+    shown = fields(imported.stdout)
+    assert shown["source"] == "nnserve" and shown["name"] == "iris-copy" and shown["task"] == "classification"
+    rows = tmp_path / "rows.csv"
+    rows.write_text("petal_width,sepal_length,sepal_width,petal_length\n0.2,5.1,3.5,1.4\n")
+    copy = nnserve("predict", shown["model"], "--input", str(rows), url=url)
+    original = nnserve("predict", model_id, "--input", str(rows), url=url)
+    assert copy.returncode == 0 and copy.stdout == original.stdout
+
+    refused = nnserve("import", str(rows), url=url)
+    assert refused.returncode == 1 and "422" in refused.stderr and "not a zip archive" in refused.stderr
+    assert nnserve("import", str(tmp_path / "nothing.keras"), url=url).returncode == 2
+    assert nnserve("import", str(npz), "--classes", "[oops", url=url).returncode == 2
+
+
 def test_delete_a_model(url, tmp_path):
     run = nnserve("train", "--dataset", "linear", "--spec", _spec(tmp_path, 5), "--wait", url=url)
     model_id = fields(run.stdout)["model"]

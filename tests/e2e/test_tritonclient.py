@@ -148,3 +148,49 @@ def test_tritonclient_sends_images_in_their_shape(processes):
         assert refused.value.status() == "400" and "(7, 7, 1)" in refused.value.message()
     finally:
         client.close()
+
+
+def test_tritonclient_repository_config_statistics_and_classification(iris, processes):
+    """The rest of the protocol tritonclient calls: the repository index, Triton's model configuration, the
+    inference statistics (summed over both API processes) and the classification extension."""
+    api, model_id = iris
+    _, features, _ = load("iris")
+    x = features[:7].astype(np.float32)
+    client = httpclient.InferenceServerClient(api.removeprefix("http://"))
+    try:
+        extensions = client.get_server_metadata()["extensions"]
+        assert {"classification", "model_repository", "model_configuration", "statistics"} <= set(extensions)
+        assert client.get_model_repository_index() == [{"name": model_id, "version": "1", "state": "READY"}]
+
+        config = client.get_model_config(model_id)
+        assert config["name"] == model_id and config["max_batch_size"] == 0
+        assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [-1, 4]}]
+        assert [(o["name"], o["data_type"]) for o in config["output"]] == [
+            ("probabilities", "TYPE_FP32"),
+            ("predicted_labels", "TYPE_STRING"),
+        ]
+        assert client.get_model_config(model_id, model_version="1") == config
+
+        probabilities, labels = v1_predict(api, model_id, x)
+        outputs = [httpclient.InferRequestedOutput("probabilities", class_count=2)]
+        for _ in range(6):  # two gunicorn processes answer, and the statistics sum them
+            result = client.infer(model_id, [input_tensor(x)], outputs=outputs, model_version="1")
+        top = result.as_numpy("probabilities")
+        assert top.shape == (7, 2)
+        for row, expected, label in zip(top, probabilities, labels):
+            score, index, name = row[0].decode().split(":")
+            assert name == label and int(index) == int(expected.argmax())
+            assert abs(float(score) - expected.max()) < 1e-6
+            assert int(row[1].decode().split(":")[1]) == int(np.argsort(-expected)[1])
+        with pytest.raises(InferenceServerException):
+            client.infer(model_id, [input_tensor(x[:, :3])])
+
+        (stats,) = client.get_inference_statistics(model_id)["model_stats"]
+        assert stats["name"] == model_id and stats["version"] == "1"
+        assert stats["inference_stats"]["success"]["count"] == 6 and stats["inference_count"] == 42
+        assert stats["inference_stats"]["fail"]["count"] == 1
+        assert stats["inference_stats"]["success"]["ns"] > 0 and stats["last_inference"] > 0
+        assert client.get_inference_statistics()["model_stats"] == [stats]
+        assert client.get_inference_statistics(model_id, model_version="1")["model_stats"] == [stats]
+    finally:
+        client.close()

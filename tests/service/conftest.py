@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.helpers import train
+from tests.service.helpers import LINEAR, train
 
 
 @pytest.fixture
@@ -13,3 +13,12 @@ def iris_model(client, run_jobs) -> str:
     job = train(client, run_jobs)
     assert job["status"] == "succeeded"
     return job["model_id"]
+
+
+@pytest.fixture
+def linear_model(client, run_jobs) -> str:
+    """The id of a one-feature regressor (feature ``x``) trained on the built-in ``linear`` dataset."""
+    response = client.post("/v1/jobs", json=LINEAR)
+    assert response.status_code == 202, response.json
+    run_jobs()
+    return response.json["model_id"]

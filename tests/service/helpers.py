@@ -10,6 +10,11 @@ IRIS_MODEL = {
         {"type": "dense", "units": 3, "activation": "softmax"},
     ]
 }
+LINEAR = {
+    "dataset": "linear",
+    "model": {"layers": [{"type": "dense", "units": 1}], "input_scaling": "none"},
+    "training": {"optimizer": {"name": "adam", "learning_rate": 0.1}, "epochs": 50, "batch_size": 4, "seed": 0},
+}
 IRIS_TRAINING = {"optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 60, "batch_size": 16, "seed": 1}
 
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 from pydantic import SecretStr, ValidationError
 
-from nnserve.service import auth, store
+from nnserve.service import auth, errors, store
 from nnserve.service.routes.ops import SWAGGER_UI
 from nnserve.service.settings import ApiKey, Settings
 from tests.conftest import wait_until
@@ -235,11 +235,17 @@ ROUTE_SCOPES = {
     ("DELETE", "/v1/jobs/<job_id>"): ("train",),
     ("GET", "/v1/jobs/<job_id>/events"): ("read",),
     ("GET", "/v1/models"): ("read", "predict"),
+    ("POST", "/v1/models"): ("train",),
     ("GET", "/v1/models/<model_id>"): ("read", "predict"),
     ("DELETE", "/v1/models/<model_id>"): ("train",),
     ("POST", "/v1/models/<model_id>/evaluate"): ("predict",),
     ("POST", "/v1/models/<model_id>/predict"): ("predict",),
     ("GET", "/v1/models/<model_id>/weights"): ("read",),
+    ("GET", "/v1/models/<model_id>/onnx"): ("read",),
+    ("POST", "/v1/models/<name>:predict"): ("predict",),
+    ("POST", "/v1/models/<name>/versions/<version>:predict"): ("predict",),
+    ("POST", "/v1/models/<name>/labels/<label>:predict"): ("predict",),
+    ("POST", "/v1/models/<ref>/invocations"): ("predict",),
     ("GET", "/v2"): ("read", "predict"),
     ("GET", "/v2/models/<model_name>"): ("read", "predict"),
     ("POST", "/v2/models/<model_name>/infer"): ("predict",),
@@ -247,6 +253,12 @@ ROUTE_SCOPES = {
     ("GET", "/v2/models/<model_name>/versions/<version>"): ("read", "predict"),
     ("POST", "/v2/models/<model_name>/versions/<version>/infer"): ("predict",),
     ("GET", "/v2/models/<model_name>/versions/<version>/ready"): ("read", "predict"),
+    ("GET", "/v2/models/<model_name>/config"): ("read", "predict"),
+    ("GET", "/v2/models/<model_name>/versions/<version>/config"): ("read", "predict"),
+    ("POST", "/v2/repository/index"): ("read", "predict"),
+    ("GET", "/v2/models/stats"): ("read", "predict"),
+    ("GET", "/v2/models/<model_name>/stats"): ("read", "predict"),
+    ("GET", "/v2/models/<model_name>/versions/<version>/stats"): ("read", "predict"),
 }
 """Every protected route and the scopes of which a key needs one. A new route fails this test until its
 scope is decided here and, when its method's default is wrong for it, in auth.NEEDS."""
@@ -279,7 +291,10 @@ def concrete(path: str) -> str:
         .replace("<job_id>", "job_x")
         .replace("<model_id>", "mdl_x")
         .replace("<model_name>", "mdl_x")
+        .replace("<name>", "mdl_x")
+        .replace("<ref>", "mdl_x")
         .replace("<version>", "1")
+        .replace("<label>", "stable")
     )
 
 
@@ -295,11 +310,12 @@ def test_a_key_reaches_exactly_the_routes_its_scope_grants(make_app, scope):
             assert (response.status_code == 403) != allowed, (scope, method, path, response.status_code)
             if allowed:
                 continue
-            detail = response.json["error" if path.startswith("/v2") else "detail"]
+            dialect = errors.dialect_of(path)
+            detail = response.json[{"oip": "error", "tfserving": "error", "mlflow": "message"}.get(dialect, "detail")]
             assert " or ".join(f"'{s}'" for s in needed) in detail and f"this key has '{scope}'" in detail, detail
             challenge = response.headers["WWW-Authenticate"]
             assert f'error="insufficient_scope", scope="{" ".join(needed)}"' in challenge
-            if not path.startswith("/v2"):
+            if dialect is None:
                 assert response.mimetype == "application/problem+json"
                 assert response.json["type"] == "urn:nnserve:problem:forbidden" and response.json["status"] == 403
 

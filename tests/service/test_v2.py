@@ -94,7 +94,11 @@ def test_health_and_server_metadata(client):
     for path in ("/v2/health/live", "/v2/health/ready"):
         response = client.get(path)
         assert response.status_code == 200 and response.data == b""
-    assert client.get("/v2").json == {"name": "nnserve", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+    assert client.get("/v2").json == {
+        "name": "nnserve",
+        "version": "0.1.0",
+        "extensions": ["binary_tensor_data", "classification", "model_repository", "model_configuration", "statistics"],
+    }
 
 
 def test_server_not_ready_without_redis(make_app, redis_server):
@@ -231,10 +235,14 @@ def test_regression_predictions(client, run_jobs):
             "outputs are ['probabilities', 'predicted_labels']",
         ),
         (
-            {"inputs": [tensor(ROWS)], "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}]},
-            "classification extension is not supported",
+            {"inputs": [tensor(ROWS)], "outputs": [{"name": "predicted_labels", "parameters": {"classification": 2}}]},
+            "applies to a classifier's 'probabilities'",
         ),
         ({"inputs": [tensor(ROWS)], "parameters": {"binary_data_output": "yes"}}, "binary_data must be true or false"),
+        (
+            {"inputs": [tensor(ROWS)], "outputs": [{"name": "probabilities", "parameters": {"classification": 0}}]},
+            "classification must be a positive integer",
+        ),
     ],
 )
 def test_bad_inference_requests_are_400s(client, iris_model, body, fragment):
@@ -263,7 +271,8 @@ def test_unknown_models_versions_and_routes_are_404s(client, iris_model):
     assert_error(
         client.post(f"/v2/models/{iris_model}/versions/2/infer", json={"inputs": [tensor(ROWS)]}), 404, "version"
     )
-    assert_error(client.get("/v2/repository/index"), 404, "not found")
+    assert_error(client.get("/v2/repository/index"), 405, "not allowed")  # it is a POST
+    assert_error(client.get("/v2/repository/models/x/load"), 404, "not found")  # no loading or unloading
     assert_error(client.get(f"/v2/models/{iris_model}/infer"), 405, "not allowed")
 
 
@@ -310,3 +319,35 @@ def test_openapi_documents_the_protocol_and_its_error_form(client):
         "application/json": {"schema": {"$ref": "#/components/schemas/InferenceError"}}
     }
     assert "401" in operation["responses"] and "401" not in paths["/v2/health/live"]["get"]["responses"]
+
+
+def test_repository_index_config_statistics_and_classification(client, iris_model, run_jobs):
+    pending = client.post(
+        "/v1/jobs", json={"dataset": "iris", "model": {"layers": [{"type": "dense", "units": 3}]}}
+    ).json["model_id"]
+    index = client.post("/v2/repository/index").json
+    assert {"name": iris_model, "version": "1", "state": "READY"} in index
+    assert any(e["name"] == pending and e["state"] == "UNAVAILABLE" for e in index)
+    assert client.post("/v2/repository/index", json={"ready": True}).json == [
+        {"name": iris_model, "version": "1", "state": "READY"}
+    ]
+    assert_error(client.post("/v2/repository/index", data="{", content_type="application/json"), 400, "JSON")
+    config = client.get(f"/v2/models/{iris_model}/config").json
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [-1, 4]}]
+
+    body = {"inputs": [tensor(ROWS)], "outputs": [{"name": "probabilities", "parameters": {"classification": 5}}]}
+    top = infer(client, iris_model, body).json["outputs"][0]
+    assert top["datatype"] == "BYTES" and top["shape"] == [len(ROWS), 3]  # at most the model's classes
+    probabilities = v1_predict(client, iris_model, ROWS)["probabilities"]
+    for row, expected in zip(np.array(top["data"]).reshape(len(ROWS), 3), probabilities):
+        order = np.argsort(-np.float32(expected))
+        assert [int(item.split(":")[1]) for item in row] == order.tolist()
+        assert float(row[0].split(":")[0]) == pytest.approx(max(expected), abs=1e-6)
+
+    infer(client, iris_model, {"inputs": [tensor([[1.0, 2.0]])]})  # refused: counted as a failure
+    (stats,) = client.get(f"/v2/models/{iris_model}/stats").json["model_stats"]
+    assert stats["inference_stats"]["success"]["count"] == 1 and stats["inference_count"] == len(ROWS)
+    assert stats["inference_stats"]["fail"]["count"] == 1
+    assert_error(client.get("/v2/models/mdl_nope/stats"), 404, "no model")
+    client.delete(f"/v1/models/{iris_model}")
+    assert client.get("/v2/models/stats").json["model_stats"][0]["inference_count"] == 0  # the pending model
