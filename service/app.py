@@ -53,9 +53,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         keys=auth.keys_of(settings, connection, subscriber),
     )
 
-    from .routes import dashboard, datasets, jobs, models, ops, v2
+    from .routes import dashboard, datasets, jobs, models, ops, sweeps, v2
 
-    for blueprint in (datasets.bp, jobs.bp, models.bp, v2.bp, ops.bp, dashboard.bp):
+    for blueprint in (datasets.bp, jobs.bp, sweeps.bp, models.bp, v2.bp, ops.bp, dashboard.bp):
         app.register_blueprint(blueprint)
 
     # Keys first: the rate limits count per key.

@@ -27,6 +27,7 @@ from .settings import PERIODS, Settings
 
 LIMITED = {
     "jobs.create": ("jobs", "rate_limit_jobs", "job submissions"),
+    "sweeps.create": ("jobs", "rate_limit_jobs", "job submissions"),  # a sweep submits jobs
     "models.predict": ("predict", "rate_limit_predict", "predict calls"),
     "v2.infer": (
         "predict",

@@ -35,10 +35,10 @@ from threadpoolctl import threadpool_limits
 
 from nnserve import engine  # noqa: F401
 from nnserve.service import store
-from nnserve.service.queue import make_queue
+from nnserve.service.queue import make_queue, make_sweep_queue
 from nnserve.service.settings import Settings
 
-from . import jobs
+from . import jobs, sweeps
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -166,10 +166,12 @@ W = TypeVar("W", bound=_Tuned)
 
 
 def make_worker(settings: Settings, kind: type[W] = Worker, name: str | None = None) -> W:  # type: ignore[assignment]
-    """A worker of ``kind`` (``Worker``, or ``SimpleWorker`` for tests) on the ``nnserve`` queue."""
+    """A worker of ``kind`` (``Worker``, or ``SimpleWorker`` for tests) on the ``nnserve`` queue, then the
+    sweeps' queue: RQ takes from the first queue with a job, so ordinary jobs go before sweeps' trials."""
     connection = store.connect(settings, settings.redis_retry_window)
+    sweeps.settings = settings  # a trial submits the sweep's next ones with the worker's limits
     worker = kind(
-        [make_queue(connection)],
+        [make_queue(connection), make_sweep_queue(connection)],
         name=name,
         connection=connection,
         serializer=JSONSerializer,
