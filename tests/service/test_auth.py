@@ -228,6 +228,10 @@ ROUTE_SCOPES = {
     ("POST", "/v1/jobs/<job_id>/cancel"): ("train",),
     ("DELETE", "/v1/jobs/<job_id>"): ("train",),
     ("GET", "/v1/jobs/<job_id>/events"): ("read",),
+    ("POST", "/v1/sweeps"): ("train",),
+    ("GET", "/v1/sweeps"): ("read",),
+    ("GET", "/v1/sweeps/<sweep_id>"): ("read",),
+    ("POST", "/v1/sweeps/<sweep_id>/cancel"): ("train",),
     ("GET", "/v1/models"): ("read", "predict"),
     ("GET", "/v1/models/<model_id>"): ("read", "predict"),
     ("DELETE", "/v1/models/<model_id>"): ("train",),
@@ -271,6 +275,7 @@ def concrete(path: str) -> str:
     return (
         path.replace("<dataset_id>", "iris")
         .replace("<job_id>", "job_x")
+        .replace("<sweep_id>", "swp_x")
         .replace("<model_id>", "mdl_x")
         .replace("<model_name>", "mdl_x")
         .replace("<version>", "1")
