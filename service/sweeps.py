@@ -66,8 +66,9 @@ MAXIMIZED = ("accuracy", "auc", "r2", "precision", "recall", "f1")
 its ``direction`` says otherwise."""
 DEFAULT_MIN_EPOCHS = 1
 DEFAULT_REDUCTION_FACTOR = 3
-LOCK_SECONDS = 60
-"""How long one ``advance`` may hold a sweep's lock; it takes milliseconds unless Redis is away."""
+LOCK_SECONDS = 15
+"""How long one ``advance`` may hold a sweep's lock (it takes well under a second): a process killed
+while holding it holds up the sweep for at most this long."""
 
 
 # The search space ----------------------------------------------------------------------------
@@ -386,18 +387,40 @@ def grid_point(space: Sequence[Dimension], number: int) -> dict[str, Any]:
     return {dim.path: value for dim, value in zip(space, point)}
 
 
-def ask(r: redis.Redis, sweep: dict[str, Any], number: int) -> optuna.Trial:
-    """The study's next trial, ``number`` (asks are made one at a time, under the sweep's lock)."""
+def suggest(trial: optuna.Trial, dim: Dimension) -> Any:
+    """``dim``'s value for ``trial``: the one it already has, else sampled by the study's sampler."""
+    low, high, *rest = dim.args if dim.kind != "choice" else (None, None)
+    if dim.kind in ("uniform", "log_uniform", "quniform"):
+        return trial.suggest_float(dim.path, low, high, log=dim.kind == "log_uniform", step=rest[0] if rest else None)
+    if dim.kind in ("int", "int_log", "qint"):
+        return trial.suggest_int(dim.path, low, high, log=dim.kind == "int_log", step=rest[0] if rest else 1)
+    return trial.suggest_categorical(dim.path, list(dim.args))
+
+
+def ask(r: redis.Redis, sweep: dict[str, Any], number: int) -> tuple[dict[str, Any], bool]:
+    """The parameters of the study's trial ``number`` (asks are made one at a time, under the sweep's
+    lock), and whether the study already knows it ended (see below).
+
+    Asking writes Optuna's journal before our list of trials records the trial, so a crash between the
+    two leaves the study one trial ahead. That trial is taken up again rather than asked anew: its
+    parameters are those already drawn (any still missing are drawn by its own seeded sampler), so no
+    trial is lost or sampled twice and the numbering stays the same."""
     study = load_study(r, sweep, number)
     space = space_of(sweep)
-    if sweep["strategy"] == "grid":
-        study.enqueue_trial(grid_point(space, number))
+    known = study.get_trials(deepcopy=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        trial = study.ask({dim.path: dim.distribution() for dim in space})
-    if trial.number != number:  # the journal and our list of trials disagree: never guess
-        raise RuntimeError(f"sweep {sweep['id']}: Optuna numbered the trial {trial.number}, expected {number}")
-    return trial
+        if len(known) > number and known[number].state == TrialState.RUNNING:
+            trial = optuna.Trial(study, known[number]._trial_id)
+        elif len(known) > number and known[number].state.is_finished():
+            return dict(known[number].params), True  # told failed as an invalid job: recorded below again
+        else:
+            if sweep["strategy"] == "grid" and not any(t.state == TrialState.WAITING for t in known):
+                study.enqueue_trial(grid_point(space, number))
+            trial = study.ask()
+        if trial.number != number:  # the journal and our list of trials disagree: never guess
+            raise RuntimeError(f"sweep {sweep['id']}: Optuna numbered the trial {trial.number}, expected {number}")
+        return {dim.path: suggest(trial, dim) for dim in space}, False
 
 
 # Advancing a sweep ---------------------------------------------------------------------------------
@@ -407,7 +430,7 @@ def advance(r: redis.Redis, settings: Settings, sweep_id: str) -> None:
     """Bring the sweep up to date, under its lock: tell the study how ended trials did, ask for and
     submit new trials while fewer than ``parallelism`` are active, and end the sweep when every trial
     has ended. Safe to call any time, from any process, any number of times."""
-    with r.lock(store.sweep_lock_key(sweep_id), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS):
+    with r.lock(store.sweep_lock_key(sweep_id), timeout=LOCK_SECONDS, blocking_timeout=2 * LOCK_SECONDS):
         sweep = store.get_sweep(r, sweep_id)
         if sweep is None or sweep["status"] != SweepStatus.running:
             return
@@ -466,8 +489,7 @@ def _submit(
 ) -> dict[str, Any]:
     """Ask for trial ``number`` and submit its job; a sampled document that is not a valid job is told
     to the study as failed and kept in the list with its ``error``, never queued."""
-    trial = ask(r, sweep, number)
-    parameters = dict(trial.params)
+    parameters, told = ask(r, sweep, number)
     document = copy.deepcopy(sweep["base"])
     entry: dict[str, Any] = {"number": number, "job_id": None, "parameters": parameters}
     try:
@@ -477,9 +499,10 @@ def _submit(
     except (Invalid, RequestValidationError, ValueError) as error:
         detail = error.detail if isinstance(error, Invalid | RequestValidationError) else str(error)
         entry["error"] = {"type": "InvalidTrial", "detail": detail}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            load_study(r, sweep).tell(number, state=TrialState.FAIL)
+        if not told:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                load_study(r, sweep).tell(number, state=TrialState.FAIL)
         store.add_sweep_trial(r, sweep["id"], entry)
         return entry
     job.update(sweep_id=sweep["id"], trial=number, parameters=parameters)
@@ -521,7 +544,7 @@ def cancel(r: redis.Redis, sweep: dict[str, Any]) -> bool:
     """Cancel the sweep: no new trial starts, queued trials are canceled and running ones stop at their
     next epoch; finished trials are kept, and the best so far goes to ``register_winner``. False when
     the sweep had already ended."""
-    with r.lock(store.sweep_lock_key(sweep["id"]), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS):
+    with r.lock(store.sweep_lock_key(sweep["id"]), timeout=LOCK_SECONDS, blocking_timeout=2 * LOCK_SECONDS):
         sweep = store.get_sweep(r, sweep["id"]) or sweep
         if sweep["status"] != SweepStatus.running:
             return False

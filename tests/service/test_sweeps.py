@@ -9,7 +9,7 @@ import pytest
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from nnserve.service import queue, store
+from nnserve.service import queue, store, sweeps
 from tests.service.helpers import IRIS_MODEL
 
 TRAINING = {
@@ -233,3 +233,16 @@ def test_a_sweep_over_the_trial_limit_is_refused(make_app):
     client = make_app(max_sweep_trials=2).test_client()
     response = post(client, trials=3)
     assert response.status_code == 422 and response.json["errors"][0]["loc"] == "trials"
+
+
+def test_a_trial_asked_for_but_never_recorded_is_taken_up_again(client, run_jobs, redis):
+    """A crash between Optuna's journal entry for a new trial and our record of it leaves the study a
+    trial ahead: the next advance takes that trial up (same number, same parameters), asks none anew."""
+    created = post(client, trials=3, parallelism=1).json
+    drawn, told = sweeps.ask(redis, store.get_sweep(redis, created["id"]), 1)  # and then the process died
+    assert not told
+    run_jobs()
+    sweep = client.get(f"/v1/sweeps/{created['id']}").json
+    assert sweep["status"] == "succeeded" and [t["number"] for t in sweep["trials"]] == [0, 1, 2]
+    assert sweep["trials"][1]["parameters"] == drawn
+    assert len(sweeps.load_study(redis, store.get_sweep(redis, created["id"])).get_trials()) == 3
