@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response
 
 from .. import store, sweeps
 from ..context import services, tenant
@@ -71,6 +71,30 @@ def show(sweep_id: str):
         sweeps.advance(ctx.redis, ctx.settings, sweep_id)
         sweep = get_sweep(sweep_id)
     return respond(public(sweep))
+
+
+@bp.get("/v1/sweeps/<sweep_id>/events")
+@doc(
+    responses={
+        200: "text/event-stream; a `trial` event whenever a trial starts, reports an epoch, is pruned or ends "
+        "(its row), a `best` event when the best so far changes, then a `status` event"
+    },
+    errors=(404, 503),
+)
+def events(sweep_id: str):
+    """Follow a sweep live (Server-Sent Events): its trials as they run, the best so far, its end."""
+    ctx = services()
+    get_sweep(sweep_id)
+    owner = tenant()
+
+    def read() -> dict | None:
+        sweep = store.get_sweep(ctx.redis, sweep_id, owner)
+        return None if sweep is None else sweeps.summary(ctx.redis, sweep)
+
+    stream = ctx.streams.open_sweep(ctx.redis, sweep_id, read)
+    return Response(
+        stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 @bp.post("/v1/sweeps/<sweep_id>/cancel")

@@ -232,6 +232,7 @@ ROUTE_SCOPES = {
     ("GET", "/v1/sweeps"): ("read",),
     ("GET", "/v1/sweeps/<sweep_id>"): ("read",),
     ("POST", "/v1/sweeps/<sweep_id>/cancel"): ("train",),
+    ("GET", "/v1/sweeps/<sweep_id>/events"): ("read",),
     ("GET", "/v1/models"): ("read", "predict"),
     ("GET", "/v1/models/<model_id>"): ("read", "predict"),
     ("DELETE", "/v1/models/<model_id>"): ("train",),

@@ -246,3 +246,16 @@ def test_a_trial_asked_for_but_never_recorded_is_taken_up_again(client, run_jobs
     assert sweep["status"] == "succeeded" and [t["number"] for t in sweep["trials"]] == [0, 1, 2]
     assert sweep["trials"][1]["parameters"] == drawn
     assert len(sweeps.load_study(redis, store.get_sweep(redis, created["id"])).get_trials()) == 3
+
+
+def test_the_events_of_a_sweep_replay_its_trials_best_and_end(client, run_jobs):
+    from tests.service.test_events import parse
+
+    sweep = run_sweep(client, run_jobs, trials=2)
+    response = client.get(f"/v1/sweeps/{sweep['id']}/events")
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    events = [e for e in parse(response.get_data(as_text=True)) if "event" in e]
+    assert [e["event"] for e in events] == ["trial", "trial", "best", "status"]
+    assert [e["data"]["job_id"] for e in events[:2]] == [t["job_id"] for t in sweep["trials"]]
+    assert events[2]["data"] == sweep["best"] and events[3]["data"]["status"] == "succeeded"
+    assert client.get("/v1/sweeps/swp_nope/events").status_code == 404
