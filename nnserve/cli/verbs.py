@@ -89,6 +89,7 @@ def add_client_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser])
     sweep.add_argument(
         "--wait", action="store_true", help="follow the sweep to its end: trials done, pruned, running, best"
     )
+    sweep.add_argument("--dataset", help="train the sweep's trials on this dataset id (instead of the spec's)")
     sweep.add_argument("--cancel", action="store_true", help="cancel the sweep ID")
     sweep.add_argument("--json", action="store_true", help="print the API's JSON")
     for noun in ("datasets", "models", "jobs", "sweeps"):
@@ -288,6 +289,8 @@ def cmd_sweep(client, args) -> int:
             raise UsageError(f"{args.spec} is not JSON: {error}") from None
         if not isinstance(spec, dict):
             raise UsageError(f"{args.spec} must hold a JSON object: a job document with a search_space")
+        if args.dataset:
+            spec["dataset"] = args.dataset
         sweep = client.sweep(spec)
         if not args.json:
             print(f"{'sweep':<13}{sweep['id']}", flush=True)
