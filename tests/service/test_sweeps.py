@@ -259,3 +259,22 @@ def test_the_events_of_a_sweep_replay_its_trials_best_and_end(client, run_jobs):
     assert [e["data"]["job_id"] for e in events[:2]] == [t["job_id"] for t in sweep["trials"]]
     assert events[2]["data"] == sweep["best"] and events[3]["data"]["status"] == "succeeded"
     assert client.get("/v1/sweeps/swp_nope/events").status_code == 404
+
+
+def test_a_sweep_is_its_tenants_alone(make_app, run_jobs):
+    from pydantic import SecretStr
+
+    alice, bob = "a" * 32, "b" * 32
+    client = make_app(api_keys=(SecretStr(alice), SecretStr(bob))).test_client()
+    created = client.post("/v1/sweeps", json=sweep_body(trials=1), headers={"Authorization": f"Bearer {alice}"})
+    assert created.status_code == 202, created.json
+    as_bob = {"Authorization": f"Bearer {bob}"}
+    sweep_id = created.json["id"]
+    assert client.get(f"/v1/sweeps/{sweep_id}", headers=as_bob).status_code == 404
+    assert client.post(f"/v1/sweeps/{sweep_id}/cancel", headers=as_bob).status_code == 404
+    assert client.get("/v1/sweeps", headers=as_bob).json["total"] == 0
+    run_jobs()
+    done = client.get(f"/v1/sweeps/{sweep_id}", headers={"Authorization": f"Bearer {alice}"}).json
+    assert done["status"] == "succeeded"
+    trial = done["trials"][0]["job_id"]
+    assert client.get(f"/v1/jobs/{trial}", headers=as_bob).status_code == 404
