@@ -397,7 +397,9 @@ def suggest(trial: optuna.Trial, dim: Dimension) -> Any:
     return trial.suggest_categorical(dim.path, list(dim.args))
 
 
-def ask(r: redis.Redis, sweep: dict[str, Any], number: int) -> tuple[dict[str, Any], bool]:
+def ask(
+    r: redis.Redis, sweep: dict[str, Any], number: int, study: optuna.Study | None = None
+) -> tuple[dict[str, Any], bool]:
     """The parameters of the study's trial ``number`` (asks are made one at a time, under the sweep's
     lock), and whether the study already knows it ended (see below).
 
@@ -405,7 +407,10 @@ def ask(r: redis.Redis, sweep: dict[str, Any], number: int) -> tuple[dict[str, A
     two leaves the study one trial ahead. That trial is taken up again rather than asked anew: its
     parameters are those already drawn (any still missing are drawn by its own seeded sampler), so no
     trial is lost or sampled twice and the numbering stays the same."""
-    study = load_study(r, sweep, number)
+    if study is None:
+        study = load_study(r, sweep, number)
+    else:  # one study object for all of an advance (each load replays the journal), this trial's sampler
+        study.sampler = sampler_of(sweep, number)
     space = space_of(sweep)
     known = study.get_trials(deepcopy=False)
     with warnings.catch_warnings():
@@ -436,12 +441,13 @@ def advance(r: redis.Redis, settings: Settings, sweep_id: str) -> None:
             return
         trials = store.sweep_trials(r, sweep_id)
         jobs = _jobs_of(r, trials)
-        _tell(r, sweep, trials, jobs)
+        study = load_study(r, sweep)
+        _tell(r, sweep, trials, jobs, study)
         active = sum(1 for job in jobs.values() if job is not None and job["status"] in ACTIVE)
         dataset = store.get_dataset(r, sweep["dataset_id"], sweep["tenant"])
         sweep_queue = queue.make_sweep_queue(r)
         while len(trials) < sweep["trials_total"] and active < sweep["parallelism"] and dataset is not None:
-            trial = _submit(r, settings, sweep, dataset, sweep_queue, len(trials))
+            trial = _submit(r, settings, sweep, dataset, sweep_queue, len(trials), study)
             trials.append(trial)
             active += trial["job_id"] is not None
         if active == 0 and (len(trials) >= sweep["trials_total"] or dataset is None):
@@ -453,12 +459,13 @@ def _jobs_of(r: redis.Redis, trials: Sequence[dict[str, Any]]) -> dict[str, dict
     return dict(zip(ids, store.trial_jobs(r, ids)))
 
 
-def _tell(r: redis.Redis, sweep: dict[str, Any], trials: Sequence[dict[str, Any]], jobs: dict[str, Any]) -> None:
+def _tell(
+    r: redis.Redis, sweep: dict[str, Any], trials: Sequence[dict[str, Any]], jobs: dict[str, Any], study: optuna.Study
+) -> None:
     """Tell the study the outcome of every trial whose job ended and that it still takes for running."""
     ended = [t for t in trials if t["job_id"] is not None and (jobs.get(t["job_id"]) or {}).get("status") in FINISHED]
     if not ended:
         return
-    study = load_study(r, sweep)
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     ended = [t for t in ended if t["number"] in running]
     objectives = _objectives(r, sweep, [t["job_id"] for t in ended])
@@ -485,11 +492,17 @@ def _objectives(r: redis.Redis, sweep: dict[str, Any], job_ids: Sequence[str]) -
 
 
 def _submit(
-    r: redis.Redis, settings: Settings, sweep: dict[str, Any], dataset: dict[str, Any], sweep_queue: Any, number: int
+    r: redis.Redis,
+    settings: Settings,
+    sweep: dict[str, Any],
+    dataset: dict[str, Any],
+    sweep_queue: Any,
+    number: int,
+    study: optuna.Study,
 ) -> dict[str, Any]:
     """Ask for trial ``number`` and submit its job; a sampled document that is not a valid job is told
     to the study as failed and kept in the list with its ``error``, never queued."""
-    parameters, told = ask(r, sweep, number)
+    parameters, told = ask(r, sweep, number, study)
     document = copy.deepcopy(sweep["base"])
     entry: dict[str, Any] = {"number": number, "job_id": None, "parameters": parameters}
     try:
@@ -502,7 +515,7 @@ def _submit(
         if not told:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                load_study(r, sweep).tell(number, state=TrialState.FAIL)
+                study.tell(number, state=TrialState.FAIL)
         store.add_sweep_trial(r, sweep["id"], entry)
         return entry
     job.update(sweep_id=sweep["id"], trial=number, parameters=parameters)
@@ -630,8 +643,12 @@ class Judge:
 
     def __init__(self, r: redis.Redis, job: dict[str, Any]):
         sweep = store.get_sweep(r, job["sweep_id"])
-        self.metric = sweep["objective"]["metric"] if sweep is not None else None
-        self.study = load_study(r, sweep, job["trial"]) if sweep is not None else None
+        # Without a pruner there is nothing to decide: no study to load, no journal entry per epoch.
+        self.metric: str | None = None
+        self.study: optuna.Study | None = None
+        if sweep is not None and sweep["pruner"]["name"] != "none":
+            self.metric = sweep["objective"]["metric"]
+            self.study = load_study(r, sweep, job["trial"])
         self.number = job["trial"]
 
     def __call__(self, epochs: int, logs: dict[str, float]) -> Pruned | None:
