@@ -58,7 +58,8 @@ __all__ = [
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINISHED = ("succeeded", "failed", "canceled")
+FINISHED = ("succeeded", "failed", "canceled", "pruned")
+SWEEP_FINISHED = ("succeeded", "canceled")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 """Methods that may be sent twice without doing twice (RFC 9110, 9.2.2); a POST is made so by its key."""
 RETRIED_STATUSES = frozenset({429, 503})
@@ -414,6 +415,43 @@ class Client:
             return
 
     # Models ----------------------------------------------------------------------------
+
+    # Sweeps -----------------------------------------------------------------------------
+
+    def sweep(self, spec: dict[str, Any]) -> dict:
+        """Submit a sweep: ``spec`` is a job document (``dataset``, ``model``, ``training``, ``name``) with
+        ``search_space`` and the sweep's options (``strategy``, ``trials``, ``objective``, ``pruner``...);
+        returns the sweep (``id``), its first trials queued."""
+        return self._json("POST", "/v1/sweeps", spec, idempotent=True)
+
+    def list_sweeps(self, offset: int = 0, limit: int = 100) -> list[dict]:
+        """One page of your sweeps, newest first (without their trials)."""
+        return self._json("GET", "/v1/sweeps", params={"offset": offset, "limit": limit})["items"]
+
+    def iter_sweeps(self, page_size: int = 100) -> Iterator[dict]:
+        return self._pages("/v1/sweeps", page_size)
+
+    def get_sweep(self, sweep_id: str) -> dict:
+        """A sweep with its counts, best so far and every trial."""
+        return self._json("GET", f"/v1/sweeps/{_id(sweep_id)}")
+
+    def cancel_sweep(self, sweep_id: str) -> dict:
+        """Cancel a sweep: queued trials never start, running ones stop within an epoch."""
+        return self._json("POST", f"/v1/sweeps/{_id(sweep_id)}/cancel")
+
+    def wait_sweep(self, sweep_id: str, timeout: float | None = None, poll: float = 1.0, on_update: Any = None) -> dict:
+        """Poll the sweep until it ends (``on_update(sweep)`` after each look); returns it. Raises
+        TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.get_sweep(sweep_id)
+            if on_update is not None:
+                on_update(sweep)
+            if sweep["status"] in SWEEP_FINISHED:
+                return sweep
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} still {sweep['status']} after {timeout} s")
+            time.sleep(poll)
 
     def list_models(self, offset: int = 0, limit: int = 100) -> list[dict]:
         """One page of your models, newest first."""

@@ -57,11 +57,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         shadows=Shadows(subscriber, lambda r, owner, model_id: cache.get(model_id, lambda: ready_entry(r, model_id))),
     )
 
-    from .routes import dashboard, datasets, jobs, mlflow, models, ops, registry, tfserving, v2
+    from .routes import dashboard, datasets, jobs, mlflow, models, ops, registry, sweeps, tfserving, v2
 
     for blueprint in (
         datasets.bp,
         jobs.bp,
+        sweeps.bp,
         models.bp,
         registry.bp,
         tfserving.bp,

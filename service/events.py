@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 import redis
 
 from . import store
 from .errors import Unavailable
-from .lifecycle import FINISHED
+from .lifecycle import FINISHED, SweepStatus
+
+ACTIVE_SWEEP = frozenset({SweepStatus.running})
 
 POLL_INTERVAL = 0.5
 """Seconds between reads of a job's history by an open stream."""
@@ -63,6 +66,17 @@ class Streams:
                 headers={"Retry-After": "5"},
             )
         return Stream(self, r, job_id, after)
+
+    def open_sweep(self, r: redis.Redis, sweep_id: str, read: Callable[[], dict[str, Any] | None]) -> SweepStream:
+        """A stream of a sweep's events (``read()``: the sweep as ``service.sweeps.summary`` shows it, None
+        once deleted); raises Unavailable (503) as ``open`` does: sweeps' streams share the slots."""
+        if self._slots is None or not self._slots.acquire(blocking=False):
+            raise Unavailable(
+                f"this server process already streams {self.limit} jobs' or sweeps' events (NNSERVE_API_STREAMS); "
+                f"try again shortly, or poll GET /v1/sweeps/{sweep_id}",
+                headers={"Retry-After": "5"},
+            )
+        return SweepStream(self, r, sweep_id, read)
 
     def _release(self) -> None:
         if self._slots is not None:
@@ -109,3 +123,47 @@ class Stream:
             if self._open:
                 self._open = False
                 self._streams._release()
+
+
+class SweepStream(Stream):
+    """A sweep's events, by polling the sweep (``read``) every POLL_INTERVAL seconds: a ``trial`` event
+    whenever a trial's row changes (it was queued, started, reported an epoch, was pruned or ended; the
+    row as ``GET /v1/sweeps/{id}`` shows it), a ``best`` event whenever the best so far changes, and a
+    ``status`` event (``{status, best, winner}``) when the sweep ends, then the stream closes. A client
+    that connects late or again gets every trial's current row first."""
+
+    def __init__(self, streams: Streams, r: redis.Redis, sweep_id: str, read: Callable[[], dict[str, Any] | None]):
+        super().__init__(streams, r, sweep_id, 0)
+        self._read = read
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield f"retry: {RECONNECT_MS}\n\n".encode()
+        deadline = time.monotonic() + self._streams.lifetime
+        last_write = time.monotonic()
+        rows: dict[int, tuple[Any, ...]] = {}
+        best: Any = None
+        while True:
+            try:
+                sweep = self._read()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                return  # the client reconnects once Redis is back
+            if sweep is None:
+                return
+            for row in sweep["trials"]:
+                seen = (row["status"], row["epochs"], row["objective"])
+                if rows.get(row["number"]) != seen:
+                    rows[row["number"]] = seen
+                    yield event("trial", row)
+                    last_write = time.monotonic()
+            if sweep["best"] != best:
+                best = sweep["best"]
+                yield event("best", best)
+            if sweep["status"] not in ACTIVE_SWEEP:
+                yield event("status", {"status": sweep["status"], "best": sweep["best"], "winner": sweep.get("winner")})
+                return
+            if time.monotonic() - last_write >= self._streams.heartbeat:
+                yield b": keep-alive\n\n"
+                last_write = time.monotonic()
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(POLL_INTERVAL)

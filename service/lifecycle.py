@@ -16,6 +16,7 @@ job statistics, sets the model's status and, into a finished status, drops the j
 | cancel_keeping | running         | canceled  | ready    | finished_at, epoch, error   | the worker, a cancel that keeps weights |
 | fail           | queued, running | failed    | failed   | finished_at, error          | the worker's RQ failure callbacks      |
 | succeed        | running         | succeeded | ready    | finished_at, epoch, error   | the worker, with the trained weights   |
+| prune          | running         | pruned    | canceled | finished_at, pruned         | the worker: a losing sweep trial stops |
 
 A named job's model is given its version (and ``current`` moved by its ``promote`` policy) just
 before ``succeed``, under the same lease (``store.register_version``).
@@ -25,8 +26,13 @@ record moved back. The API's ``cancel`` tries its two rows (``cancel``, ``reques
 that one step, so what it does is decided atomically.
 
 ``ACTIVE`` statuses may still train (the active-job limit counts them); ``FINISHED`` ones, every
-other status, never move again. A new status (a sweep's ``pruned``, say) is one member of its
-enum and one row of ``Move``; ``FINISHED`` follows.
+other status, never move again. A new status is one member of its enum and one row of ``Move``;
+``FINISHED`` follows. ``pruned`` is such a status: a sweep's trial (``service.sweeps``) that its
+pruner judged to be losing stops at an epoch boundary and ends there, keeping no weights (its model
+ends ``canceled``), with ``pruned: {epoch, rung}`` saying where.
+
+A sweep has statuses of its own (``SweepStatus``): ``running`` until every trial has ended, then
+``succeeded``, or ``canceled`` by its owner; they are kept here with every other status word.
 
 No Flask and no RQ here: the API and the worker share this module. It moves jobs through the
 store's primitives, so ``service.store`` stays the one place that builds keys.
@@ -52,6 +58,7 @@ class JobStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     canceled = "canceled"
+    pruned = "pruned"
 
 
 class ModelStatus(StrEnum):
@@ -61,6 +68,15 @@ class ModelStatus(StrEnum):
     pending = "pending"
     ready = "ready"
     failed = "failed"
+    canceled = "canceled"
+
+
+class SweepStatus(StrEnum):
+    """A sweep's ``status`` (``service.sweeps``): ``running`` while it may start or wait for trials,
+    then ``succeeded`` (every trial ended, whatever way) or ``canceled``."""
+
+    running = "running"
+    succeeded = "succeeded"
     canceled = "canceled"
 
 
@@ -105,6 +121,7 @@ class Move(Enum):
     cancel_keeping = _row({JobStatus.running}, JobStatus.canceled, ModelStatus.ready, "finished_at epoch error")
     fail = _row(ACTIVE, JobStatus.failed, ModelStatus.failed, "finished_at error")
     succeed = _row({JobStatus.running}, JobStatus.succeeded, ModelStatus.ready, "finished_at epoch error")
+    prune = _row({JobStatus.running}, JobStatus.pruned, ModelStatus.canceled, "finished_at pruned")
 
 
 class Refused(Exception):
@@ -217,6 +234,15 @@ def fail(r: redis.Redis, job: Job, error: Error, lease: str | None = None) -> bo
     """End the job as ``failed`` with ``error`` (``{type, detail}``); True when it was still queued or running
     (and, given a ``lease``, held by it). Works on a full Redis too (see ``store.transition``)."""
     move, _ = _apply(r, job, (Move.fail, {"finished_at": store.now(), "error": error}), lease=lease)
+    return move is not None
+
+
+def prune(r: redis.Redis, job: Job, lease: str, epoch: int, rung: int | None) -> bool:
+    """End a sweep's trial as ``pruned`` after ``epoch`` epochs (its pruner's ``rung``, None for a pruner
+    without rungs), if ``lease`` still holds the job; False when it does not (or it is not running)."""
+    move, _ = _apply(
+        r, job, (Move.prune, {"finished_at": store.now(), "pruned": {"epoch": epoch, "rung": rung}}), lease=lease
+    )
     return move is not None
 
 

@@ -27,6 +27,7 @@ from .settings import PERIODS, Settings
 
 LIMITED = {
     "jobs.create": ("jobs", "rate_limit_jobs", "job submissions"),
+    "sweeps.create": ("jobs", "rate_limit_jobs", "job submissions"),  # a sweep submits jobs
     "models.predict": ("predict", "rate_limit_predict", "predict calls"),
     # The same predictions, over the Open Inference Protocol, TF Serving's API and MLflow's: one count.
     "v2.infer": ("predict", "rate_limit_predict", "predict calls"),

@@ -19,6 +19,11 @@ from rq.serializers import JSONSerializer
 from .settings import Settings
 
 QUEUE_NAME = "nnserve"
+SWEEP_QUEUE_NAME = "nnserve-sweeps"
+"""Sweeps' trials wait here. Workers listen to it after QUEUE_NAME, and RQ takes from the first queue
+that has a job, so an ordinary job never waits behind a sweep's trials."""
+TRAIN_TRIAL = "nnserve.worker.sweeps.train_trial"
+ON_TRIAL_FAILURE = "nnserve.worker.sweeps.on_failure"
 TRAIN = "nnserve.worker.jobs.train"
 ON_FAILURE = "nnserve.worker.jobs.on_failure"
 
@@ -42,6 +47,26 @@ def enqueue_train(queue: Queue, job_id: str, settings: Settings, pipeline) -> No
         failure_ttl=7 * 24 * 3600,
         retry=Retry(max=settings.job_retries) if settings.job_retries else None,
         on_failure=Callback(ON_FAILURE),
+        pipeline=pipeline,
+    )
+
+
+def make_sweep_queue(connection: redis.Redis) -> Queue:
+    return Queue(SWEEP_QUEUE_NAME, connection=connection, serializer=JSONSerializer)
+
+
+def enqueue_trial(queue: Queue, job_id: str, settings: Settings, pipeline) -> None:
+    """As ``enqueue_train``, for a sweep's trial: the trial's function and failure callback, on ``queue``
+    (``make_sweep_queue``)."""
+    queue.enqueue_call(
+        TRAIN_TRIAL,
+        args=(job_id,),
+        job_id=job_id,
+        timeout=settings.job_timeout,
+        result_ttl=24 * 3600,
+        failure_ttl=7 * 24 * 3600,
+        retry=Retry(max=settings.job_retries) if settings.job_retries else None,
+        on_failure=Callback(ON_TRIAL_FAILURE),
         pipeline=pipeline,
     )
 

@@ -25,7 +25,7 @@ from pydantic import (
 
 from nnserve.engine.network import INPUT_SCALINGS
 
-from .lifecycle import JobStatus, ModelStatus, ServiceStatus
+from .lifecycle import JobStatus, ModelStatus, ServiceStatus, SweepStatus
 from .shapes import MAX_RANK, sample_shape_of
 from .spec_models import ModelSpec, TrainingSpec
 
@@ -279,10 +279,96 @@ class JobPublic(BaseModel):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    sweep_id: str | None = Field(None, description="The sweep this job is a trial of.")
+    pruned: dict[str, Any] | None = Field(None, description="A pruned trial: `{epoch, rung}` where it stopped.")
 
 
 class JobList(Page):
     items: list[JobPublic]
+
+
+# Sweeps --------------------------------------------------------------------------------
+
+
+class Objective(Request):
+    metric: str | None = Field(
+        None, description="A value trials log each epoch (`val_accuracy`, `val_loss`, ...); `val_loss` by default."
+    )
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="By default: maximize accuracy-like metrics, minimize the rest."
+    )
+
+
+class PrunerSpec(Request):
+    name: Literal["none", "median", "asha", "hyperband"]
+    min_epochs: int | None = Field(
+        None, ge=1, le=100_000, description="No trial is pruned before this many epochs (1)."
+    )
+    reduction_factor: int | None = Field(
+        None, ge=2, le=100, description="ASHA and Hyperband: keep the best 1/this of the trials at each rung (3)."
+    )
+
+
+class SweepCreate(JobCreate):
+    """A base job document and how to search around it (see docs/architecture.md, "Sweeps")."""
+
+    search_space: dict[str, Any] = Field(
+        description="Dotted paths into the job document, each with one distribution: "
+        '`{"uniform": [low, high]}`, `{"log_uniform": [low, high]}`, `{"quniform": [low, high, step]}`, '
+        '`{"int": [low, high]}`, `{"int_log": [low, high]}`, `{"qint": [low, high, step]}`, `{"choice": [...]}`.'
+    )
+    objective: Objective = Field(default_factory=Objective)
+    strategy: Literal["grid", "random", "tpe"] = "random"
+    trials: int | None = Field(None, ge=1, description="How many trials (required but for a grid: its product).")
+    parallelism: int = Field(2, ge=1, le=1000, description="At most this many trials queued or running at once.")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="The same seed samples the same trials.")
+    pruner: Literal["none", "median", "asha", "hyperband"] | PrunerSpec = "none"
+    promote: Literal["always", "never", "if_better"] = Field(
+        "if_better", description="The model registry's policy for the winner, registered under `name`."
+    )
+
+
+class SweepBest(BaseModel):
+    job_id: str
+    parameters: dict[str, Any]
+    objective: float
+
+
+class SweepTrial(BaseModel):
+    number: int
+    job_id: str | None = Field(description="null for a sampled trial that was not a valid job (see `error`).")
+    parameters: dict[str, Any]
+    status: JobStatus
+    objective: float | None = Field(None, description="The latest value of the objective's metric.")
+    epochs: int
+    duration_s: float | None = None
+    pruned: dict[str, Any] | None = Field(None, description="`{epoch, rung}` of a pruned trial.")
+    error: JobFailure | None = None
+
+
+class SweepPublic(BaseModel):
+    id: str
+    name: str | None = None
+    status: SweepStatus
+    dataset_id: str
+    search_space: dict[str, Any]
+    objective: dict[str, Any]
+    strategy: str
+    trials_total: int = Field(description="The trials the sweep runs (`trials` as submitted, or the grid's size).")
+    parallelism: int
+    seed: int
+    pruner: dict[str, Any]
+    promote: str
+    counts: dict[str, int] = Field(description="Trials by status.")
+    best: SweepBest | None = None
+    winner: dict[str, Any] | None = Field(None, description="The winner handed to the registry, once the sweep ended.")
+    trials: list[SweepTrial] | None = Field(None, description="Left out of listings.")
+    created_at: str
+    finished_at: str | None = None
+
+
+class SweepList(Page):
+    items: list[SweepPublic]
 
 
 # Models --------------------------------------------------------------------------------

@@ -256,6 +256,7 @@ class Settings(BaseSettings):
         "operations each; 10^12 is some minutes of one core).",
     )
     max_active_jobs: int = Field(0, ge=0, description="Most jobs one tenant may have queued or running (0: no limit).")
+    max_sweep_trials: int = Field(1000, ge=1, description="Most trials one sweep may run.")
     rate_limit_jobs: RateLimit = Field(
         None,
         description="Job submissions allowed per API key (per client address without keys), like "

@@ -13,6 +13,10 @@
 | nnserve:tenant:{tenant}:{kind}        | sorted set | dataset / job / model ids by creation time              |
 | nnserve:tenant:{tenant}:active_jobs   | set        | ids of jobs that may be queued or running (with a limit) |
 | nnserve:stats:jobs                    | hash       | number of jobs in each status (for /metrics)            |
+| nnserve:sweep:{id}                    | hash       | a sweep: status, its request, best so far, tenant ...   |
+| nnserve:sweep:{id}:trials             | list       | JSON per trial in order: number, job id, parameters     |
+| nnserve:sweep:{id}:journal            | list       | Optuna's journal of the sweep's study (JSON per entry)  |
+| nnserve:sweep:{id}:lock               | string     | held while one process advances the sweep               |
 | nnserve:stats:job_durations           | hash       | jobs' run times as histogram buckets per end status     |
 | nnserve:idempotency:{tenant}:{sha256} | string     | JSON: a POST's fingerprint and response, by its key     |
 | nnserve:ratelimit:{scope}:{who}       | hash       | requests per tenth of the sliding window (expires with it) |
@@ -76,6 +80,7 @@ RETRY_BACKOFF_CAP = 2.0
 """Seconds, at most, between a worker's attempts at a Redis command while Redis is unreachable."""
 
 DATASETS, JOBS, MODELS = "datasets", "jobs", "models"
+SWEEPS = "sweeps"
 
 
 def dataset_key(dataset_id: str) -> str:
@@ -108,6 +113,22 @@ def inference_key(model_id: str) -> str:
 
 def weights_key(model_id: str) -> str:
     return f"{PREFIX}:model:{model_id}:weights"
+
+
+def sweep_key(sweep_id: str) -> str:
+    return f"{PREFIX}:sweep:{sweep_id}"
+
+
+def sweep_trials_key(sweep_id: str) -> str:
+    return f"{PREFIX}:sweep:{sweep_id}:trials"
+
+
+def sweep_journal_key(sweep_id: str) -> str:
+    return f"{PREFIX}:sweep:{sweep_id}:journal"
+
+
+def sweep_lock_key(sweep_id: str) -> str:
+    return f"{PREFIX}:sweep:{sweep_id}:lock"
 
 
 def index_key(tenant: str, kind: str) -> str:
@@ -796,6 +817,71 @@ def job_durations(r: redis.Redis) -> dict[str, dict[str, float]]:
 
 def job_counts(r: redis.Redis) -> dict[str, int]:
     return {orjson.loads(k): int(v) for k, v in r.hgetall(JOB_STATS).items()}
+
+
+# Sweeps --------------------------------------------------------------------------------
+
+
+def create_sweep(r: redis.Redis, sweep: dict[str, Any], also: Callable[[Any], None] | None = None) -> None:
+    """Store a new sweep record and index it for its tenant, in one transaction with ``also(pipeline)``."""
+    with r.pipeline() as pipe:
+        pipe.hset(sweep_key(sweep["id"]), mapping=_encode(sweep))
+        pipe.zadd(index_key(sweep["tenant"], SWEEPS), {sweep["id"]: _score(sweep["created_at"])})
+        if also is not None:
+            also(pipe)
+        pipe.execute()
+
+
+def get_sweep(r: redis.Redis, sweep_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+    """The sweep record (any tenant's when ``tenant`` is None, as the worker needs)."""
+    record = _decode(r.hgetall(sweep_key(sweep_id)))
+    return record if tenant is None else _owned(record, tenant)
+
+
+def list_sweeps(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    return _fetch_many(r, sweep_key, _page(r, tenant, SWEEPS, offset, limit))
+
+
+def update_sweep(r: redis.Redis, sweep_id: str, fields: Mapping[str, Any]) -> None:
+    r.hset(sweep_key(sweep_id), mapping=_encode(fields))
+
+
+def sweep_trials(r: redis.Redis, sweep_id: str) -> list[dict[str, Any]]:
+    """The sweep's trials in the order they were asked for: ``{number, job_id, parameters}`` (``job_id``
+    None and an ``error`` for a sampled trial that was not a valid job)."""
+    return [orjson.loads(item) for item in r.lrange(sweep_trials_key(sweep_id), 0, -1)]
+
+
+def add_sweep_trial(pipe: Any, sweep_id: str, trial: Mapping[str, Any]) -> None:
+    """Add to ``pipe`` (the transaction that creates the trial's job) the trial's entry."""
+    pipe.rpush(sweep_trials_key(sweep_id), orjson.dumps(trial, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+def trial_jobs(r: redis.Redis, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    """The job records of a sweep's trials, in one round trip (None for a job deleted since)."""
+    with r.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hgetall(job_key(job_id))
+        return [_decode(raw) for raw in pipe.execute()]
+
+
+def last_epochs(r: redis.Redis, job_ids: Sequence[str]) -> list[dict[str, float] | None]:
+    """The last logged epoch of each job (None before its first), in one round trip."""
+    with r.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.lindex(history_key(job_id), -1)
+        return [orjson.loads(line) if line is not None else None for line in pipe.execute()]
+
+
+def append_journal(r: redis.Redis, sweep_id: str, entries: Sequence[bytes]) -> None:
+    """Append Optuna journal entries (JSON each) in one atomic RPUSH: their order is the journal's."""
+    if entries:
+        r.rpush(sweep_journal_key(sweep_id), *entries)
+
+
+def read_journal(r: redis.Redis, sweep_id: str, start: int) -> list[bytes]:
+    """The journal's entries from ``start`` (0-based) on."""
+    return [_bytes(item) or b"" for item in r.lrange(sweep_journal_key(sweep_id), start, -1)]
 
 
 # Models --------------------------------------------------------------------------------

@@ -59,6 +59,27 @@ def test_mnist_example_trains_on_784_pixel_rows(client, run_jobs):
     assert model["training"]["loss"] == "sparse_categorical_crossentropy"
 
 
+def test_the_iris_grid_sweep_example_runs_its_nine_trials(client, run_jobs):
+    spec = json.loads((EXAMPLES / "sweeps" / "iris_grid.json").read_text())
+    spec["training"]["epochs"] = 2
+    response = client.post("/v1/sweeps", json=spec)
+    assert response.status_code == 202, response.json
+    run_jobs()
+    sweep = client.get(f"/v1/sweeps/{response.json['id']}").json
+    assert sweep["status"] == "succeeded" and sweep["counts"]["succeeded"] == 9
+
+
+def test_the_digits_sweep_example_is_accepted_on_64_pixel_rows(client):
+    rng = np.random.default_rng(0)
+    upload = client.post(
+        "/v1/datasets", json={"features": rng.random((100, 64)).tolist(), "targets": [i % 10 for i in range(100)]}
+    )
+    spec = json.loads((EXAMPLES / "sweeps" / "digits_tpe_asha.json").read_text())
+    response = client.post("/v1/sweeps", json={**spec, "dataset": upload.json["id"]})
+    assert response.status_code == 202, response.json
+    assert response.json["strategy"] == "tpe" and response.json["pruner"]["name"] == "asha"
+
+
 @pytest.fixture(scope="module")
 def nn(redis_server, tmp_path_factory):
     with stack(redis_server.url, tmp_path_factory.mktemp("examples")) as url, Client(url) as client:

@@ -19,6 +19,7 @@ import os
 import secrets
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,17 +70,24 @@ ZeroDivisionError from an empty split, a KeyError or IndexError from malformed d
 TypeError): the same input fails the same way, so a retry would only burn time and a worker."""
 
 
-def train(job_id: str) -> dict[str, Any] | Retry:
+Judge = Callable[[dict[str, Any]], Callable[[int, dict[str, float]], Any]]
+"""For a sweep's trial (``worker.sweeps``): given the job, the function asked after each epoch (epochs
+trained, their last logs) whether to stop; it returns None to go on, or the pruner's verdict (with its
+``rung``) to end the trial ``pruned``."""
+
+
+def train(job_id: str, judge: Judge | None = None) -> dict[str, Any] | Retry:
     """Train the job's model on its dataset, reporting every epoch; returns a small summary, or
     RQ's ``Retry`` when the worker is stopping and the job must continue elsewhere. Raises
-    StorageFull when Redis stays full through the worker's retries (see ``store.connect``)."""
+    StorageFull when Redis stays full through the worker's retries (see ``store.connect``).
+    ``judge``: a sweep's pruning decision, taken at each epoch boundary."""
     rq_job = get_current_job()
     if rq_job is None:
         raise JobError("train runs as an RQ job, in a worker")
     r = rq_job.connection
     lease = secrets.token_hex(8)
     try:
-        return _train(r, job_id, lease)
+        return _train(r, job_id, lease, judge)
     except redis.exceptions.OutOfMemoryError:
         error = StorageFull()
         job = store.get_job(r, job_id)
@@ -91,7 +99,7 @@ def train(job_id: str) -> dict[str, Any] | Retry:
         raise error from None
 
 
-def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
+def _train(r: redis.Redis, job_id: str, lease: str, judge: Judge | None = None) -> dict[str, Any] | Retry:
     job = store.get_job(r, job_id)
     if job is None:
         raise JobError(f"job {job_id!r} no longer exists")
@@ -131,13 +139,17 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
     has_validation = validation_data is not None or job["training"]["validation_split"] > 0
     best = engine.BestWeights.for_training(model.training.early_stopping, has_validation)
     last = None
+    judged = judge(job) if judge is not None else None
+    verdict: Any = None  # the judge's, when it stops the trial
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
-        nonlocal stopped_for, last
+        nonlocal stopped_for, last, verdict
         best.update(trainer.params, epoch, logs)
         if store.record_epoch(r, job_id, lease, epoch, logs):
             stopped_for = "cancel"
             last = trainer.params.copy()  # before training ends: restore_best would put other weights back
+        elif judged is not None and epoch + 1 < job["epochs"] and (verdict := judged(epoch + 1, logs)) is not None:
+            stopped_for = "prune"
         elif preempted.is_set() and trainer.epoch < job["epochs"]:
             # At the epoch boundary the next worker loses nothing: the checkpoint is this very state.
             store.save_checkpoint(r, job_id, lease, trainer.checkpoint(), trainer.epoch)
@@ -179,6 +191,10 @@ def _train(r: redis.Redis, job_id: str, lease: str) -> dict[str, Any] | Retry:
             return {"status": JobStatus.canceled, "epochs": len(history.epoch), "kept": keep}
         lifecycle.honour_cancel(r, job, lease=lease)
         return {"status": JobStatus.canceled, "epochs": len(history.epoch)}
+    if stopped_for == "prune":
+        if not lifecycle.prune(r, job, lease, trainer.epoch, verdict.rung):
+            return _walk_away(job_id)
+        return {"status": JobStatus.pruned, "epochs": trainer.epoch}
     if stopped_for == "shutdown":
         note = {"type": "WorkerStopped", "detail": f"its worker was stopped; requeued from epoch {trainer.epoch}"}
         if not lifecycle.requeue(r, job, note, lease=lease):

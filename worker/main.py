@@ -29,16 +29,19 @@ from typing import TypeVar
 import numpy  # noqa: F401  (preloaded before the fork, see above)
 import redis
 import rq
+from rq import worker_registration
 from rq.exceptions import StopRequested
+from rq.registry import clean_registries
 from rq.serializers import JSONSerializer
+from rq.utils import now as rq_now
 from threadpoolctl import threadpool_limits
 
 from nnserve import engine  # noqa: F401
 from nnserve.service import store
-from nnserve.service.queue import make_queue
+from nnserve.service.queue import make_queue, make_sweep_queue
 from nnserve.service.settings import Settings
 
-from . import jobs
+from . import jobs, sweeps
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -82,6 +85,22 @@ class _Tuned(rq.Worker):
     @property
     def dequeue_timeout(self) -> int:
         return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
+
+    def clean_registries(self) -> None:
+        """RQ's maintenance (abandoned jobs retried or failed, expired entries dropped), under a lock
+        that lapses after a few maintenance intervals rather than RQ's 899 s. The lock is taken and
+        released by every sweep; if the worker, or Redis with an append-only file fsynced every second,
+        dies in between, RQ's lock would stop every worker from rescuing abandoned jobs for 15 minutes
+        after a restart: a job whose worker died with it would sit ``running`` all that time."""
+        lapse = max(10, 5 * int(self.maintenance_interval))
+        for queue in self.queues:
+            if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=lapse):
+                self.log.info("Worker %s: cleaning registries for queue: %s", self.name, queue.name)
+                clean_registries(queue, self._exc_handlers)
+                worker_registration.clean_worker_registry(queue)
+                queue.intermediate_queue.cleanup(self, queue)
+                queue.release_maintenance_lock()
+        self.last_cleaned_at = rq_now()  # type: ignore[assignment]  # RQ declares it None and sets datetimes
 
 
 class Worker(_Tuned):
@@ -166,10 +185,12 @@ W = TypeVar("W", bound=_Tuned)
 
 
 def make_worker(settings: Settings, kind: type[W] = Worker, name: str | None = None) -> W:  # type: ignore[assignment]
-    """A worker of ``kind`` (``Worker``, or ``SimpleWorker`` for tests) on the ``nnserve`` queue."""
+    """A worker of ``kind`` (``Worker``, or ``SimpleWorker`` for tests) on the ``nnserve`` queue, then the
+    sweeps' queue: RQ takes from the first queue with a job, so ordinary jobs go before sweeps' trials."""
     connection = store.connect(settings, settings.redis_retry_window)
+    sweeps.settings = settings  # a trial submits the sweep's next ones with the worker's limits
     worker = kind(
-        [make_queue(connection)],
+        [make_queue(connection), make_sweep_queue(connection)],
         name=name,
         connection=connection,
         serializer=JSONSerializer,

@@ -15,7 +15,8 @@
                                                                  serve a Keras (.keras, or JSON + weights) or nnserve model
     nnserve upload FILE [--target COL] [--name N]                upload a CSV file as a dataset
     nnserve delete dataset|model|job ID                          delete one
-    nnserve datasets | models | jobs [--limit N] [--json]        list them
+    nnserve sweep --spec FILE [--wait] | ID [--wait] [--cancel]  submit a sweep, or show, follow or cancel one
+    nnserve datasets | models | jobs | sweeps [--limit N] [--json]  list them
     nnserve keys create --scope S [--tenant T] | list | revoke ID API keys stored in Redis (no restart needed)
     nnserve backup -o FILE [--tenant T]                          datasets, jobs, models and keys, to one archive
     nnserve restore FILE [--force]                               and back into Redis

@@ -1,8 +1,8 @@
 """The client verbs, talking to a running API over HTTP: ``train``, ``predict``, ``evaluate``, ``report``,
-``weights``, ``upload``, ``job`` (``--follow``), ``cancel``, ``delete``, the listings ``datasets``,
-``models`` and ``jobs`` (``--json`` on each), and the registry's ``registry [NAME]``, ``alias`` and
-``rollback``. Wherever a model is named, any model reference works: ``mdl_…``, ``NAME``, ``NAME@ALIAS``,
-``NAME@N``.
+``weights``, ``upload``, ``job`` (``--follow``), ``cancel``, ``delete``, ``sweep`` (``--spec``, ``--wait``,
+``--cancel``), the listings ``datasets``, ``models``, ``jobs`` and ``sweeps`` (``--json`` on each), and the
+registry's ``registry [NAME]``, ``alias`` and ``rollback``. Wherever a model is named, any model reference
+works: ``mdl_…``, ``NAME``, ``NAME@ALIAS``, ``NAME@N``.
 
 They reach the API at ``--url`` (default ``$NNSERVE_URL`` or http://127.0.0.1:8000) with ``--api-key``
 (default ``$NNSERVE_API_KEY``) through :class:`nnserve.client.Client`; no server code is imported.
@@ -127,7 +127,16 @@ def add_client_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser])
     rollback = verb("rollback", "move current back (default: to where previous points)")
     rollback.add_argument("name", help="the registered name")
     rollback.add_argument("version", nargs="?", type=int, help="the version to make current (default: previous)")
-    for noun in ("datasets", "models", "jobs"):
+    sweep = verb("sweep", "submit a sweep (--spec), or show one (ID); --wait follows it to its end")
+    sweep.add_argument("sweep", nargs="?", help="sweep id (to show, follow or cancel one)")
+    sweep.add_argument("--spec", type=Path, help="JSON file: a job document with search_space and the sweep's options")
+    sweep.add_argument(
+        "--wait", action="store_true", help="follow the sweep to its end: trials done, pruned, running, best"
+    )
+    sweep.add_argument("--dataset", help="train the sweep's trials on this dataset id (instead of the spec's)")
+    sweep.add_argument("--cancel", action="store_true", help="cancel the sweep ID")
+    sweep.add_argument("--json", action="store_true", help="print the API's JSON")
+    for noun in ("datasets", "models", "jobs", "sweeps"):
         listing = verb(
             noun, f"list your {noun}, newest first" + (" (after the built-ins)" if noun == "datasets" else "")
         )
@@ -417,6 +426,126 @@ def cmd_jobs(client, args) -> int:
     return 0
 
 
+def cmd_sweep(client, args) -> int:
+    if (args.spec is None) == (args.sweep is None):
+        raise UsageError("give a sweep's --spec FILE to submit one, or a sweep ID to show it")
+    if args.spec is not None:
+        try:
+            spec = json.loads(args.spec.read_text())
+        except OSError as error:
+            raise UsageError(f"cannot read the spec file: {error}") from None
+        except ValueError as error:
+            raise UsageError(f"{args.spec} is not JSON: {error}") from None
+        if not isinstance(spec, dict):
+            raise UsageError(f"{args.spec} must hold a JSON object: a job document with a search_space")
+        if args.dataset:
+            spec["dataset"] = args.dataset
+        sweep = client.sweep(spec)
+        if not args.json:
+            print(f"{'sweep':<13}{sweep['id']}", flush=True)
+    elif args.cancel:
+        sweep = client.cancel_sweep(args.sweep)
+    else:
+        sweep = client.get_sweep(args.sweep)
+    if args.wait:
+        interactive = sys.stderr.isatty()
+        last = [""]
+
+        def progress(current: dict) -> None:
+            line = _sweep_progress(current)
+            if line != last[0]:
+                print(
+                    ("\r\033[K" if interactive else "") + line,
+                    end="" if interactive else "\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                last[0] = line
+
+        try:
+            sweep = client.wait_sweep(sweep["id"], on_update=progress)
+        except KeyboardInterrupt:
+            print(f"\nstopped following; the sweep goes on (nnserve sweep {sweep['id']} --wait)", file=sys.stderr)
+            return 130
+        if interactive:
+            print(file=sys.stderr)
+    if args.json:
+        return _json(client.get_sweep(sweep["id"]))
+    sweep = client.get_sweep(sweep["id"])
+    best = sweep.get("best")
+    _fields(
+        status=sweep["status"],
+        trials=f"{sum(sweep['counts'].values())}/{sweep['trials_total']}",
+        objective=f"{sweep['objective']['direction']} {sweep['objective']['metric']}",
+        best=None if best is None else f"{best['objective']:.4f} (job {best['job_id']})",
+        winner=(sweep.get("winner") or {}).get("model_id"),
+    )
+    if best is not None:
+        for path, value in best["parameters"].items():
+            print(f"  {path} = {value}")
+    rows = sweep.get("trials") or []
+    if rows:
+        print(
+            _table(
+                ["#", "JOB", "STATUS", "EPOCHS", "OBJECTIVE", "SECONDS", "PARAMETERS"],
+                [
+                    [
+                        str(t["number"]),
+                        t.get("job_id") or "",
+                        t["status"],
+                        str(t["epochs"]),
+                        "" if t.get("objective") is None else f"{t['objective']:.4f}",
+                        "" if t.get("duration_s") is None else f"{t['duration_s']:.1f}",
+                        " ".join(f"{path.rsplit('.', 1)[-1]}={_short(v)}" for path, v in t["parameters"].items()),
+                    ]
+                    for t in rows
+                ],
+            )
+        )
+    return 0
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _sweep_progress(sweep: dict) -> str:
+    """``trials done/total: n succeeded, n pruned, n running; best ...`` for a sweep being followed."""
+    counts = sweep["counts"]
+    done = sum(n for status, n in counts.items() if status in FINISHED)
+    best = sweep.get("best")
+    shown = f"best {sweep['objective']['metric']} {best['objective']:.4f}" if best else "no best yet"
+    return (
+        f"sweep {sweep['id']}: {done}/{sweep['trials_total']} trials done "
+        f"({counts.get('succeeded', 0)} succeeded, {counts.get('pruned', 0)} pruned, "
+        f"{counts.get('failed', 0) + counts.get('canceled', 0)} failed or canceled), {counts.get('running', 0)} running; {shown}"
+    )
+
+
+def cmd_sweeps(client, args) -> int:
+    sweeps = list(_first(client.iter_sweeps(page_size=min(args.limit, 1000)), args.limit))
+    if args.json:
+        return _json(sweeps)
+    print(
+        _table(
+            ["ID", "NAME", "STATUS", "TRIALS", "STRATEGY", "BEST", "CREATED"],
+            [
+                [
+                    s["id"],
+                    s.get("name") or "",
+                    s["status"],
+                    f"{sum(s['counts'].values())}/{s['trials_total']}",
+                    s["strategy"],
+                    "" if not s.get("best") else f"{s['objective']['metric']}={s['best']['objective']:.4f}",
+                    s["created_at"][:19],
+                ]
+                for s in sweeps
+            ],
+        )
+    )
+    return 0
+
+
 def cmd_datasets(client, args) -> int:
     datasets = list(_first(client.iter_datasets(page_size=min(args.limit, 1000)), args.limit))
     if args.json:
@@ -637,6 +766,8 @@ VERBS = {
     "registry": cmd_registry,
     "alias": cmd_alias,
     "rollback": cmd_rollback,
+    "sweep": cmd_sweep,
+    "sweeps": cmd_sweeps,
 }
 CLIENT_VERBS = tuple(VERBS)
 

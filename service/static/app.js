@@ -4,7 +4,7 @@
 
 (() => {
   const KEY = "nnserve.apiKey"; // sessionStorage: the key lasts as long as the tab
-  const FINISHED = ["succeeded", "failed", "canceled"];
+  const FINISHED = ["succeeded", "failed", "canceled", "pruned"];
   const POLL_MS = 1000;
 
   const $ = (selector) => document.querySelector(selector);

@@ -234,6 +234,11 @@ ROUTE_SCOPES = {
     ("POST", "/v1/jobs/<job_id>/cancel"): ("train",),
     ("DELETE", "/v1/jobs/<job_id>"): ("train",),
     ("GET", "/v1/jobs/<job_id>/events"): ("read",),
+    ("POST", "/v1/sweeps"): ("train",),
+    ("GET", "/v1/sweeps"): ("read",),
+    ("GET", "/v1/sweeps/<sweep_id>"): ("read",),
+    ("POST", "/v1/sweeps/<sweep_id>/cancel"): ("train",),
+    ("GET", "/v1/sweeps/<sweep_id>/events"): ("read",),
     ("GET", "/v1/models"): ("read", "predict"),
     ("POST", "/v1/models"): ("train",),
     ("GET", "/v1/models/<model_id>"): ("read", "predict"),
@@ -289,6 +294,7 @@ def concrete(path: str) -> str:
     return (
         path.replace("<dataset_id>", "iris")
         .replace("<job_id>", "job_x")
+        .replace("<sweep_id>", "swp_x")
         .replace("<model_id>", "mdl_x")
         .replace("<model_name>", "mdl_x")
         .replace("<name>", "mdl_x")

@@ -17,12 +17,13 @@ LEASE = "lease-of-the-attempt"
 ERROR = {"type": "Boom", "detail": "it broke"}
 TRAINED = {"trained_at": "2025-01-01T00:00:00.000+00:00"}
 
-queued, running, succeeded, failed, canceled = (
+queued, running, succeeded, failed, canceled, pruned = (
     JobStatus.queued,
     JobStatus.running,
     JobStatus.succeeded,
     JobStatus.failed,
     JobStatus.canceled,
+    JobStatus.pruned,
 )
 ALLOWED = {
     Move.start: {queued, running},
@@ -33,6 +34,7 @@ ALLOWED = {
     Move.fail: {queued, running},
     Move.succeed: {running},
     Move.cancel_keeping: {running},
+    Move.prune: {running},
 }
 
 
@@ -68,6 +70,7 @@ def job_in(redis, status: JobStatus) -> dict:
         succeeded: lambda: lifecycle.succeed(redis, job, LEASE, b"weights", TRAINED, [{"loss": 1.0}]),
         failed: lambda: lifecycle.fail(redis, job, ERROR),
         canceled: lambda: lifecycle.honour_cancel(redis, job),
+        pruned: lambda: lifecycle.prune(redis, job, LEASE, 1, 0),
     }[status]()
     assert moved
     return store.get_job(redis, job["id"])
@@ -97,7 +100,7 @@ def snapshot(redis, job: dict) -> tuple:
 def test_the_table_allows_these_moves_and_no_others():
     assert {move: move.value.sources for move in Move} == ALLOWED
     assert {queued, running} == lifecycle.ACTIVE
-    assert {succeeded, failed, canceled} == FINISHED
+    assert {succeeded, failed, canceled, pruned} == FINISHED
 
 
 # Allowed moves ---------------------------------------------------------------------------------
@@ -204,6 +207,15 @@ def test_a_cancel_that_keeps_weights_ends_the_job_canceled_with_its_model_ready(
     assert counts(redis) == {canceled: 1} and not has_checkpoint(redis, job)
 
 
+def test_prune_ends_a_running_trial_where_it_stopped_and_drops_its_checkpoint(redis):
+    job = job_in(redis, running)
+    assert lifecycle.prune(redis, job, LEASE, epoch=3, rung=1)
+    after = store.get_job(redis, job["id"])
+    assert after["status"] == pruned and after["pruned"] == {"epoch": 3, "rung": 1} and after["finished_at"]
+    assert model_status(redis, job) == ModelStatus.canceled and counts(redis) == {pruned: 1}
+    assert not has_checkpoint(redis, job)
+
+
 # Refused moves ---------------------------------------------------------------------------------
 
 VERBS = {
@@ -213,6 +225,7 @@ VERBS = {
     Move.fail: lambda r, job: lifecycle.fail(r, job, ERROR),
     Move.succeed: lambda r, job: lifecycle.succeed(r, job, LEASE, b"weights", TRAINED, []),
     Move.cancel_keeping: lambda r, job: lifecycle.cancel_keeping(r, job, LEASE, b"weights", TRAINED, []),
+    Move.prune: lambda r, job: lifecycle.prune(r, job, LEASE, 1, 0),
 }
 REFUSED = [(move, status) for move in VERBS for status in JobStatus if status not in ALLOWED[move]]
 
@@ -242,8 +255,9 @@ def test_cancel_of_a_job_that_finished_otherwise_is_refused_naming_its_status(re
         lambda r, job: lifecycle.honour_cancel(r, job, lease="someone-else"),
         lambda r, job: lifecycle.succeed(r, job, "someone-else", b"weights", TRAINED, []),
         lambda r, job: lifecycle.cancel_keeping(r, job, "someone-else", b"weights", TRAINED, []),
+        lambda r, job: lifecycle.prune(r, job, "someone-else", 1, 0),
     ],
-    ids=["requeue", "honour_cancel", "succeed", "cancel_keeping"],
+    ids=["requeue", "honour_cancel", "succeed", "cancel_keeping", "prune"],
 )
 def test_an_attempt_that_lost_its_lease_cannot_move_the_job(redis, verb):
     job = job_in(redis, running)
