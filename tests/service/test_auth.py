@@ -251,6 +251,11 @@ ROUTE_SCOPES = {
     ("POST", "/v1/models/<name>/versions/<version>:predict"): ("predict",),
     ("POST", "/v1/models/<name>/labels/<label>:predict"): ("predict",),
     ("POST", "/v1/models/<ref>/invocations"): ("predict",),
+    ("GET", "/v1/registry"): ("read",),
+    ("GET", "/v1/registry/<name>"): ("read",),
+    ("DELETE", "/v1/registry/<name>"): ("train",),
+    ("PUT", "/v1/registry/<name>/aliases/<alias>"): ("train",),
+    ("DELETE", "/v1/registry/<name>/aliases/<alias>"): ("train",),
     ("GET", "/v2"): ("read", "predict"),
     ("GET", "/v2/models/<model_name>"): ("read", "predict"),
     ("POST", "/v2/models/<model_name>/infer"): ("predict",),
@@ -301,6 +306,7 @@ def concrete(path: str) -> str:
         .replace("<ref>", "mdl_x")
         .replace("<version>", "1")
         .replace("<label>", "stable")
+        .replace("<alias>", "staging")
     )
 
 
