@@ -86,6 +86,12 @@ class InferenceRequest(Request):
     outputs: list[RequestOutput] | None = Field(None, description="The outputs to return; all of them when left out.")
 
 
+class RepositoryIndexRequest(BaseModel):
+    """The body of ``POST /v2/repository/index``: Triton's ``ready`` flag (only the ready models)."""
+
+    ready: bool = False
+
+
 class ResponseOutput(BaseModel):
     name: str
     shape: list[int]

@@ -756,6 +756,7 @@ def import_model(
     source: str,
     feature_names: list[str] | None,
     weights: bytes,
+    status: str,
 ) -> dict[str, Any]:
     """Store a model trained elsewhere (``model_import``), ready at once: its record (no job, no dataset),
     weights and index entry, in one transaction. Returns the record."""
@@ -767,7 +768,7 @@ def import_model(
         "job_id": None,
         "dataset_id": None,
         "source": source,
-        "status": "ready",
+        "status": status,  # lifecycle's ModelStatus.ready: the statuses are spelled there
         "model": model.spec(),
         "training": model.training.config(),
         "metrics": {},

@@ -150,7 +150,9 @@ def create():
     ):
         raise Invalid("feature_names", f"must be {model.n_features} names (strings), one per input")
     name = form.get("name") or None
-    record = store.import_model(services().redis, tenant(), name, model, imported.source, feature_names, imported.blob)
+    record = store.import_model(
+        services().redis, tenant(), name, model, imported.source, feature_names, imported.blob, ModelStatus.ready
+    )
     return respond(ModelPublic.model_validate(record), 201, headers={"Location": f"/v1/models/{record['id']}"})
 
 

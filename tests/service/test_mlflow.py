@@ -81,7 +81,7 @@ def test_a_regressor_answers_values(client, linear_model):
             "BAD_REQUEST",
             "unknown column 'x'",
         ),
-        ({"json": {"inputs": [[5.1, 3.5]]}}, 422, "BAD_REQUEST", "4 features"),
+        ({"json": {"inputs": [[5.1, 3.5]]}}, 422, "BAD_REQUEST", "must have shape (4,)"),
         ({"json": {"instances": ROWS, "params": 3}}, 422, "BAD_REQUEST", "params: must be an object"),
         (
             {"data": csv_of(NAMES[:3], [r[:3] for r in ROWS]), "content_type": "text/csv"},

@@ -88,7 +88,7 @@ def test_half_plus_two_style_scalars_answer_scalars(client, linear_model):
         ({"instances": ROWS, "inputs": ROWS}, 422, "not both"),
         ({"rows": ROWS}, 422, "rows: unknown field"),
         ({}, 422, "field required"),
-        ({"instances": [[5.1, 3.5]]}, 422, "4 features"),
+        ({"instances": [[5.1, 3.5]]}, 422, "must have shape (4,)"),
         ({"instances": [{"sepal_length": 5.1}]}, 422, "missing column 'sepal_width'"),
         ({"inputs": {"sepal_length": [5.1], "colour": [1]}}, 422, "missing column 'sepal_width'"),
         ({"instances": ROWS, "signature_name": "classify"}, 422, "only signature is 'serving_default'"),
