@@ -164,6 +164,15 @@ def test_upload_train_watch_and_predict(page):
     probabilities = page.locator(".probabilities tr")
     assert probabilities.count() == 3 and "setosa" in probabilities.first.inner_text()
 
+    # Its evaluation report on the held-out rows: the figures, the confusion-matrix heatmap, the reliability plot.
+    expect(page.locator("#report-line")).to_contain_text("on validation (30 rows): accuracy")
+    confusion = page.locator("#confusion tr")
+    assert confusion.count() == 4 and "setosa" in confusion.nth(1).inner_text()
+    counts = [int(cell) for row in range(1, 4) for cell in confusion.nth(row).locator("td").all_inner_texts()]
+    assert sum(counts) == 30
+    assert int(page.get_attribute("#reliability", "data-bins")) >= 1
+    assert colour_pixels(page, "#reliability canvas", LOSS_COLOUR) > 20
+
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert page.problems == []
