@@ -348,7 +348,9 @@
   }
 
   async function finished(job) {
-    await Promise.all([loadModels(job.status === "succeeded" ? job.model_id : undefined), loadJobs()]);
+    // A canceled job's model is ready too when the cancel kept its weights: choose it then as well.
+    const kept = job.status === "succeeded" || job.status === "canceled";
+    await Promise.all([loadModels(kept ? job.model_id : undefined), loadJobs()]);
     if (job.status === "failed" && job.error) notice(`Job ${job.id} failed: ${job.error.type}: ${job.error.detail}`);
   }
 
@@ -407,11 +409,18 @@
       .filter(([name, value]) => typeof value === "number" && !["epoch", "epochs", "learning_rate"].includes(name))
       .map(([name, value]) => `${name} ${format(value)}`).join(" · ");
     $("#cancel").hidden = FINISHED.includes(job.status);
+    $("#cancel-keep").hidden = job.status !== "running"; // a queued job has learned nothing to keep
   }
 
   $("#cancel").addEventListener("click", async () => {
     try {
       await api("POST", `/v1/jobs/${encodeURIComponent(state.job.id)}/cancel`);
+    } catch (error) { failed(error); }
+  });
+
+  $("#cancel-keep").addEventListener("click", async () => {
+    try {
+      await api("POST", `/v1/jobs/${encodeURIComponent(state.job.id)}/cancel`, { keep: "best" });
     } catch (error) { failed(error); }
   });
 

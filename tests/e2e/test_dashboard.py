@@ -178,6 +178,23 @@ def test_upload_train_watch_and_predict(page):
     assert page.problems == []
 
 
+def test_cancel_keeping_the_best_epoch_leaves_a_ready_model_with_its_report(page):
+    page.select_option("#preset", "iris")
+    page.fill("#epochs", "5000")
+    page.click("#start")
+    page.wait_for_selector("#job-status.running")
+    page.wait_for_function("Number(document.querySelector('#chart').dataset.epochs) >= 3")
+    page.click("#cancel-keep")
+    page.wait_for_selector("#job-status.canceled", timeout=TRAINING)
+    model_id = re.search(r"→ (mdl_\w+)", page.inner_text("#job-line")).group(1)
+    row = page.locator("#model-rows tr", has_text=model_id)
+    row.wait_for()
+    assert "ready" in row.inner_text()
+    expect(page.locator("#predict-model")).to_have_value(model_id)
+    expect(page.locator("#report-line")).to_contain_text("on validation (30 rows)")
+    assert page.problems == []
+
+
 def test_a_bad_spec_shows_the_fields_at_fault(page):
     page.click("#spec-details summary")
     page.fill("#spec-json", '{"model": {"layers": [{"type": "dense", "units": 0}]}}')
