@@ -196,7 +196,7 @@ def _auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks of ``values``, tied values sharing the mean of their ranks."""
-    order = np.argsort(values, kind="mergesort")
+    order = np.argsort(values)  # any sort: tied values get the same mean rank whatever their order
     sorted_values = values[order]
     starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
     ends = np.r_[starts[1:], len(values)]  # exclusive
@@ -211,7 +211,8 @@ def _roc_auc(y: np.ndarray, p: np.ndarray) -> tuple[float | None, int]:
     if p.shape[1] == 2:
         auc = _auc(p[:, 1], y == 1)
         return auc, 0 if auc is None else 2
-    aucs = [a for c in range(p.shape[1]) if (a := _auc(p[:, c], y == c)) is not None]
+    columns = np.ascontiguousarray(p.T)  # each class's scores in one run of memory: a sort per class
+    aucs = [a for c in range(p.shape[1]) if (a := _auc(columns[c], y == c)) is not None]
     return (float(np.mean(aucs)) if aucs else None), len(aucs)
 
 

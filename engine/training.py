@@ -30,7 +30,7 @@ import numpy as np
 
 from . import archive, losses
 from .activations import Sigmoid, Softmax
-from .callbacks import History
+from .callbacks import BestWeights, History
 from .errors import NonFiniteError, SpecError
 from .evaluation import score
 from .finite_differences import finite_difference
@@ -113,6 +113,9 @@ class TrainingSession:
             if isinstance(op, Dropout):
                 op.rng = self.rng
         self.history = History()
+        # The best epoch's weights so far, for a caller that stops training and wants them (a worker's
+        # cancel with keep="best"); kept in checkpoints, so a resumed run still knows them.
+        self.best = BestWeights.for_training(config.early_stopping, self.validation is not None)
         self.epoch = 0
         # Set when a callback (early stopping) ends training; kept in checkpoints, so a run resumed
         # from one taken at that epoch ends there too.
@@ -219,6 +222,7 @@ class TrainingSession:
                     "Scale the inputs (input_scaling 'standard') or lower the learning_rate."
                 )
             self.history.append(epoch, logs)
+            self.best.update(params, epoch, logs)
             self.epoch += 1
             for callback in self.callbacks:
                 self.finished = callback.on_epoch_end(self, epoch, logs) or self.finished
@@ -309,7 +313,7 @@ class TrainingSession:
     # Checkpoints ---------------------------------------------------------------------
 
     def checkpoint(self) -> bytes:
-        """Weights, optimizer and callback state, epoch, history and RNG state, as npz bytes."""
+        """Weights, optimizer and callback state, epoch, history, the best epoch's weights and RNG state, as npz bytes."""
         opt_scalars, opt_arrays = self.optimizer.state()
         arrays = {"params": self.params, **{f"optimizer.{k}": v for k, v in opt_arrays.items()}}
         if self.model.state is not None and self.model.state.size:  # moving statistics
@@ -319,7 +323,10 @@ class TrainingSession:
             scalars, extra = callback.state()
             callbacks.append(scalars)
             arrays.update({f"callback.{i}.{k}": v for k, v in extra.items()})
+        if self.best.params is not None:
+            arrays["best.params"] = self.best.params
         meta = {
+            "best": {"value": self.best.best, "epoch": self.best.epoch} if self.best.epoch is not None else None,
             "epoch": self.epoch,
             "finished": self.finished,
             "seed": self.config.seed,
@@ -350,6 +357,13 @@ class TrainingSession:
         for i, (callback, scalars) in enumerate(zip(self.callbacks, meta["callbacks"])):
             prefix = f"callback.{i}."
             callback.load_state(scalars, {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)})
+        best = meta.get("best")  # absent from checkpoints taken before it was kept
+        if best is not None and "best.params" in arrays:
+            self.best.best, self.best.epoch, self.best.params = (
+                best["value"],
+                best["epoch"],
+                arrays["best.params"].copy(),
+            )
         self.rng.bit_generator.state = meta["rng"]
         self.history.load_state(meta["history"])
         self.epoch = int(meta["epoch"])

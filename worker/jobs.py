@@ -135,16 +135,12 @@ def _train(r: redis.Redis, job_id: str, lease: str, judge: Judge | None = None) 
     checkpoint = store.load_checkpoint(r, job_id)
     store.restart_history(r, job_id, checkpoint[1] if checkpoint else 0)
     stopped_for = None
-    # Kept as training goes: a cancel asking to keep the best epoch's weights may come at any epoch.
-    has_validation = validation_data is not None or job["training"]["validation_split"] > 0
-    best = engine.BestWeights.for_training(model.training.early_stopping, has_validation)
     last = None
     judged = judge(job) if judge is not None else None
     verdict: Any = None  # the judge's, when it stops the trial
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
         nonlocal stopped_for, last, verdict
-        best.update(trainer.params, epoch, logs)
         if store.record_epoch(r, job_id, lease, epoch, logs):
             stopped_for = "cancel"
             last = trainer.params.copy()  # before training ends: restore_best would put other weights back
@@ -176,6 +172,7 @@ def _train(r: redis.Redis, job_id: str, lease: str, judge: Judge | None = None) 
     if stopped_for == "cancel":
         keep = (store.get_job(r, job_id) or {}).get("cancel_keep") or "none"
         if keep != "none" and last is not None:
+            best = trainer.best  # the session keeps the best epoch's weights as it goes, checkpoints included
             kept = best.params if keep == "best" and best.params is not None else last
             kept_epoch = best.epoch if keep == "best" and best.epoch is not None else trainer.epoch
             np.copyto(trainer.params, kept)

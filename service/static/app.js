@@ -10,7 +10,7 @@
   const $ = (selector) => document.querySelector(selector);
   const state = {
     presets: {}, choices: { layers: {}, activations: {}, optimizers: {} }, datasets: [], models: [], spec: null,
-    job: null, points: new Map(), stream: null, timer: null, chart: null,
+    job: null, points: new Map(), stream: null, timer: null, chart: null, reliability: null,
   };
 
   // API ------------------------------------------------------------------------------------
@@ -348,7 +348,9 @@
   }
 
   async function finished(job) {
-    await Promise.all([loadModels(job.status === "succeeded" ? job.model_id : undefined), loadJobs()]);
+    // A canceled job's model is ready too when the cancel kept its weights: choose it then as well.
+    const kept = job.status === "succeeded" || job.status === "canceled";
+    await Promise.all([loadModels(kept ? job.model_id : undefined), loadJobs()]);
     if (job.status === "failed" && job.error) notice(`Job ${job.id} failed: ${job.error.type}: ${job.error.detail}`);
   }
 
@@ -407,11 +409,18 @@
       .filter(([name, value]) => typeof value === "number" && !["epoch", "epochs", "learning_rate"].includes(name))
       .map(([name, value]) => `${name} ${format(value)}`).join(" · ");
     $("#cancel").hidden = FINISHED.includes(job.status);
+    $("#cancel-keep").hidden = job.status !== "running"; // a queued job has learned nothing to keep
   }
 
   $("#cancel").addEventListener("click", async () => {
     try {
       await api("POST", `/v1/jobs/${encodeURIComponent(state.job.id)}/cancel`);
+    } catch (error) { failed(error); }
+  });
+
+  $("#cancel-keep").addEventListener("click", async () => {
+    try {
+      await api("POST", `/v1/jobs/${encodeURIComponent(state.job.id)}/cancel`, { keep: "best" });
     } catch (error) { failed(error); }
   });
 
@@ -446,6 +455,7 @@
     if (ready.some((m) => m.id === chosen)) $("#predict-model").value = chosen;
     await loadRegistry(chosen);
     renderPredictInputs();
+    renderReport();
   }
 
   // The registry: models grouped by name, alias badges, "make current" (a rollback is one) ----------------
@@ -545,7 +555,60 @@
     $("#prediction").replaceChildren();
   }
 
-  $("#predict-model").addEventListener("change", renderPredictInputs);
+  $("#predict-model").addEventListener("change", () => { renderPredictInputs(); renderReport(); });
+
+  // The chosen model's evaluation report: its figures, a confusion-matrix heatmap (each cell shaded by its
+  // share of the true class's rows) and a reliability plot (observed accuracy against mean confidence per bin).
+  function renderReport() {
+    const model = state.models.find((m) => m.id === $("#predict-model").value);
+    const report = model && model.evaluation;
+    const box = $("#reliability");
+    $("#confusion").hidden = true;
+    if (state.reliability) { state.reliability.destroy(); state.reliability = null; }
+    box.dataset.bins = "0";
+    if (!report || !report.on) {
+      $("#report-line").textContent = report ? report.note : "Train a model first.";
+      return;
+    }
+    const figures = ["accuracy", "log_loss", "roc_auc", "mae", "rmse", "r2"].filter((n) => typeof report[n] === "number")
+      .map((n) => `${n} ${format(report[n])}`);
+    if (report.calibration) figures.push(`ece ${format(report.calibration.ece)}`);
+    $("#report-line").textContent = `on ${report.on} (${report.rows} rows): ${figures.join(" · ")}`;
+    if (report.confusion_matrix) {
+      const labels = report.labels.map(String);
+      const head = el("tr", {}, el("th", {}, "true \\ predicted"), ...labels.map((l) => el("th", {}, l)));
+      const rows = report.confusion_matrix.map((counts, t) => {
+        const total = counts.reduce((a, b) => a + b, 0) || 1;
+        return el("tr", {}, el("th", {}, labels[t]), ...counts.map((count) => {
+          const cell = el("td", { class: "num" }, String(count));
+          cell.style.background = `rgba(37, 99, 235, ${(0.85 * count) / total})`;
+          if (count / total > 0.5) cell.style.color = "#fff";
+          return cell;
+        }));
+      });
+      $("#confusion").replaceChildren(head, ...rows);
+      $("#confusion").hidden = false;
+    }
+    if (report.calibration) {
+      const bins = report.calibration.bins.filter((b) => b.count > 0);
+      // 0 and 1 carry no bin (null observed): they stretch the "perfect" diagonal across the plot.
+      const x = bins.map((b) => b.mean_predicted);
+      const observed = bins.map((b) => b.observed);
+      if (!(x[0] <= 0)) { x.unshift(0); observed.unshift(null); }
+      if (!(x[x.length - 1] >= 1)) { x.push(1); observed.push(null); }
+      state.reliability = new uPlot({
+        width: Math.max(300, box.clientWidth), height: 220,
+        scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1] } },
+        axes: [{ label: "mean confidence" }, { label: "observed accuracy" }],
+        series: [
+          { label: "confidence" },
+          { label: "observed", stroke: "#2563eb", width: 2, points: { size: 7 } },
+          { label: "perfect", stroke: "#9ca3af", width: 1, dash: [4, 4] },
+        ],
+      }, [x, observed, x], box);
+      box.dataset.bins = String(bins.length);
+    }
+  }
 
   $("#predict-form").addEventListener("submit", async (event) => {
     event.preventDefault();

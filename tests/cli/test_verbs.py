@@ -324,6 +324,19 @@ def test_report_shows_the_stored_report_or_one_on_a_dataset(trained, url):
     assert sum(map(sum, as_json["confusion_matrix"])) == 150
 
 
+def test_report_of_a_regression_model(url):
+    run = nnserve("train", "--dataset", "linear", "--spec", str(ROOT / "examples" / "linear.json"), "--wait", url=url)
+    assert run.returncode == 0, run.stderr
+    model_id = fields(run.stdout)["model"]
+    stored = nnserve("report", model_id, url=url)
+    assert stored.returncode == 0 and "no held-out rows" in stored.stdout
+    shown = nnserve("report", model_id, "--dataset", "linear", url=url)
+    assert shown.returncode == 0, shown.stderr
+    lines = dict(line.split(None, 1) for line in shown.stdout.splitlines() if line.strip())
+    assert lines["on"] == "dataset linear" and lines["rows"] == "4" and float(lines["r2"]) > 0.99
+    assert {"mae", "rmse"} <= set(lines) and lines["residuals"].startswith("5%=")
+
+
 def test_train_from_an_initial_model(trained, url, tmp_path):
     spec = tmp_path / "more.json"
     spec.write_text(json.dumps({"training": {"epochs": 5}}))

@@ -164,8 +164,34 @@ def test_upload_train_watch_and_predict(page):
     probabilities = page.locator(".probabilities tr")
     assert probabilities.count() == 3 and "setosa" in probabilities.first.inner_text()
 
+    # Its evaluation report on the held-out rows: the figures, the confusion-matrix heatmap, the reliability plot.
+    expect(page.locator("#report-line")).to_contain_text("on validation (30 rows): accuracy")
+    confusion = page.locator("#confusion tr")
+    assert confusion.count() == 4 and "setosa" in confusion.nth(1).inner_text()
+    counts = [int(cell) for row in range(1, 4) for cell in confusion.nth(row).locator("td").all_inner_texts()]
+    assert sum(counts) == 30
+    assert int(page.get_attribute("#reliability", "data-bins")) >= 1
+    assert colour_pixels(page, "#reliability canvas", LOSS_COLOUR) > 20
+
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert page.problems == []
+
+
+def test_cancel_keeping_the_best_epoch_leaves_a_ready_model_with_its_report(page):
+    page.select_option("#preset", "iris")
+    page.fill("#epochs", "5000")
+    page.click("#start")
+    page.wait_for_selector("#job-status.running")
+    page.wait_for_function("Number(document.querySelector('#chart').dataset.epochs) >= 3")
+    page.click("#cancel-keep")
+    page.wait_for_selector("#job-status.canceled", timeout=TRAINING)
+    model_id = re.search(r"→ (mdl_\w+)", page.inner_text("#job-line")).group(1)
+    row = page.locator("#model-rows tr", has_text=model_id)
+    row.wait_for()
+    assert "ready" in row.inner_text()
+    expect(page.locator("#predict-model")).to_have_value(model_id)
+    expect(page.locator("#report-line")).to_contain_text("on validation (30 rows)")
     assert page.problems == []
 
 

@@ -247,3 +247,48 @@ def test_a_diverging_network_raises_non_finite_error_and_no_numpy_warning():
         warnings.simplefilter("error")
         with pytest.raises(NonFiniteError, match=DIVERGED):
             model.fit(x, y)
+
+
+@pytest.mark.parametrize(
+    "training, monitor",
+    [
+        ({"validation_split": 0.25}, "val_loss"),
+        ({}, "loss"),
+        (
+            {
+                "validation_split": 0.25,
+                "metrics": ["accuracy"],
+                "early_stopping": {"monitor": "val_accuracy", "patience": 99},
+            },
+            "val_accuracy",
+        ),
+    ],
+)
+def test_the_session_keeps_the_best_epochs_weights_through_checkpoints(clusters, training, monitor):
+    x, y = clusters
+    training = {
+        "optimizer": {"name": "sgd", "learning_rate": 2.0},
+        "epochs": 8,
+        "batch_size": 16,
+        "seed": 5,
+        **training,
+    }
+    straight = TrainingSession(build(CLASSIFIER, training), x, y)
+    weights = {}
+    straight.run(on_epoch=lambda epoch, logs: weights.__setitem__(epoch + 1, straight.params.copy()))
+    values = straight.history.history[monitor]
+    best = (int(np.argmax(values)) if monitor == "val_accuracy" else int(np.argmin(values))) + 1
+    assert straight.best.monitor == monitor and straight.best.epoch == best
+    np.testing.assert_array_equal(straight.best.params, weights[best])
+
+    # Stopped at epoch 5 and resumed from its checkpoint: the best epoch so far is still known, weights too.
+    paused = TrainingSession(build(CLASSIFIER, training), x, y)
+    saved = {}
+    paused.run(on_epoch=lambda epoch, logs: epoch == 4 and saved.setdefault("blob", paused.checkpoint()) is not None)
+    resumed = TrainingSession(build(CLASSIFIER, training), x, y)
+    resumed.restore(saved["blob"])
+    assert resumed.best.epoch == paused.best.epoch
+    np.testing.assert_array_equal(resumed.best.params, paused.best.params)
+    resumed.run()
+    assert resumed.best.epoch == best
+    np.testing.assert_array_equal(resumed.best.params, straight.best.params)
