@@ -297,7 +297,7 @@ def main() -> None:
         epoch = parts.pop("epoch")
         line = ", ".join(f"{k} {v:.2f}s ({v / epoch:.0%})" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))
         print(
-            f"profile (one epoch of ours, {CORES} BLAS threads, {epoch:.2f}s; parts overlap: a GEMM is inside its layer): {line}"
+            f"profile (one epoch of ours, {args.profile_threads} BLAS thread(s), {epoch:.2f}s; parts overlap: a GEMM is inside its layer): {line}"
         )
 
 
