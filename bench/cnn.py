@@ -24,7 +24,7 @@ Every candidate runs in a fresh subprocess per repeat (this script with ``--chil
 its data, then times one ``fit`` (model construction included) and reports the peak resident set
 of that fit above the size right after the data was made (``/proc/self/clear_refs`` resets the high-water
 mark). The table gives the median of the repeats, samples/s, the ratio to ours, peak MB and the
-test accuracy. ``profile`` times one epoch of ours by part: the convolutions' GEMMs, im2col,
+test accuracy. ``profile`` times one epoch of ours (``--profile-threads``, default 1) by part: the convolutions' GEMMs, im2col,
 col2im, pooling, the other layers, the loss and the optimizer step (timers patched in memory only).
 
 On a shared machine, other processes slow multi-threaded runs many times over: read the ratios
@@ -217,8 +217,8 @@ def child(name: str, rows: int) -> dict[str, Any]:
     return {"seconds": seconds, "peak_mb": peak, "accuracy": accuracy}
 
 
-def profile(rows: int) -> dict[str, float]:
-    """One epoch of ours, timed by part, under ``cores`` BLAS threads."""
+def profile(rows: int, threads: int) -> dict[str, float]:
+    """One epoch of ours, timed by part, under ``threads`` BLAS threads."""
     from threadpoolctl import threadpool_limits
 
     from nnserve.engine import build, convolution, training
@@ -249,7 +249,7 @@ def profile(rows: int) -> dict[str, float]:
         session.optimizer.step = timed("optimizer", session.optimizer.step)  # type: ignore[method-assign]
         session.train_loss.value_and_grad = timed("loss", session.train_loss.value_and_grad)  # type: ignore[method-assign]
         convolution.np.matmul = timed("GEMMs (every layer)", np.matmul)  # type: ignore[attr-defined]
-        with threadpool_limits(CORES, user_api="blas"):
+        with threadpool_limits(threads, user_api="blas"):
             start = time.perf_counter()
             session.run()
             times["epoch"] = time.perf_counter() - start
@@ -264,6 +264,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=[*CANDIDATES, "profile"])
+    parser.add_argument("--profile-threads", type=int, default=1, help="BLAS threads of the profiled epoch")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -292,11 +293,11 @@ def main() -> None:
         acc = f"{accuracy:.4f}" if accuracy is not None else "-"
         print(f"{name:<16} {seconds:>9.2f} {args.rows / seconds:>10.0f} {seconds / ours:>8.2f} {peak:>8.0f} {acc:>9}")
     if "profile" in args.only:
-        parts = profile(args.rows)
+        parts = profile(args.rows, args.profile_threads)
         epoch = parts.pop("epoch")
         line = ", ".join(f"{k} {v:.2f}s ({v / epoch:.0%})" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))
         print(
-            f"profile (one epoch of ours, {CORES} BLAS threads, {epoch:.2f}s; parts overlap: a GEMM is inside its layer): {line}"
+            f"profile (one epoch of ours, {args.profile_threads} BLAS thread(s), {epoch:.2f}s; parts overlap: a GEMM is inside its layer): {line}"
         )
 
 

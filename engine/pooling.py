@@ -68,10 +68,11 @@ class Pooling(Layer):
         np.copyto(out, padded[offsets[0]])
         if maximum:
             index = self._buffers.zeros("index", out_shape, np.dtype(np.uint16)) if training else None
+            greater = self._buffers.like("greater", out_shape, np.dtype(bool)) if training else None
             for k, where in enumerate(offsets[1:], start=1):
                 tap = padded[where]
-                if index is not None:  # the first maximum wins ties, as in Keras
-                    np.copyto(index, k, where=tap > out)
+                if index is not None and greater is not None:  # the first maximum wins ties, as in Keras
+                    np.copyto(index, k, where=np.greater(tap, out, out=greater))
                 np.maximum(out, tap, out=out)
             self._index = index
         else:
@@ -108,11 +109,13 @@ class Pooling(Layer):
         )
         if self.reduce == "max":
             index = _kept(self._index)
+            chosen = self._buffers.like("greater", index.shape, np.dtype(bool))
             for k, (_, where) in enumerate(w.offsets()):
+                np.equal(index, k, out=chosen)
                 if tiles:
-                    np.multiply(grad, index == k, out=dpadded[where])
+                    np.multiply(grad, chosen, out=dpadded[where])
                 else:
-                    dpadded[where] += grad * (index == k)
+                    dpadded[where] += grad * chosen
         else:
             share = grad * self._inverse_counts(w, grad.dtype)
             for _, where in w.offsets():

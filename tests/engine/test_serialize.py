@@ -186,7 +186,18 @@ GARBAGE = {
     "an incomplete scaler": lambda: _tampered(lambda a, m: m.__setitem__("scaler", {"mean": [0, 0, 0, 0]})),
     "classes not matching the outputs": lambda: _tampered(lambda a, m: m.__setitem__("classes", ["cat", "dog"])),
     "an unknown task": lambda: _tampered(lambda a, m: m.__setitem__("task", "ranking")),
+    "an input shape of another size": lambda: _tampered(lambda a, m: m.__setitem__("input_shape", [2, 3])),
+    "an input shape of strings": lambda: _tampered(lambda a, m: m.__setitem__("input_shape", ["4"])),
 }
+
+
+def test_an_archive_from_before_shaped_samples_reads_as_rows():
+    """Archives written before sample shapes have no ``input_shape``: rows of ``n_features``."""
+    blob = _tampered(lambda a, m: m.pop("input_shape"))
+    model = loads(blob)
+    assert model.input_shape == (4,) and model.n_features == 4
+    x, _ = classification_data()
+    np.testing.assert_array_equal(model.predict_proba(x), loads(_valid_blob()).predict_proba(x))
 
 
 def _zip_with_text():
