@@ -3,7 +3,8 @@
 A sample is a row ``(d,)`` or, say, an image ``(H, W, C)`` (channels last, as Keras). A dataset is
 stored with its features as ``(n, *sample_shape)`` and says ``sample_shape`` in its metadata
 (``sample_shape_of`` reads it, also from records older than shapes); a model takes samples of its
-own input shape (``model_sample_shape``).
+own input shape (``model_sample_shape``), which for a model being trained is the dataset's, or flat
+rows of it when only rows fit its first layer (``training_shape``).
 
 Whatever is handed to a model goes through ``fit_to_model``: a dataset trained on by the worker or
 evaluated by the API, and the inputs of a prediction on ``/v1`` and ``/v2``. It holds the one rule
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from nnserve import engine
 from nnserve.engine import SpecError
 
 MAX_RANK = 4
@@ -41,14 +43,51 @@ def sample_shape_of(meta: dict[str, Any]) -> Shape:
 
 
 def model_sample_shape(model: Any, given: Shape) -> Shape:
-    """The shape of one input sample an ``engine`` model takes, offered samples of shape ``given``:
-    a built model's own; a model not built yet is built on its training data, and takes it as it is.
+    """The shape of one input sample an ``engine`` model takes, offered samples of shape ``given``: a
+    built model's own (``Network.input_shape``); a model not built yet takes what it will train on
+    (``training_shape``)."""
+    if model.input_shape is not None:
+        return tuple(model.input_shape)
+    return training_shape(model, given)
 
-    Until the engine's layers take shaped samples, every model takes rows: ``(n_features,)`` once
-    built, ``given``'s values as a row before. The engine's own input shape is to be read here, and
-    only here, once it has one."""
-    n_features = model.n_features
-    return (int(n_features),) if n_features is not None else (math.prod(given),)
+
+def training_shape(model: Any, given: Shape) -> Shape:
+    """The input shape a model not built yet trains on, given samples of shape ``given``: ``given`` when
+    its layers chain from it; else, for shaped samples that only fit as flat rows (a dense net on images,
+    the 64-128-10 network on the digits), their values as one row, row-major, as a CSV holds pixels.
+    Raises the engine's SpecError about ``given`` when neither fits."""
+    given = tuple(given)
+    try:
+        model.shapes(given)
+        return given
+    except SpecError as error:
+        flat = (math.prod(given),)
+        if len(given) == 1:
+            raise
+        try:
+            model.shapes(flat)
+        except SpecError:
+            raise error from None
+        return flat
+
+
+def validate(spec: Any, training: Any, sample_shape: Shape, **checks: Any) -> tuple[Any, Shape]:
+    """``engine.validate`` for data of samples ``sample_shape``, and the input shape the model will train
+    on: the samples as they are, or their values as flat rows when only rows fit its first layer (as
+    ``training_shape``). ``checks`` are ``engine.validate``'s other keywords. Raises the SpecError about
+    the samples as they are when neither fits."""
+    sample_shape = tuple(sample_shape)
+    n_features = math.prod(sample_shape)
+    try:
+        return engine.validate(spec, training, n_features=n_features, input_shape=sample_shape, **checks), sample_shape
+    except SpecError as error:
+        if len(sample_shape) == 1:
+            raise
+        try:
+            model = engine.validate(spec, training, n_features=n_features, input_shape=(n_features,), **checks)
+        except SpecError:
+            raise error from None
+        return model, (n_features,)
 
 
 def fit_to_model(model: Any, x: np.ndarray, what: str = "inputs") -> np.ndarray:

@@ -20,12 +20,12 @@ import orjson
 
 from nnserve import engine
 
-from . import store
+from . import shapes, store
 from .errors import Invalid, spec_error
 from .lifecycle import JobStatus, ModelStatus
 from .schemas import JobCreate, KerasModel, model_form
 from .settings import Settings
-from .shapes import sample_shape_of
+from .shapes import sample_shape_of, training_shape
 from .spec_models import NOT_SERVED
 
 DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mae"]}
@@ -47,10 +47,10 @@ def check(
     task, data_width = store.task_of(dataset)
     width = data_width if width is None else width
     try:
-        model = engine.validate(
+        model, input_shape = shapes.validate(
             model_spec,
             training,
-            n_features=dataset["n_features"],
+            sample_shape_of(dataset),
             task=task,
             width=width,
             rows=dataset["n_samples"],
@@ -65,7 +65,7 @@ def check(
         value = getattr(model.training, field)
         if value > limit:
             raise Invalid(f"training.{field}", f"must be at most {limit} (the server's limit); received {value}")
-    n_parameters = model.parameter_count(dataset["n_features"])
+    n_parameters = model.parameter_count(input_shape)
     if n_parameters > settings.max_parameters:
         raise Invalid(
             "model.layers", f"the model has {n_parameters} parameters; the server's limit is {settings.max_parameters}"
@@ -169,7 +169,7 @@ def plan(
             "feature_names": dataset.get("feature_names"),
         },
         "output": {"kind": task, "classes": classes, "n_outputs": model.n_outputs},
-        "n_parameters": model.parameter_count(dataset["n_features"]),
+        "n_parameters": model.parameter_count(training_shape(model, sample_shape_of(dataset))),
         **warm_start,
         "created_at": created_at,
         "trained_at": None,

@@ -118,10 +118,10 @@ def _train(r: redis.Redis, job_id: str, lease: str, judge: Judge | None = None) 
     validation_data = _load_validation_data(r, job)
     initial = _load_initial_model(r, job)
     # Checked again here: the payload came through Redis, and the dataset may have changed.
-    model = engine.validate(
+    model, input_shape = shapes.validate(
         job["model"],
         job["training"],
-        n_features=meta["n_features"],
+        shapes.sample_shape_of(meta),
         task=task,
         width=width if initial is None else len(initial.classes or []) or initial.n_outputs,
         validation_data=validation_data is not None,
@@ -155,6 +155,9 @@ def _train(r: redis.Redis, job_id: str, lease: str, judge: Judge | None = None) 
     try:
         # A session rather than model.fit: a stopping worker needs a checkpoint of the current epoch.
         features, targets = arrays
+        # The samples as the model trains on them (a warm start's model is built: its own shape).
+        if initial is None:
+            features = features.reshape(len(features), *input_shape)
         features = shapes.fit_to_model(model, features, "dataset")
         if validation_data is not None:
             validation_data = (shapes.fit_to_model(model, validation_data[0], "validation_data"), validation_data[1])
