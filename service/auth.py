@@ -76,6 +76,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "v2.server_metadata": ("read", "predict"),
     "v2.model_metadata": ("read", "predict"),
     "v2.model_ready": ("read", "predict"),
+    # The registry is the models' names and versions: as readable as the models.
+    "registry.index": ("read", "predict"),
+    "registry.show": ("read", "predict"),
 }
 """Endpoints that do not need what their method does by default: a key needs one of the scopes listed."""
 
