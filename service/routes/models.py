@@ -29,6 +29,10 @@ ROUTING_HEADER = "X-Routing-Key"
 """Who a request is for, when an alias splits traffic: one key always gets one version."""
 VERSION_HEADER = "X-Model-Version"
 """The version of a registered model that answered, in every dialect."""
+ROUTING_DOC = {
+    ROUTING_HEADER: "Who the request is for, when the alias it goes through splits traffic between versions: "
+    "one key always gets one version (default: the API key, else the client's address)"
+}
 
 
 def resolve(ref: str) -> registry.Resolved:
@@ -107,9 +111,16 @@ def show(model_id: str):
 
 
 @bp.post("/v1/models/<model_id>/predict")
-@doc(body=PredictRequest, responses={200: PredictResponse}, errors=(400, 404, 409, 413, 415, 422, 429))
+@doc(
+    body=PredictRequest,
+    responses={200: PredictResponse},
+    errors=(400, 404, 409, 413, 415, 422, 429),
+    headers=ROUTING_DOC,
+)
 def predict(model_id: str):
-    """Predict: class labels (and probabilities) or values for each row of `inputs`."""
+    """Predict: class labels (and probabilities) or values for each row of `inputs`. `{model_id}` is any model
+    reference (`mdl_…`, `NAME`, `NAME@ALIAS`, `NAME@N`); a registered model's answer names its version
+    (`model_version`, and the `X-Model-Version` header)."""
     resolved, entry = serve(model_id)
     x = parse_inputs()
     try:
