@@ -81,6 +81,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "v2.model_config": ("read", "predict"),
     "v2.repository_index": ("read", "predict"),
     "v2.statistics": ("read", "predict"),
+    # The registry is the models' names and versions: as readable as the models.
+    "registry.index": ("read", "predict"),
+    "registry.show": ("read", "predict"),
 }
 """Endpoints that do not need what their method does by default: a key needs one of the scopes listed."""
 

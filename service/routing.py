@@ -18,6 +18,7 @@ import os
 import queue
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +33,10 @@ log = logging.getLogger(__name__)
 
 SHADOW_QUEUE = 1024
 """Shadowed requests waiting at most; more are dropped (and counted) rather than slow anything down."""
-SHADOW_BATCH = 256
+SHADOW_BATCH = 512
 """Shadowed requests run through the shadow model in one forward pass, at most."""
+SHADOW_GATHER = 0.02
+"""Seconds the shadow thread lets a batch gather before running it (the shadow's figures may lag that much)."""
 
 
 class References:
@@ -177,8 +180,9 @@ class Shadows:
         r = self._connect()
         while True:
             batch = [self._queue.get()]
-            # Whatever else waits goes in the same batch: one forward pass and one Redis round trip for
-            # all of it, so that under load the shadow costs little per request and falls behind less.
+            # Let a batch gather, then take whatever waits: one forward pass and one Redis round trip for
+            # all of it, so that the shadow's share of the process's time stays small however busy it is.
+            time.sleep(SHADOW_GATHER)
             while len(batch) < SHADOW_BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -198,31 +202,43 @@ class Shadows:
             assert item[0].shadow_id is not None
             groups.setdefault((item[1], item[0].shadow_id), []).append(item)
         records: list[tuple[str, str, dict[str, Any]]] = []
+        at = store.now()
         for (tenant, shadow_id), items in groups.items():
             entry = self._load(r, tenant, shadow_id)
-            outputs = entry.prediction(np.concatenate([x for _, _, x, _ in items]))
-            start = 0
-            for resolved, _, x, answer in items:
-                part = {key: value[start : start + len(x)] for key, value in outputs.items()}
-                start += len(x)
+            shadow = entry.prediction(np.concatenate([x for _, _, x, _ in items]))
+            answers = [answer for *_, answer in items]
+            for (resolved, *_), figures in zip(items, comparisons(answers, shadow)):
                 assert resolved.name is not None
-                records.append((tenant, resolved.name, comparison(resolved, answer, part)))
+                record = {"at": at, "version": resolved.version, "shadow": resolved.shadow_version, **figures}
+                records.append((tenant, resolved.name, record))
         store.record_shadows(r, records)
 
 
-def comparison(resolved: registry.Resolved, answer: dict[str, Any], shadow: dict[str, Any]) -> dict[str, Any]:
-    """One shadowed request: rows, rows with equal labels (classification), the mean absolute difference
-    of probabilities (classification) or values (regression)."""
-    record: dict[str, Any] = {"at": store.now(), "version": resolved.version, "shadow": resolved.shadow_version}
-    if "probabilities" in answer and "probabilities" in shadow:
-        a, b = np.asarray(answer["probabilities"]), np.asarray(shadow["probabilities"])
-        labels = list(answer["predictions"]), list(shadow["predictions"])
-        record["equal"] = int(sum(x == y for x, y in zip(*labels)))
+def comparisons(answers: list[dict[str, Any]], shadow: dict[str, Any]) -> list[dict[str, Any]]:
+    """For each shadowed request (its answer; ``shadow``: the shadow's outputs for all their rows, in order):
+    its rows, the rows with equal labels (classification), and the mean absolute difference of the
+    probabilities (classification) or values (regression) — computed over the whole batch at once."""
+    sizes = [len(answer["predictions"]) for answer in answers]
+    starts = np.cumsum([0, *sizes[:-1]])
+    classification = "probabilities" in shadow and all("probabilities" in answer for answer in answers)
+    if classification:
+        a = np.concatenate([np.asarray(answer["probabilities"]) for answer in answers])
+        b = np.asarray(shadow["probabilities"])
+        labels = np.asarray([label for answer in answers for label in answer["predictions"]], dtype=object)
+        equal = np.add.reduceat((labels == np.asarray(shadow["predictions"], dtype=object)).astype(np.int64), starts)
     else:
-        a, b = np.asarray(answer["predictions"], dtype=float), np.asarray(shadow["predictions"], dtype=float)
-    record["rows"] = len(a)
-    record["mean_abs_diff"] = float(np.abs(a - b).mean()) if a.shape == b.shape else None
-    return record
+        a = np.concatenate([np.asarray(answer["predictions"], dtype=float) for answer in answers])
+        b = np.asarray(shadow["predictions"], dtype=float)
+    if a.shape == b.shape:
+        per_row = np.abs(a - b).reshape(len(a), -1).mean(axis=1)
+        diffs = np.add.reduceat(per_row, starts) / np.asarray(sizes)
+    figures = []
+    for i, rows in enumerate(sizes):
+        figure: dict[str, Any] = {"rows": rows, "mean_abs_diff": float(diffs[i]) if a.shape == b.shape else None}
+        if classification:
+            figure["equal"] = int(equal[i])
+        figures.append(figure)
+    return figures
 
 
 def agreement(comparisons: list[dict[str, Any]]) -> dict[str, Any] | None:

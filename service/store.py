@@ -1452,16 +1452,25 @@ class RegistryState(NamedTuple):
 
 
 def registry_state(r: redis.Redis, tenant: str, name: str) -> RegistryState:
+    return registry_states(r, tenant, [name])[0]
+
+
+def registry_states(r: redis.Redis, tenant: str, names: Sequence[str]) -> list[RegistryState]:
+    """Each name's state, read in one transaction (one round trip)."""
     with r.pipeline() as pipe:
-        pipe.hgetall(registry_key(tenant, name))
-        pipe.hgetall(versions_key(tenant, name))
-        pipe.hgetall(aliases_key(tenant, name))
-        record, versions, aliases = pipe.execute()
-    return RegistryState(
-        _decode(record),
-        {int(_text(v)): _text(model_id) for v, model_id in versions.items()},
-        {_text(alias): orjson.loads(target) for alias, target in aliases.items()},
-    )
+        for name in names:
+            pipe.hgetall(registry_key(tenant, name))
+            pipe.hgetall(versions_key(tenant, name))
+            pipe.hgetall(aliases_key(tenant, name))
+        replies = pipe.execute()
+    return [
+        RegistryState(
+            _decode(record),
+            {int(_text(v)): _text(model_id) for v, model_id in versions.items()},
+            {_text(alias): orjson.loads(target) for alias, target in aliases.items()},
+        )
+        for record, versions, aliases in zip(replies[0::3], replies[1::3], replies[2::3])
+    ]
 
 
 def list_registry(r: redis.Redis, tenant: str, offset: int = 0, limit: int = 100) -> list[str]:

@@ -32,6 +32,10 @@ ROUTING_HEADER = "X-Routing-Key"
 """Who a request is for, when an alias splits traffic: one key always gets one version."""
 VERSION_HEADER = "X-Model-Version"
 """The version of a registered model that answered, in every dialect."""
+ROUTING_DOC = {
+    ROUTING_HEADER: "Who the request is for, when the alias it goes through splits traffic between versions: "
+    "one key always gets one version (default: the API key, else the client's address)"
+}
 
 
 def resolve(ref: str) -> registry.Resolved:
@@ -177,7 +181,12 @@ def show(model_id: str):
 
 
 @bp.post("/v1/models/<model_id>/predict")
-@doc(body=PredictRequest, responses={200: PredictResponse}, errors=(400, 404, 409, 413, 415, 422, 429))
+@doc(
+    body=PredictRequest,
+    responses={200: PredictResponse},
+    errors=(400, 404, 409, 413, 415, 422, 429),
+    headers=ROUTING_DOC,
+)
 def predict(model_id: str):
     """Predict: class labels (and probabilities) or values for each row, unnamed or named."""
     return predict_in(v1, model_id)

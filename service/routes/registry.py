@@ -49,10 +49,9 @@ def index():
     """List your registered model names with their aliases, most recently changed first."""
     offset, limit = page()
     r = services().redis
-    items = [
-        RegistryItem.model_validate(_item(name, store.registry_state(r, tenant(), name)))
-        for name in store.list_registry(r, tenant(), offset, limit)
-    ]
+    names = store.list_registry(r, tenant(), offset, limit)
+    states = store.registry_states(r, tenant(), names)
+    items = [RegistryItem.model_validate(_item(name, state)) for name, state in zip(names, states)]
     return listing(RegistryList, items, store.count(r, tenant(), store.REGISTRY), offset, limit)
 
 

@@ -20,7 +20,7 @@ from ..errors import BadRequest, NotFound
 from ..lifecycle import ModelStatus
 from ..openapi import doc
 from . import respond
-from .models import get_model, serve, trained, version_headers
+from .models import ROUTING_DOC, get_model, serve, trained, version_headers
 
 bp = Blueprint("v2", __name__)
 
@@ -93,9 +93,10 @@ def model_ready(model_name: str, version: str | None = None):
 
 @bp.post("/v2/models/<model_name>/infer")
 @bp.post("/v2/models/<model_name>/versions/<version>/infer")
-@doc(body=oip.InferenceRequest, responses={200: oip.InferenceResponse}, errors=ERRORS)
+@doc(body=oip.InferenceRequest, responses={200: oip.InferenceResponse}, errors=ERRORS, headers=ROUTING_DOC)
 def infer(model_name: str, version: str | None = None):
-    """Inference: the `input` tensor in, probabilities and labels (or values) out; JSON or binary tensors."""
+    """Inference: the `input` tensor in, probabilities and labels (or values) out; JSON or binary tensors.
+    A registered name's `versions/N` is its version N; the `X-Model-Version` header says which answered."""
     ref = reference(model_name, version)
     resolved, entry = serve(ref)
     if ref == model_name:

@@ -255,7 +255,7 @@
     $("#spec-error").hidden = true;
   }
 
-  $("#train fieldset.grid").addEventListener("input", (event) => { if (event.target.id !== "job-name") readForm(); });
+  $("#train fieldset.grid").addEventListener("input", (event) => { if (!["job-name", "job-promote"].includes(event.target.id)) readForm(); });
   $("#layers").addEventListener("input", readForm);
   $("#layers").addEventListener("change", readForm);
   $("#add-layer").addEventListener("click", () => {
@@ -283,6 +283,8 @@
     if (!$("#spec-error").hidden) return notice("The JSON spec does not parse; fix it first.");
     const body = { dataset: $("#train-dataset").value, model: state.spec.model, training: state.spec.training || {} };
     if ($("#job-name").value.trim()) body.name = $("#job-name").value.trim();
+    const promote = $("#job-promote").value;
+    if (body.name && promote) body.promote = promote === "if_better" ? { if_better: { metric: "val_loss" } } : promote;
     try {
       const job = await api("POST", "/v1/jobs", body);
       $("#notice").hidden = true;

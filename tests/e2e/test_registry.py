@@ -151,3 +151,26 @@ def test_a_rollback_answers_the_very_next_request_on_another_api_process(two_api
     previous = requests.get(f"{first}/v1/registry/flowers", timeout=10).json()["aliases"]["previous"]
     requests.put(f"{first}/v1/registry/flowers/aliases/current", json={"version": previous}, timeout=10)
     assert version_on(second) == previous == 2
+
+
+def test_real_workers_finishing_jobs_under_one_name_number_them_one_to_n(processes, client):
+    """Three ``nnserve worker`` processes train six jobs under one name at once: six distinct versions."""
+    for _ in range(3):
+        processes.worker()
+    ids = []
+    for seed in range(6):
+        body = {"dataset": "iris", "name": "together", "model": TINY, "training": {"epochs": 3, "seed": seed}}
+        response = client.post("/v1/jobs", json=body)
+        assert response.status_code == 202, response.json
+        ids.append(response.json["id"])
+
+    def finished():
+        jobs = [client.get(f"/v1/jobs/{job_id}").json for job_id in ids]
+        return jobs if all(job["status"] not in ("queued", "running") for job in jobs) else None
+
+    jobs = wait_until(finished, timeout=180, what="six jobs", interval=0.2)
+    assert all(job["status"] == "succeeded" for job in jobs), jobs
+    assert sorted(job["version"] for job in jobs) == [1, 2, 3, 4, 5, 6]
+    detail = client.get("/v1/registry/together").json
+    assert {v["version"]: v["model_id"] for v in detail["versions"]} == {j["version"]: j["model_id"] for j in jobs}
+    assert detail["aliases"]["latest"] == 6 and detail["aliases"]["current"] in range(1, 7)

@@ -52,6 +52,7 @@ def test_metrics_per_model_cache_and_job_durations(make_app, client, run_jobs):
     assert api.post(f"/v2/models/{unnamed}/infer", json=_infer([row])).status_code == 200
 
     text = api.get("/metrics").get_data(as_text=True)
+    # a named job's model is version 1 of its registered name
     assert 'nnserve_model_requests_total{model="iris-small",version="1"} 4.0' in text
     assert 'nnserve_model_rows_total{model="iris-small",version="1"} 8.0' in text
     assert 'nnserve_model_errors_total{model="iris-small",version="1"} 1.0' in text

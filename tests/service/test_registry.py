@@ -252,3 +252,14 @@ def test_a_shadow_answers_nothing_and_reports_agreement(app, client, run_jobs):
     assert shadow["version"] == 1 and shadow["shadow"] == 2
     assert shadow["requests"] == 30 and shadow["rows"] == 60
     assert 0 <= shadow["label_agreement"] <= 1 and shadow["mean_abs_diff"] >= 0
+
+
+def test_the_registry_list_is_paged_like_the_other_lists(client, run_jobs):
+    for name in ("alpha", "beta", "gamma"):
+        trained_version(client, run_jobs, name=name, training={**QUICK, "epochs": 1})
+    first = client.get("/v1/registry?limit=2")
+    assert first.json["total"] == 3 and [i["name"] for i in first.json["items"]] == ["gamma", "beta"]
+    assert first.json["next"] == "/v1/registry?offset=2&limit=2" and 'rel="next"' in first.headers["Link"]
+    second = client.get(first.json["next"]).json
+    assert [i["name"] for i in second["items"]] == ["alpha"] and second["next"] is None
+    assert client.get("/v1/registry?limit=0").status_code == 422
