@@ -216,8 +216,13 @@ def cancel_keeping(
 ) -> bool:
     """End as ``canceled`` a job whose cancel asked to keep its weights, with its model ``ready`` holding
     ``weights`` (stored as ``succeed`` stores them, ``fields`` saying what was kept), if ``lease`` still
-    holds the job; False when another attempt has taken it over."""
+    holds the job; False when another attempt has taken it over.
+
+    A named job's kept model becomes the next version of its name, as ``succeed``'s does, but never
+    moves ``current``: a canceled run is promoted only by a person."""
     store.save_model(r, job, weights, fields, epochs)
+    if job.get("name") is not None and store.register_version(r, job, lease, JobStatus.running, "keep", None) is None:
+        return False
     done = {"finished_at": store.now(), "epoch": len(epochs), "error": None}
     move, _ = _apply(r, job, (Move.cancel_keeping, done), lease=lease)
     return move is not None

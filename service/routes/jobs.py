@@ -11,7 +11,7 @@ from ..idempotency import IDEMPOTENCY_HEADER, idempotent, remember
 from ..openapi import doc
 from ..parsing import page, parse
 from ..schemas import CancelRequest, JobCreate, JobList, JobPublic
-from . import listing, respond
+from . import listing, models, respond
 
 bp = Blueprint("jobs", __name__)
 
@@ -25,12 +25,13 @@ def get_job(job_id: str) -> dict:
 
 
 def initial_model(ref: str) -> dict:
-    """The record of the model a warm start names (``initial_model``); raises Invalid naming it.
-    The one place a job's model reference is looked up."""
-    model = store.get_model(services().redis, ref, tenant())
-    if model is None:
-        raise Invalid("initial_model", f"no model {ref!r}")
-    return model
+    """The record of the model a warm start names (``initial_model``: any model reference, ``mdl_…``,
+    ``NAME``, ``NAME@ALIAS``, ``NAME@N``); raises Invalid naming it. The one place a job's model reference
+    is looked up."""
+    try:
+        return models.get_model(ref)
+    except NotFound as error:
+        raise Invalid("initial_model", error.detail) from None
 
 
 def public(job: dict, with_history: bool = True) -> JobPublic:

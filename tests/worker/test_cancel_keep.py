@@ -58,3 +58,23 @@ def test_keep_must_be_best_last_or_none(client):
     assert response.status_code == 422 and response.json["errors"][0]["loc"] == "keep"
     # Refused before anything moved: the job is still queued.
     assert job(client, submitted["id"])["status"] == "queued"
+
+
+def test_a_named_job_canceled_keeping_weights_becomes_a_version_but_not_current(client, processes, redis, run_jobs):
+    """The kept model is the name's next version (it predicts through NAME@N), and ``current`` stays on the
+    version a finished run made: a canceled run is promoted only by a person."""
+    first = submit(client, dataset="blobs", model=BLOBS_MODEL, training={"epochs": 2, "seed": 1}, name="blobs-clf")
+    assert first.status_code == 202, first.json
+    run_jobs()
+    started_worker(processes, redis)
+    body = {"optimizer": "sgd", "epochs": 3000, "batch_size": 8, "seed": 3, "validation_split": 0.2}
+    submitted = submit(client, dataset="blobs", model=BLOBS_MODEL, training=body, name="blobs-clf").json
+    wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 5, timeout=30, what="training to start")
+    assert client.post(f"/v1/jobs/{submitted['id']}/cancel", json={"keep": "last"}).status_code == 202
+    assert finished(client, submitted["id"])["status"] == "canceled"
+    registered = client.get("/v1/registry/blobs-clf").json
+    versions = {v["version"]: v["model_id"] for v in registered["versions"]}
+    assert versions == {1: first.json["model_id"], 2: submitted["model_id"]}
+    assert registered["aliases"]["current"] == 1 and registered["aliases"]["latest"] == 2
+    answer = client.post("/v1/models/blobs-clf@2/predict", json={"inputs": [[0.0, 0.0]]})
+    assert answer.status_code == 200 and answer.json["model_version"] == 2
