@@ -595,8 +595,9 @@ class RegistryVersion(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = Field(None, description="The evaluation report's summary, when it has one.")
     promotion: dict[str, Any] | None = Field(None, description="What its job decided about `current`, if asked.")
-    job_id: str
-    dataset_id: str
+    job_id: str | None = Field(description="The job that trained it; null for an imported model.")
+    dataset_id: str | None = Field(description="The dataset it was trained on; null for an imported model.")
+    source: str | None = Field(None, description="Where an imported model came from (`keras`, `nnserve`).")
     created_at: str
     trained_at: str | None = None
 

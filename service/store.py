@@ -1307,10 +1307,13 @@ end
 # model. ARGV: lease, running status (JSON), model id, decision (``promote``: move current;
 # ``keep``: move it only when there is none), by, at, score, events limit, channel, payload,
 # promotion (JSON or ""). Returns the version, or -1 when the attempt no longer holds the job.
+# A model with no job to hold (imported, or a sweep's winner, registered once it is ready) comes
+# with an empty lease: then KEYS[6] is not read or written.
 _REGISTER_VERSION = _script(
     _REGISTRY_LIB
     + """
-if redis.call('HGET', KEYS[6], 'lease') ~= ARGV[1] or redis.call('HGET', KEYS[6], 'status') ~= ARGV[2] then
+local by_job = ARGV[1] ~= ''
+if by_job and (redis.call('HGET', KEYS[6], 'lease') ~= ARGV[1] or redis.call('HGET', KEYS[6], 'status') ~= ARGV[2]) then
   return -1
 end
 local version = redis.call('HGET', KEYS[7], 'version')
@@ -1318,9 +1321,9 @@ if version then return tonumber(version) end
 version = redis.call('HINCRBY', KEYS[1], 'next_version', 1)
 redis.call('HSET', KEYS[2], version, ARGV[3])
 redis.call('HSET', KEYS[7], 'version', version)
-redis.call('HSET', KEYS[6], 'version', version)
+if by_job then redis.call('HSET', KEYS[6], 'version', version) end
 if ARGV[11] ~= '' then
-  redis.call('HSET', KEYS[6], 'promotion', ARGV[11])
+  if by_job then redis.call('HSET', KEYS[6], 'promotion', ARGV[11]) end
   redis.call('HSET', KEYS[7], 'promotion', ARGV[11])
 end
 if ARGV[4] == 'promote' or not redis.call('HGET', KEYS[3], 'current') then
@@ -1422,15 +1425,54 @@ def register_version(
     """Give the job's model the next version of the job's name (see ``_REGISTER_VERSION``), while ``lease``
     holds the job and it is in the status ``running``; ``decision`` is ``promote`` or ``keep``. The
     version, or None when the lease no longer holds the running job."""
-    tenant, name = job["tenant"], job["name"]
-    at = now()
-    keys = [*_name_keys(tenant, name), job_key(job["id"]), model_key(job["model_id"])]
-    args = [
-        orjson.dumps(lease),
-        orjson.dumps(running),
+    return _register(
+        r,
+        job["tenant"],
+        job["name"],
         job["model_id"],
         decision,
-        orjson.dumps(f"job {job['id']}"),
+        promotion,
+        by=f"job {job['id']}",
+        held=(job_key(job["id"]), orjson.dumps(lease), orjson.dumps(running)),
+    )
+
+
+def register_model(
+    r: redis.Redis,
+    tenant: str,
+    name: str,
+    model_id: str,
+    decision: str,
+    promotion: dict[str, Any] | None,
+    by: str,
+) -> int:
+    """Give a ready model that no job holds (an imported model, a sweep's winner) the next version of
+    ``name``, moving ``current`` by ``decision`` as ``register_version`` does; ``by`` is recorded on the
+    alias move (``"api"``, ``"sweep swp_…"``). The version (the same one when it already has one)."""
+    version = _register(r, tenant, name, model_id, decision, promotion, by=by, held=None)
+    assert version is not None  # nothing holds the model, so nothing can refuse it
+    return version
+
+
+def _register(
+    r: redis.Redis,
+    tenant: str,
+    name: str,
+    model_id: str,
+    decision: str,
+    promotion: dict[str, Any] | None,
+    by: str,
+    held: tuple[str, bytes, bytes] | None,
+) -> int | None:
+    at = now()
+    job, lease, running = held if held is not None else (model_key(model_id), b"", b"")
+    keys = [*_name_keys(tenant, name), job, model_key(model_id)]
+    args = [
+        lease,
+        running,
+        model_id,
+        decision,
+        orjson.dumps(by),
         orjson.dumps(at),
         _score(at),
         ALIAS_EVENTS_KEPT,

@@ -114,7 +114,10 @@ IMPORT_FORM = {
         "format": "binary",
         "description": "With model: a .weights.h5, or an .npz in get_weights() order",
     },
-    "name": {"type": "string", "description": "The model's name"},
+    "name": {
+        "type": "string",
+        "description": "A registered model name: the model becomes its next version, and current",
+    },
     "classes": {"type": "string", "description": "The class labels in output order, as a JSON array"},
     "feature_names": {"type": "string", "description": "The input columns' names, as a JSON array"},
     "input_scaling": {"type": "string", "description": "none (the default for Keras models)"},
@@ -131,6 +134,10 @@ def create():
         )
     settings = services().settings
     form = request.form
+    name = form.get("name") or None
+    problem = registry.name_problem(name) if name is not None else None
+    if problem is not None:
+        raise Invalid("name", problem)
     document = form.get("model")
     if document is None and "model" in request.files:
         document = request.files["model"].read(settings.max_body_bytes).decode("utf-8", "replace")
@@ -153,10 +160,14 @@ def create():
         len(feature_names) != model.n_features or not all(isinstance(n, str) for n in feature_names)
     ):
         raise Invalid("feature_names", f"must be {model.n_features} names (strings), one per input")
-    name = form.get("name") or None
+    r = services().redis
     record = store.import_model(
-        services().redis, tenant(), name, model, imported.source, feature_names, imported.blob, ModelStatus.ready
+        r, tenant(), name, model, imported.source, feature_names, imported.blob, ModelStatus.ready
     )
+    if name is not None:
+        # A name registers the model as its next version, and makes it current as a job's model does.
+        store.register_model(r, tenant(), name, record["id"], "promote", None, by="api")
+        record = get_model(record["id"])
     return respond(ModelPublic.model_validate(record), 201, headers={"Location": f"/v1/models/{record['id']}"})
 
 

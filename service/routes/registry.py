@@ -78,6 +78,7 @@ def show(name: str):
                 "promotion": model.get("promotion"),
                 "job_id": model["job_id"],
                 "dataset_id": model["dataset_id"],
+                "source": model.get("source"),
                 "created_at": model["created_at"],
                 "trained_at": model.get("trained_at"),
             }

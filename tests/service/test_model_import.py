@@ -97,6 +97,10 @@ def test_a_keras_model_predicts_as_keras_does(client, trained_keras, form):
     assert answer["predictions"] == np.array(["setosa", "versicolor", "virginica"])[expected.argmax(axis=1)].tolist()
     named = client.post(f"/v1/models/{record['id']}/predict", json={"records": [dict(zip(NAMES, x[0].tolist()))]})
     assert named.json["predictions"][0] == answer["predictions"][0]
+    # The name registers it: the next version of iris-keras, made current, and the name predicts with it.
+    registered = client.get("/v1/registry/iris-keras").json
+    assert registered["versions"][-1]["model_id"] == record["id"] == client.get("/v1/models/iris-keras").json["id"]
+    assert record["version"] == registered["aliases"]["current"] == registered["aliases"]["latest"]
 
 
 def test_a_keras_regressor_without_classes(client):
@@ -185,6 +189,7 @@ def test_wrong_weights_name_the_layer_and_shapes(client, trained_keras):
         ({"model": '{"class_name": "Functional"}', "weights": zip_of({})}, 422, "Sequential"),
         ({"weights": zip_of({})}, 422, "model"),
         ({}, 422, "send a file"),
+        ({"name": "mdl_copy", "model": "{}"}, 422, "must not start with 'mdl_'"),
     ],
     ids=[
         "not zip",
@@ -196,6 +201,7 @@ def test_wrong_weights_name_the_layer_and_shapes(client, trained_keras):
         "functional",
         "no model",
         "nothing",
+        "a model id as name",
     ],
 )
 def test_hostile_or_wrong_uploads_are_4xx(make_app, parts, status, fragment):
