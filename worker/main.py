@@ -196,7 +196,7 @@ def make_worker(settings: Settings, kind: type[W] = Worker, name: str | None = N
         serializer=JSONSerializer,
         job_monitoring_interval=settings.worker_heartbeat,
         maintenance_interval=settings.maintenance_interval,
-        work_horse_killed_handler=jobs.on_work_horse_killed,
+        work_horse_killed_handler=sweeps.on_work_horse_killed,  # jobs' handler, then a trial's sweep moves on
     )
     worker.abandoned_after = settings.abandoned_after
     if isinstance(worker, Worker):
