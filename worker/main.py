@@ -89,9 +89,10 @@ class _Tuned(rq.Worker):
     def clean_registries(self) -> None:
         """RQ's maintenance (abandoned jobs retried or failed, expired entries dropped), under a lock
         that lapses after a few maintenance intervals rather than RQ's 899 s. The lock is taken and
-        released by every sweep; if the worker, or Redis with an append-only file fsynced every second,
-        dies in between, RQ's lock would stop every worker from rescuing abandoned jobs for 15 minutes
-        after a restart: a job whose worker died with it would sit ``running`` all that time."""
+        released around every round of maintenance; a worker killed in between (or a machine losing
+        its last second of Redis writes) leaves it set, and RQ's would then stop every worker from
+        rescuing abandoned jobs for 15 minutes: a job whose worker died would sit ``running`` all that
+        time."""
         lapse = max(10, 5 * int(self.maintenance_interval))
         for queue in self.queues:
             if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=lapse):
