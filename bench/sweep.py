@@ -14,7 +14,9 @@ It prints, per sweep (medians over the repeats):
 - scheduling: per trial, from its job being created (right after the ask) to a worker starting it
   (median and 90th percentile, ms), so the gap one trial leaves between two;
 - best val_accuracy and the epochs trained; for ASHA, both against the unpruned sweep's (targets:
-  within 0.5 % of its best accuracy while training at most 40 % of its epochs).
+  within 0.5 % of its best accuracy while training at most 40 % of its epochs);
+- the peer: the unpruned sweep's trials submitted again as ordinary jobs, all at once (wall from the first
+  submission to the last end), which is what the job system itself costs per job with no sweep involved.
 
 Digits comes from scikit-learn (the bench extra); nothing is downloaded.
 """
@@ -22,6 +24,7 @@ Digits comes from scikit-learn (the bench extra); nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -62,6 +65,38 @@ def seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
+def with_parameters(body: dict, parameters: dict) -> dict:
+    """The sweep's job document with one trial's values set at their dotted paths."""
+    document = copy.deepcopy({"model": body["model"], "training": body["training"]})
+    for path, value in parameters.items():
+        *parents, last = path.split(".")
+        node = document
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[int(last) if isinstance(node, list) else last] = value
+    return document
+
+
+def plain_jobs(nn: Client, dataset: str, body: dict, trials: list[dict], workers: int) -> dict:
+    """The peer: the same trials' documents as ordinary jobs, all submitted at once (no sweep between them)."""
+    documents = [with_parameters(body, trial["parameters"]) for trial in trials]
+    submitted = [nn.train(dataset, d["model"], d["training"]) for d in documents]
+    jobs = [nn.wait(job["id"], progress=False) for job in submitted]
+    own = sum(seconds(j["started_at"], j["finished_at"]) for j in jobs)
+    wall = seconds(min(j["created_at"] for j in jobs), max(j["finished_at"] for j in jobs))
+    return {
+        "wall": wall,
+        "ideal": own / workers,
+        "overhead": wall / (own / workers) - 1,
+        "sched_p50": float("nan"),
+        "sched_p90": float("nan"),
+        "best": max(j["history"]["val_accuracy"][-1] for j in jobs),
+        "epochs": sum(j["progress"]["epoch"] for j in jobs),
+        "pruned": 0,
+        "trials": len(jobs),
+    }
+
+
 def run(nn: Client, body: dict, workers: int) -> dict:
     sweep = nn.sweep(body)
     sweep = nn.wait_sweep(sweep["id"], poll=0.5)
@@ -79,6 +114,7 @@ def run(nn: Client, body: dict, workers: int) -> dict:
         "epochs": sum(t["epochs"] for t in sweep["trials"]),
         "pruned": sweep["counts"].get("pruned", 0),
         "trials": len(jobs),
+        "rows": sweep["trials"],
     }
 
 
@@ -103,14 +139,16 @@ def main(argv: list[str] | None = None) -> int:
             digits = load_digits()
             dataset = nn.upload_dataset(digits.data.tolist(), digits.target.tolist(), name="digits")["id"]
             asha = {"name": "asha", "min_epochs": args.min_epochs, "reduction_factor": args.reduction_factor}
-            runs: dict[str, list[dict]] = {"random": [], "random + ASHA": []}
+            runs: dict[str, list[dict]] = {"random": [], "random + ASHA": [], "same specs as jobs": []}
             for repeat in range(args.repeats):
-                for name, pruner in (("random", "none"), ("random + ASHA", asha)):
+                for name, pruner in (("random", "none"), ("random + ASHA", asha), ("same specs as jobs", None)):
                     log(f"repeat {repeat + 1}/{args.repeats}: {name}, {args.trials} trials of {args.epochs} epochs")
                     started = time.monotonic()
-                    runs[name].append(
-                        run(nn, spec(dataset, args.trials, args.epochs, args.workers, args.seed, pruner), args.workers)
-                    )
+                    body = spec(dataset, args.trials, args.epochs, args.workers, args.seed, pruner or "none")
+                    if pruner is None:
+                        runs[name].append(plain_jobs(nn, dataset, body, runs["random"][-1]["rows"], args.workers))
+                    else:
+                        runs[name].append(run(nn, body, args.workers))
                     log(f"  {time.monotonic() - started:.1f} s")
         print_table(runs, args)
     finally:
@@ -127,15 +165,16 @@ def print_table(runs: dict[str, list[dict]], args: argparse.Namespace) -> None:
         f"\n{args.trials}-trial random sweep on digits (1,797 rows, 64 features), {args.epochs} epochs a trial, "
         f"{args.workers} workers, medians of {args.repeats} run(s)\n"
     )
-    header = f"{'sweep':<16}{'wall s':>8}{'ideal s':>9}{'overhead':>10}{'sched p50 ms':>14}{'p90 ms':>8}"
+    header = f"{'run':<20}{'wall s':>8}{'ideal s':>9}{'overhead':>10}{'sched p50 ms':>14}{'p90 ms':>8}"
     header += f"{'best val_acc':>14}{'epochs':>8}{'pruned':>8}"
     print(header)
     for name in runs:
-        print(
-            f"{name:<16}{med(name, 'wall'):>8.1f}{med(name, 'ideal'):>9.1f}{med(name, 'overhead'):>9.1%}"
+        line = (
+            f"{name:<20}{med(name, 'wall'):>8.1f}{med(name, 'ideal'):>9.1f}{med(name, 'overhead'):>9.1%}"
             f"{med(name, 'sched_p50'):>14.0f}{med(name, 'sched_p90'):>8.0f}{med(name, 'best'):>14.4f}"
             f"{med(name, 'epochs'):>8.0f}{med(name, 'pruned'):>8.0f}"
         )
+        print(line.replace("nan", "  -"))
     base, pruned = "random", "random + ASHA"
     gap = med(base, "best") - med(pruned, "best")
     share = med(pruned, "epochs") / med(base, "epochs")

@@ -117,7 +117,8 @@ class ServiceUnavailable(NnserveError):
 
 
 class JobFailed(NnserveError):
-    """``wait()`` saw the job end ``failed`` or ``canceled``; ``job`` is its record (``status`` is None)."""
+    """``wait()`` saw the job end ``failed``, ``canceled`` or ``pruned`` (a sweep's trial); ``job`` is its record
+    (``status`` is None)."""
 
     def __init__(self, job: dict[str, Any]):
         self.job = job

@@ -30,9 +30,10 @@ import numpy  # noqa: F401  (preloaded before the fork, see above)
 import redis
 import rq
 from rq import worker_registration
-from rq.exceptions import StopRequested
+from rq.exceptions import DequeueTimeout, StopRequested
 from rq.registry import clean_registries
 from rq.serializers import JSONSerializer
+from rq.utils import as_text
 from rq.utils import now as rq_now
 from threadpoolctl import threadpool_limits
 
@@ -50,6 +51,55 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (*store.TRANSIENT_ERRORS, redis.exce
 RESTART_PAUSE = 1.0
 """Seconds before the work loop starts again after it broke off while Redis answered (RQ quits its
 loop on any error of its own bookkeeping, a write refused by a full Redis say)."""
+
+
+DEQUEUE_POLL = 0.25
+"""Seconds an idle worker waits on the ordinary queue before it looks at the sweeps' queue again."""
+
+
+class OrderedQueues(rq.Queue):
+    """RQ's queue whose ``dequeue_any`` (the worker's dequeue) takes from several queues in order, each
+    through its intermediate list (LMOVE), as RQ does for a single queue.
+
+    RQ pops from several queues with BLPOP, which takes the job off its queue outright: a worker killed
+    between that pop and the job's entry in the started registry loses the job (its record stays
+    ``queued`` forever; a sweep waits on it). Through the intermediate list, RQ's maintenance puts such a
+    job back on its way. The order is the priority: ordinary jobs before sweeps' trials. An idle worker
+    waits on the first queue, so an ordinary job is taken at once, and looks at the others every
+    DEQUEUE_POLL seconds."""
+
+    @classmethod
+    def dequeue_any(cls, queues, timeout, connection, job_class=None, serializer=None, death_penalty_class=None):
+        queues = list(queues)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            result = None
+            for queue in queues:
+                result = cls.lmove(connection, queue.key, None)
+                if result is not None:
+                    break
+            if result is None:
+                if deadline is None:
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DequeueTimeout(timeout, queues[0].key)
+                first = queues[0]
+                popped = connection.blmove(first.key, first.intermediate_queue_key, min(DEQUEUE_POLL, left))
+                if popped is None:
+                    continue
+                result = (first.key, popped)
+            queue_key, job_id = (as_text(part) for part in result)
+            fetched = cls._fetch_dequeued_job(
+                connection,
+                queue_key,
+                job_id,
+                job_class=job_class,
+                serializer=serializer,
+                death_penalty_class=death_penalty_class,
+            )
+            if fetched is not None:
+                return fetched
 
 
 class _Tuned(rq.Worker):
@@ -86,12 +136,19 @@ class _Tuned(rq.Worker):
     def dequeue_timeout(self) -> int:
         return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
 
+    def prepare_job_execution(self, job: rq.job.Job, remove_from_intermediate_queue: bool = False) -> None:
+        # RQ leaves a started job in its intermediate list when the worker has several queues (it popped
+        # it with BLPOP); ours always come through it (OrderedQueues), so take it out, or RQ's maintenance
+        # would take the job for stuck there once it finished.
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
+
     def clean_registries(self) -> None:
         """RQ's maintenance (abandoned jobs retried or failed, expired entries dropped), under a lock
         that lapses after a few maintenance intervals rather than RQ's 899 s. The lock is taken and
-        released by every sweep; if the worker, or Redis with an append-only file fsynced every second,
-        dies in between, RQ's lock would stop every worker from rescuing abandoned jobs for 15 minutes
-        after a restart: a job whose worker died with it would sit ``running`` all that time."""
+        released around every round of maintenance; a worker killed in between (or a machine losing
+        its last second of Redis writes) leaves it set, and RQ's would then stop every worker from
+        rescuing abandoned jobs for 15 minutes: a job whose worker died would sit ``running`` all that
+        time."""
         lapse = max(10, 5 * int(self.maintenance_interval))
         for queue in self.queues:
             if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=lapse):
@@ -190,13 +247,17 @@ def make_worker(settings: Settings, kind: type[W] = Worker, name: str | None = N
     connection = store.connect(settings, settings.redis_retry_window)
     sweeps.settings = settings  # a trial submits the sweep's next ones with the worker's limits
     worker = kind(
-        [make_queue(connection), make_sweep_queue(connection)],
+        [
+            OrderedQueues(queue.name, connection=connection, serializer=JSONSerializer)
+            for queue in (make_queue(connection), make_sweep_queue(connection))
+        ],
+        queue_class=OrderedQueues,
         name=name,
         connection=connection,
         serializer=JSONSerializer,
         job_monitoring_interval=settings.worker_heartbeat,
         maintenance_interval=settings.maintenance_interval,
-        work_horse_killed_handler=jobs.on_work_horse_killed,
+        work_horse_killed_handler=sweeps.on_work_horse_killed,  # jobs' handler, then a trial's sweep moves on
     )
     worker.abandoned_after = settings.abandoned_after
     if isinstance(worker, Worker):

@@ -48,6 +48,13 @@ def on_failure(rq_job, connection, exc_type, exc_value, traceback) -> None:
     _advance(connection, rq_job.id)
 
 
+def on_work_horse_killed(rq_job, retpid, ret_val, rusage) -> None:
+    """The worker's handler for a dead work horse (every job's, see ``jobs.on_work_horse_killed``); a
+    trial that thereby ended (no retry left) moves its sweep on."""
+    jobs.on_work_horse_killed(rq_job, retpid, ret_val, rusage)
+    _advance(rq_job.connection, rq_job.id)
+
+
 def _advance(r, job_id: str) -> None:
     job = store.get_job(r, job_id)
     if job is None or not job.get("sweep_id") or job["status"] not in FINISHED:

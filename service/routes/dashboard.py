@@ -53,6 +53,20 @@ def index():
     return response
 
 
+@bp.get("/sweeps")
+@doc(
+    responses={
+        200: "text/html; the sweeps page (`?id=` one sweep: its trials, best-so-far curve, objective per parameter)"
+    }
+)
+def sweeps_page():
+    """The sweeps page."""
+    response = _send("sweeps.html", max_age=None)
+    response.cache_control.no_cache = True
+    response.headers["Content-Security-Policy"] = PAGE_POLICY
+    return response
+
+
 @bp.get("/choices.json")
 @doc(responses={200: "application/json; layers, activations, optimizers... by name, each with its parameters"})
 def choices() -> Response:
