@@ -323,8 +323,12 @@ class SweepCreate(JobCreate):
     parallelism: int = Field(2, ge=1, le=1000, description="At most this many trials queued or running at once.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="The same seed samples the same trials.")
     pruner: Literal["none", "median", "asha", "hyperband"] | PrunerSpec = "none"
-    promote: Literal["always", "never", "if_better"] = Field(
-        "if_better", description="The model registry's policy for the winner, registered under `name`."
+    # A sweep's policy is a bare word: its if_better compares on the sweep's own objective (see
+    # sweeps.winner_decision), so it takes no metric of its own as a job's does.
+    promote: Literal["always", "never", "if_better"] = Field(  # type: ignore[assignment]
+        "if_better",
+        description="The model registry's policy for the winner, registered under `name`: `always`, `never`, or "
+        "`if_better` (the sweep's objective against current's, when both were scored on the same held-out rows).",
     )
 
 

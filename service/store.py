@@ -1467,7 +1467,7 @@ def _register(
     at = now()
     job, lease, running = held if held is not None else (model_key(model_id), b"", b"")
     keys = [*_name_keys(tenant, name), job, model_key(model_id)]
-    args = [
+    args: list[bytes | str | int | float] = [
         lease,
         running,
         model_id,

@@ -53,7 +53,7 @@ from optuna.storages.journal import BaseJournalBackend
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from . import lifecycle, queue, specs, store
+from . import lifecycle, queue, registry, specs, store
 from .errors import Invalid, RequestValidationError
 from .lifecycle import ACTIVE, FINISHED, JobStatus, SweepStatus
 from .schemas import JobCreate, PrunerSpec, SweepCreate
@@ -539,18 +539,59 @@ def _finish(r: redis.Redis, sweep: dict[str, Any], status: SweepStatus) -> None:
 
 def register_winner(r: redis.Redis, sweep: dict[str, Any], best: dict[str, Any] | None) -> None:
     """Register the sweep's winner (``best``: the best trial that succeeded) under the sweep's ``name``
-    with its ``promote`` policy: the one place a sweep's model enters the registry (issue 9), once per
-    sweep, when it ends or is canceled. Trials register nothing themselves (their jobs have no name).
-
-    Until the registry lands this records the winner on the sweep (``winner``: job and model ids, the
-    name and the policy) and stops there: the lead wires the registry's own call in here at merge."""
+    as the name's next version, moving ``current`` by the sweep's ``promote`` (``winner_decision``): the
+    one place a sweep's model enters the registry, once per sweep, when it ends or is canceled (a second
+    call registers nothing new: the model keeps its version). Trials register nothing themselves (their
+    jobs have no name). The outcome is kept on the sweep as ``winner``."""
     if best is None or not sweep.get("name"):
         return
     job = store.get_job(r, best["job_id"])
     if job is None:
         return
-    winner = {"job_id": job["id"], "model_id": job["model_id"], "name": sweep["name"], "promote": sweep["promote"]}
+    decision, promotion = winner_decision(r, sweep, job)
+    version = store.register_model(
+        r, sweep["tenant"], sweep["name"], job["model_id"], decision, promotion, by=f"sweep {sweep['id']}"
+    )
+    winner = {
+        "job_id": job["id"],
+        "model_id": job["model_id"],
+        "name": sweep["name"],
+        "version": version,
+        "promote": sweep["promote"],
+        "promotion": promotion,
+    }
     store.update_sweep(r, sweep["id"], {"winner": winner})
+
+
+def winner_decision(r: redis.Redis, sweep: dict[str, Any], job: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """``(decision, record)`` for the winner's registration: ``always`` promotes, ``never`` keeps ``current``
+    (a first version still becomes it). ``if_better`` compares the sweep's objective between the winner and
+    the version ``current`` points at, and only on the same held-out rows: both trained on the same dataset
+    with the same ``validation_split`` and ``seed`` (the split is a function of those), else ``current``
+    stays and the record says why."""
+    policy = sweep["promote"]
+    if policy != "if_better":
+        return ("promote" if policy == "always" else "keep"), None
+    metric, maximize = sweep["objective"]["metric"], sweep["objective"]["direction"] == "maximize"
+    state = store.registry_state(r, sweep["tenant"], sweep["name"])
+    target = state.aliases.get(registry.CURRENT)
+    current_id = state.versions.get(registry.main_version(target)) if target is not None else None
+    current = store.get_model_record(r, current_id) if current_id is not None else None
+    new_value = (store.get_model_record(r, job["model_id"]) or {}).get("metrics", {}).get(metric)
+    record: dict[str, Any] = {"metric": metric, "new": new_value, "current": None}
+    if current is None:
+        return "promote", {**record, "decision": "promoted", "reason": "no current version"}
+    same_rows = current.get("dataset_id") == job["dataset_id"] and all(
+        (current.get("training") or {}).get(field) == job["training"].get(field)
+        for field in ("validation_split", "seed")
+    )
+    current_value = (current.get("metrics") or {}).get(metric)
+    record["current"] = current_value
+    if not same_rows or new_value is None or current_value is None:
+        reason = "current was not scored on the same held-out rows (dataset, validation_split and seed differ)"
+        return "keep", {**record, "decision": "kept", "reason": reason}
+    better = new_value > current_value if maximize else new_value < current_value
+    return ("promote", {**record, "decision": "promoted"}) if better else ("keep", {**record, "decision": "kept"})
 
 
 def cancel(r: redis.Redis, sweep: dict[str, Any]) -> bool:

@@ -131,9 +131,14 @@ def test_a_grid_runs_exactly_its_product_and_trials_are_jobs(client, run_jobs, r
     job = client.get(f"/v1/jobs/{first}").json
     assert job["sweep_id"] == created["id"] and job["status"] == "succeeded" and "name" not in job
     assert job["model"]["layers"][0]["units"] == sweep["trials"][0]["parameters"]["model.layers.0.units"]
-    # The winner goes to the registry hook under the sweep's name.
+    # The winner is registered under the sweep's name, and answers through it (the first version is current).
     assert sweep["winner"]["job_id"] == sweep["best"]["job_id"] and sweep["winner"]["name"] == "iris-grid"
-    assert sweep["winner"]["promote"] == "if_better"
+    assert sweep["winner"]["promote"] == "if_better" and sweep["winner"]["version"] == 1
+    winner_model = client.get(f"/v1/jobs/{sweep['best']['job_id']}").json["model_id"]
+    assert client.get("/v1/models/iris-grid").json["id"] == winner_model
+    registered = client.get("/v1/registry/iris-grid").json
+    assert [v["model_id"] for v in registered["versions"]] == [winner_model]
+    assert registered["events"][0]["by"] == f"sweep {created['id']}"
     listed = client.get("/v1/sweeps").json
     assert listed["total"] == 1 and listed["items"][0]["id"] == created["id"] and "trials" not in listed["items"][0]
 
@@ -278,3 +283,17 @@ def test_a_sweep_is_its_tenants_alone(make_app, run_jobs):
     assert done["status"] == "succeeded"
     trial = done["trials"][0]["job_id"]
     assert client.get(f"/v1/jobs/{trial}", headers=as_bob).status_code == 404
+
+
+def test_if_better_registers_every_winner_but_moves_current_only_for_a_better_one(client, run_jobs):
+    """Two sweeps under one name on the same rows (same dataset, split and seed): the second, searching
+    learning rates far too small to learn in 8 epochs, registers version 2 and leaves current on 1."""
+    good = run_sweep(client, run_jobs, name="iris-tuned")
+    assert good["winner"]["version"] == 1 and good["winner"]["promotion"]["decision"] == "promoted"
+    bad_space = {"training.optimizer.learning_rate": {"log_uniform": [1e-7, 1e-6]}}
+    bad = run_sweep(client, run_jobs, name="iris-tuned", search_space=bad_space)
+    promotion = bad["winner"]["promotion"]
+    assert bad["winner"]["version"] == 2 and promotion["decision"] == "kept" and "reason" not in promotion
+    assert promotion["metric"] == "val_loss" and promotion["new"] > promotion["current"]
+    registered = client.get("/v1/registry/iris-tuned").json
+    assert registered["aliases"]["current"] == 1 and registered["aliases"]["latest"] == 2
