@@ -70,7 +70,7 @@ def layer(**changes):
         (layer(units=0), None, "model.layers.0.units", ">= 1"),
         (layer(units="8"), None, "model.layers.0.units", "must be an integer"),
         (layer(activation="relu6"), None, "model.layers.0.activation", "'relu'"),
-        (layer(type="conv2d"), None, "model.layers.0.type", "'dense'"),
+        (layer(type="conv3d"), None, "model.layers.0.type", "'dense'"),
         (layer(colour="red"), None, "model.layers.0.colour", "unknown field"),
         (
             {"layers": [{"type": "dense", "units": 8}, {"type": "dense", "units": 2, "activation": "softmax"}]},
