@@ -1,7 +1,8 @@
 """The network: a sequence of layers, their weights, and the preprocessing that lets them meet raw data.
 
-Parameters live in one flat buffer and their gradients in another; each layer's
-``params`` and ``grads`` are views into them (kernel then bias, layer by layer: Keras's
+Parameters live in one flat buffer and their gradients in another (and the weights kept but
+not trained, batch normalization's moving statistics, in a third, ``state``); each layer's
+``params`` and ``grads`` (and ``state``) are views into them (kernel then bias, layer by layer: Keras's
 ``get_weights()`` order). An optimizer then updates every weight in a few NumPy calls,
 and a checkpoint is one array.
 
@@ -73,7 +74,7 @@ class Network(Configurable):
 
     layers = Param(
         ListOf(Component(LAYERS), what="layers", min_length=1),
-        doc="the network, input to output (the input width comes from the data)",
+        doc="the network, input to output (the input shape comes from the data: rows, or images `(H, W, C)`)",
     )
     input_scaling = Param(
         Choice(INPUT_SCALINGS),

@@ -24,7 +24,7 @@ BAD_SPECS = {
     "no layers": ({"layers": []}, None),
     "layers not a list": ({"layers": OUTPUT}, None),
     "an unknown model field": ({**IRIS_MODEL, "optimiser": "adam"}, None),
-    "an unknown layer type": ({"layers": [{"type": "conv2d", "filters": 8}, OUTPUT]}, None),
+    "an unknown layer type": ({"layers": [{"type": "conv3d", "filters": 8}, OUTPUT]}, None),
     "a layer without a type": ({"layers": [{"units": 8}, OUTPUT]}, None),
     "zero units": ({"layers": [dense(8), dense(0), OUTPUT]}, None),
     "units as text": ({"layers": [dense("8"), OUTPUT]}, None),
