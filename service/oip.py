@@ -71,6 +71,10 @@ class RequestInput(Request):
     )
 
 
+class RepositoryIndexRequest(Request):
+    ready: bool = Field(False, description="Only the models ready to answer.")
+
+
 class RequestOutput(Request):
     name: str
     parameters: Parameters = Field(default_factory=dict)

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 
 from nnserve import engine
 
-from .. import model_import, onnx_export, store
+from .. import lifecycle, model_import, onnx_export, store
 from ..cache import Entry
 from ..context import services, tenant
 from ..dialects import Dialect, v1
@@ -126,8 +126,24 @@ def create():
         len(feature_names) != model.n_features or not all(isinstance(n, str) for n in feature_names)
     ):
         raise Invalid("feature_names", f"must be {model.n_features} names (strings), one per input")
-    name = form.get("name") or None
-    record = store.import_model(services().redis, tenant(), name, model, imported.source, feature_names, imported.blob)
+    created_at = store.now()
+    record = {
+        "id": store.new_id("mdl"),
+        "tenant": tenant(),
+        "name": form.get("name") or None,
+        "job_id": None,
+        "dataset_id": None,
+        "source": imported.source,
+        "model": model.spec(),
+        "training": model.training.config(),
+        "metrics": {},
+        "input": {"n_features": model.n_features, "feature_names": feature_names},
+        "output": {"kind": model.task, "classes": model.classes, "n_outputs": model.n_outputs},
+        "n_parameters": model.parameter_count(model.n_features),
+        "created_at": created_at,
+        "trained_at": created_at,
+    }
+    record = lifecycle.import_model(services().redis, record, imported.blob)
     return respond(ModelPublic.model_validate(record), 201, headers={"Location": f"/v1/models/{record['id']}"})
 
 

@@ -10,6 +10,7 @@ import time
 import orjson
 import redis
 from flask import Blueprint, Response, request
+from pydantic import ValidationError
 
 from nnserve import __version__, engine
 
@@ -116,15 +117,19 @@ def model_config(model_name: str, version: str | None = None):
 
 
 @bp.post("/v2/repository/index")
-@doc(responses={200: "application/json; the models: name, version, state"})
+@doc(
+    body=oip.RepositoryIndexRequest,
+    responses={200: "application/json; the models: name, version, state"},
+    errors=(400,),
+)
 def repository_index():
-    """Repository index: every model of yours and version, READY or UNAVAILABLE (`{"ready": true}`: the ready ones)."""
+    """Repository index: every model of yours and version, READY or UNAVAILABLE (or only the READY ones)."""
     raw = request.get_data().strip()
     try:
-        data = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError as error:
-        raise BadRequest(f"the body is not valid JSON: {error}") from None
-    ready_only = isinstance(data, dict) and data.get("ready") is True
+        index = oip.RepositoryIndexRequest.model_validate_json(raw or b"{}")
+    except ValidationError as error:
+        raise BadRequest(f"the repository index request: {error.errors()[0]['msg']}") from None
+    ready_only = index.ready
     entries = []
     for record in _all_models():
         ready = record["status"] == ModelStatus.ready
