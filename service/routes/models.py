@@ -117,10 +117,9 @@ def create():
         _json_list(form, "classes"),
         form.get("input_scaling"),
         settings.max_body_bytes,
+        settings.max_parameters,
     )
     model = imported.model
-    if model.parameter_count(model.n_features) > settings.max_parameters:
-        raise Invalid("file", f"the model has more than the server's limit of {settings.max_parameters} parameters")
     feature_names = _json_list(form, "feature_names") or imported.feature_names
     if feature_names is not None and (
         len(feature_names) != model.n_features or not all(isinstance(n, str) for n in feature_names)
