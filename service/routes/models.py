@@ -95,7 +95,7 @@ IMPORT_FORM = {
 
 
 @bp.post("/v1/models")
-@doc(forms=IMPORT_FORM, responses={201: ModelPublic}, errors=(400, 413, 415, 422))
+@doc(forms=IMPORT_FORM, required_forms=(), responses={201: ModelPublic}, errors=(400, 413, 415, 422))
 def create():
     """Import a model trained elsewhere (Keras .keras, or JSON and weights; an nnserve .npz): ready at once."""
     if request.mimetype != "multipart/form-data":
