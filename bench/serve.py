@@ -15,7 +15,8 @@ What it does, in one run:
    the issue calibrates at about 83% of the trivial endpoint;
 2. trains the iris model (4-8-3) through the API;
 3. drives each endpoint with ``wrk`` (keep-alive, ``--connections``) for ``--duration`` seconds,
-   in ``--rounds`` alternating rounds so that a neighbour's load hits every endpoint alike, and
+   in ``--rounds`` alternating rounds, each starting one endpoint later (use a multiple of 7 so that
+   every endpoint takes every place in a round), so that a neighbour's load hits every endpoint alike, and
    reports the median round: requests/s, latency p50 and p99 under that load, and for the
    1000-row requests rows/s; nnserve's requests/s as a share of the trivial endpoint's;
 4. the registry (issue 9): the iris model is trained twice more under the name ``bench-iris``, with the
@@ -369,7 +370,11 @@ def main(argv: list[str] | None = None) -> None:
         load_before = os.getloadavg()[0]
         runs: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in endpoints}
         for round_ in range(args.rounds):
-            for name, url, body, _ in endpoints:
+            # Each round starts one endpoint later: a slot in the round can be slower for reasons of its own
+            # (measured: the fifth was 20-50 % slower whichever dialect held it), so every endpoint takes
+            # every slot over len(endpoints) rounds.
+            shift = round_ % len(endpoints)
+            for name, url, body, _ in endpoints[shift:] + endpoints[:shift]:
                 print(f"round {round_ + 1}/{args.rounds}: {name}", file=sys.stderr)
                 runs[name].append(wrk(url, body, args.duration, args.connections, stack.dir))
         print("in process ...", file=sys.stderr)

@@ -21,6 +21,8 @@ job statistics, sets the model's status and, into a finished status, drops the j
 A named job's model is given its version (and ``current`` moved by its ``promote`` policy) just
 before ``succeed``, under the same lease (``store.register_version``).
 
+A model imported from elsewhere (``import_model``) has no job: it is born ``ready`` and never moves.
+
 ``start`` applies to a ``running`` job too: RQ may requeue a job whose worker died before our
 record moved back. The API's ``cancel`` tries its two rows (``cancel``, ``request_cancel``) in
 that one step, so what it does is decided atomically.
@@ -272,3 +274,10 @@ def succeed(
     done = {"finished_at": store.now(), "epoch": len(epochs), "error": None}  # a retry's reason no longer applies
     move, _ = _apply(r, job, (Move.succeed, done), lease=lease)
     return move is not None
+
+
+def import_model(r: redis.Redis, record: dict[str, Any], weights: bytes) -> dict[str, Any]:
+    """Store a model trained elsewhere (``model_import``): born ready, with no job to move it."""
+    record = {**record, "status": ModelStatus.ready}
+    store.import_model(r, record, weights)
+    return record

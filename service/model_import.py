@@ -71,8 +71,10 @@ def from_upload(
     classes: list[Any] | None,
     input_scaling: str | None,
     limit: int,
+    max_parameters: int,
 ) -> Imported:
-    """The model the parts describe (see the module docstring); raises Invalid (422) naming the part at fault."""
+    """The model the parts describe (see the module docstring); raises Invalid (422) naming the part at fault.
+    A model over ``max_parameters`` weights is refused before anything is allocated for it."""
     if file is not None:
         if document is not None or weights is not None:
             raise Invalid("file", "send either file, or model with weights; not both")
@@ -80,14 +82,20 @@ def from_upload(
         if KERAS_CONFIG in members and KERAS_WEIGHTS in members:
             config = _read(file, KERAS_CONFIG, "file", limit)
             h5 = _read(file, KERAS_WEIGHTS, "file", limit)
-            return _from_keras(config.decode("utf-8", "replace"), ("h5", h5), classes, input_scaling, "file")
+            return _from_keras(
+                config.decode("utf-8", "replace"), ("h5", h5), classes, input_scaling, "file", max_parameters
+            )
         if "metadata.npy" in members:
             _check_npy_headers(file, members, "file", limit)
             if input_scaling is not None:
                 raise Invalid("input_scaling", "an nnserve archive keeps its own scaling; leave input_scaling out")
             try:
+                metadata = engine.archive.unpack(file, "file")[1]
+                spec, n_features = metadata.get("spec"), metadata.get("n_features")
+                if isinstance(n_features, int) and not isinstance(n_features, bool):
+                    _check_size(engine.build(spec), n_features, max_parameters, "file")
                 model = engine.loads(file)
-                names = engine.archive.unpack(file, "file")[1].get("feature_names")
+                names = metadata.get("feature_names")
             except engine.SpecError as error:
                 raise Invalid("file", error.message) from None
             if classes is not None:
@@ -108,10 +116,17 @@ def from_upload(
             missing, "send a file (.keras or nnserve .npz), or a model (Keras JSON) with its weights", "missing"
         )
     if weights.startswith(HDF5_SIGNATURE):
-        return _from_keras(document, ("h5", weights), classes, input_scaling, "weights")
+        return _from_keras(document, ("h5", weights), classes, input_scaling, "weights", max_parameters)
     members = _zip_members(weights, "weights", limit)
     _check_npy_headers(weights, members, "weights", limit)
-    return _from_keras(document, ("npz", weights), classes, input_scaling, "weights")
+    return _from_keras(document, ("npz", weights), classes, input_scaling, "weights", max_parameters)
+
+
+def _check_size(model: Any, n_features: int, max_parameters: int, loc: str) -> None:
+    """Refuse a model over the server's weight limit before its weights are allocated."""
+    count = model.parameter_count(n_features) if n_features > 0 else 0
+    if count > max_parameters:
+        raise Invalid(loc, f"the model has {count} parameters; the server's limit is {max_parameters}")
 
 
 # Keras -----------------------------------------------------------------------------------------
@@ -123,6 +138,7 @@ def _from_keras(
     classes: list[Any] | None,
     input_scaling: str | None,
     weights_loc: str,
+    max_parameters: int,
 ) -> Imported:
     root = "model" if weights_loc == "weights" else f"file.{KERAS_CONFIG}"
     try:
@@ -145,6 +161,7 @@ def _from_keras(
     n_features = imported.input_dim or (arrays[0].shape[0] if arrays and arrays[0].ndim == 2 else None)
     if not n_features:
         raise Invalid(f"{root}.config.layers", "the model's input width is unknown: add a keras.Input((n,)) layer")
+    _check_size(model, n_features, max_parameters, root)
     model.allocate(n_features, rng=None)
     names, expected = model.weight_names(), [w.shape for w in model.get_weights()]
     if len(arrays) != len(expected):

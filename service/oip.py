@@ -74,6 +74,10 @@ class RequestInput(Request):
     )
 
 
+class RepositoryIndexRequest(Request):
+    ready: bool = Field(False, description="Only the models ready to answer.")
+
+
 class RequestOutput(Request):
     name: str
     parameters: Parameters = Field(default_factory=dict)
@@ -84,12 +88,6 @@ class InferenceRequest(Request):
     parameters: Parameters = Field(default_factory=dict)
     inputs: Annotated[list[RequestInput], Field(min_length=1)]
     outputs: list[RequestOutput] | None = Field(None, description="The outputs to return; all of them when left out.")
-
-
-class RepositoryIndexRequest(BaseModel):
-    """The body of ``POST /v2/repository/index``: Triton's ``ready`` flag (only the ready models)."""
-
-    ready: bool = False
 
 
 class ResponseOutput(BaseModel):
@@ -153,8 +151,9 @@ def model_config(record: dict[str, Any]) -> dict[str, Any]:
             for t in items
         ]
 
+    registered = record.get("name") and record.get("version") is not None
     return {
-        "name": record["id"],
+        "name": record["name"] if registered else record["id"],
         "platform": PLATFORM,
         "backend": "nnserve",
         "version_policy": {"latest": {"num_versions": 1}},

@@ -53,6 +53,7 @@ def doc(
     responses: dict[int, Any],
     errors: tuple[int, ...] = (),
     forms: dict[str, Any] | None = None,
+    required_forms: tuple[str, ...] = ("file",),
     query: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
     body_required: bool = True,
@@ -69,6 +70,7 @@ def doc(
             "responses": responses,
             "errors": errors,
             "forms": forms,
+            "required_forms": list(required_forms),
             "query": query,
             "headers": headers,
         }
@@ -133,7 +135,7 @@ def _operation(rule, method: str, view, meta, refs, operation_id: str) -> dict[s
         content["application/json"] = {"schema": refs[(meta["body"], "validation")]}
     if meta["forms"]:
         content["multipart/form-data"] = {
-            "schema": {"type": "object", "properties": meta["forms"], "required": ["file"]}
+            "schema": {"type": "object", "properties": meta["forms"], "required": meta["required_forms"]}
         }
     if content:
         operation["requestBody"] = {"required": meta.get("body_required", True), "content": content}

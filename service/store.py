@@ -748,43 +748,15 @@ def save_model(
         pipe.execute()
 
 
-def import_model(
-    r: redis.Redis,
-    tenant: str,
-    name: str | None,
-    model: Any,
-    source: str,
-    feature_names: list[str] | None,
-    weights: bytes,
-    status: str,
-) -> dict[str, Any]:
-    """Store a model trained elsewhere (``model_import``), ready at once: its record (no job, no dataset),
-    weights and index entry, in one transaction. Returns the record."""
-    created_at = now()
-    record = {
-        "id": new_id("mdl"),
-        "tenant": tenant,
-        "name": name,
-        "job_id": None,
-        "dataset_id": None,
-        "source": source,
-        "status": status,  # lifecycle's ModelStatus.ready: the statuses are spelled there
-        "model": model.spec(),
-        "training": model.training.config(),
-        "metrics": {},
-        "input": {"n_features": model.n_features, "feature_names": feature_names},
-        "output": {"kind": model.task, "classes": model.classes, "n_outputs": model.n_outputs},
-        "n_parameters": model.parameter_count(model.n_features),
-        "created_at": created_at,
-        "trained_at": created_at,
-    }
+def import_model(r: redis.Redis, record: dict[str, Any], weights: bytes) -> None:
+    """Store a model trained elsewhere (``lifecycle.import_model``): its record, weights and index entry,
+    in one transaction."""
     with r.pipeline() as pipe:
         pipe.multi()
         pipe.set(weights_key(record["id"]), weights)
         pipe.hset(model_key(record["id"]), mapping=_encode(record))
-        pipe.zadd(index_key(tenant, MODELS), {record["id"]: _score(created_at)})
+        pipe.zadd(index_key(record["tenant"], MODELS), {record["id"]: _score(record["created_at"])})
         pipe.execute()
-    return record
 
 
 def record_duration(r: redis.Redis, job_id: str, status: str) -> None:

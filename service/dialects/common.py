@@ -24,8 +24,8 @@ def json_body(body: bytes) -> Any:
 def rows_or_records(values: Any, names: Names, loc: str) -> np.ndarray:
     """A list of rows (``[[1.0, 2.0], ...]``, in the training order) or of objects (``[{"feature": 1.0}, ...]``,
     matched by name): TF Serving's and MLflow's ``instances``, a list ``inputs``."""
-    if isinstance(values, list) and values and all(isinstance(value, dict) for value in values):
-        return features.from_records(values, names, loc)
+    if isinstance(values, list) and values and isinstance(values[0], dict):
+        return features.from_records(values, names, loc)  # which refuses any row that is not an object
     return features.rows_array(values, loc)
 
 

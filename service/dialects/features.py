@@ -58,17 +58,21 @@ def from_records(records: Any, names: Names, loc: str) -> np.ndarray:
 def from_columns(columns: Any, rows: Any, names: Names, loc: str, rows_loc: str) -> np.ndarray:
     """``columns`` (names, each once) and ``rows`` (lists of values in the order of ``columns``)."""
     names = _names(names, loc)
-    if not isinstance(columns, list) or not all(isinstance(column, str) for column in columns):
+    if not isinstance(columns, list):
         raise Invalid(loc, "must be a list of column names", "list_type")
-    if len(set(columns)) != len(columns):
-        twice = next(column for column in columns if columns.count(column) > 1)
-        raise Invalid(loc, f"column {twice!r} is named twice", "value_error")
-    if set(columns) != set(names):
-        _mismatch(columns, names, loc)
+    in_order = columns == list(names)  # the usual case, and the cheapest: no checks or reordering left
+    if not in_order:
+        if not all(isinstance(column, str) for column in columns):
+            raise Invalid(loc, "must be a list of column names", "list_type")
+        if len(set(columns)) != len(columns):
+            twice = next(column for column in columns if columns.count(column) > 1)
+            raise Invalid(loc, f"column {twice!r} is named twice", "value_error")
+        if set(columns) != set(names):
+            _mismatch(columns, names, loc)
     x = rows_array(rows, rows_loc)
     if x.shape[1] != len(columns):
         raise Invalid(rows_loc, f"each row must have {len(columns)} values, one per column; received {x.shape[1]}")
-    return x[:, [columns.index(name) for name in names]]
+    return x if in_order else x[:, [columns.index(name) for name in names]]
 
 
 def from_mapping(mapping: dict[str, Any], names: Names, loc: str) -> np.ndarray:

@@ -69,8 +69,8 @@ def read(body: bytes, mimetype: str, entry: Entry) -> tuple[np.ndarray, None]:
         )
     data = json_body(body)
     fields = sorted(data) if isinstance(data, dict) else []
-    given = [name for name in FORMATS if name in fields]
-    if not isinstance(data, dict) or len(given) != 1 or set(fields) - {*FORMATS, "params"}:
+    given = [name for name in fields if name in FORMATS]
+    if not isinstance(data, dict) or len(given) != 1 or len(fields) > 1 + ("params" in data):
         raise BadRequest(
             f"the input must be a JSON object with exactly one of the input fields {list(FORMATS)} "
             f"(and optionally 'params'); received {'the fields ' + str(fields) if isinstance(data, dict) else 'no object'}"

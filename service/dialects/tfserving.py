@@ -81,6 +81,8 @@ def read(body: bytes, mimetype: str, entry: Entry) -> tuple[np.ndarray, Form]:
     names = entry.feature_names
     if formats[0] == "instances":
         instances = data["instances"]
+        if isinstance(instances, list) and instances and isinstance(instances[0], list):  # rows: the usual case
+            return features.rows_array(instances, "instances"), ("predictions", False)
         if _named_input(instances):
             return features.rows_array([instance[INPUT] for instance in instances], "instances"), ("predictions", False)
         if _scalars(instances) and entry.model.n_features == 1:

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, request
 
 from nnserve import engine
 
-from .. import model_import, onnx_export, registry, shapes, store
+from .. import lifecycle, model_import, onnx_export, registry, shapes, store
 from ..cache import Entry, entry_from
 from ..context import services, tenant
 from ..dialects import Dialect, v1
@@ -125,7 +125,7 @@ IMPORT_FORM = {
 
 
 @bp.post("/v1/models")
-@doc(forms=IMPORT_FORM, responses={201: ModelPublic}, errors=(400, 413, 415, 422))
+@doc(forms=IMPORT_FORM, required_forms=(), responses={201: ModelPublic}, errors=(400, 413, 415, 422))
 def create():
     """Import a model trained elsewhere (Keras .keras, or JSON and weights; an nnserve .npz): ready at once."""
     if request.mimetype != "multipart/form-data":
@@ -151,19 +151,37 @@ def create():
         _json_list(form, "classes"),
         form.get("input_scaling"),
         settings.max_body_bytes,
+        settings.max_parameters,
     )
     model = imported.model
-    if model.parameter_count(model.n_features) > settings.max_parameters:
-        raise Invalid("file", f"the model has more than the server's limit of {settings.max_parameters} parameters")
     feature_names = _json_list(form, "feature_names") or imported.feature_names
     if feature_names is not None and (
         len(feature_names) != model.n_features or not all(isinstance(n, str) for n in feature_names)
     ):
         raise Invalid("feature_names", f"must be {model.n_features} names (strings), one per input")
+    created_at = store.now()
+    record = {
+        "id": store.new_id("mdl"),
+        "tenant": tenant(),
+        "name": name,
+        "job_id": None,
+        "dataset_id": None,
+        "source": imported.source,
+        "model": model.spec(),
+        "training": model.training.config(),
+        "metrics": {},
+        "input": {
+            "n_features": model.n_features,
+            "sample_shape": list(model.input_shape),
+            "feature_names": feature_names,
+        },
+        "output": {"kind": model.task, "classes": model.classes, "n_outputs": model.n_outputs},
+        "n_parameters": model.parameter_count(model.input_shape),
+        "created_at": created_at,
+        "trained_at": created_at,
+    }
     r = services().redis
-    record = store.import_model(
-        r, tenant(), name, model, imported.source, feature_names, imported.blob, ModelStatus.ready
-    )
+    record = lifecycle.import_model(r, record, imported.blob)
     if name is not None:
         # A name registers the model as its next version, and makes it current as a job's model does.
         store.register_model(r, tenant(), name, record["id"], "promote", None, by="api")

@@ -129,29 +129,46 @@ def _count(model_id: str, ok: bool, started: int, rows: int) -> None:
 @doc(responses={200: "application/json; Triton's model configuration"}, errors=(404,))
 def model_config(model_name: str, version: str | None = None):
     """Model configuration: Triton's JSON form (name, platform, batching, inputs and outputs)."""
-    record = get_model(model_name)
-    check_version(model_name, version)
-    return respond(oip.model_config(record))
+    return respond(oip.model_config(_record(model_name, version)))
+
+
+def _record(model_name: str, version: str | None) -> dict:
+    """The model record a /v2 path names (a registered name's ``versions/N`` is its version N)."""
+    ref = reference(model_name, version)
+    record = get_model(ref)
+    if ref == model_name:
+        check_version(model_name, version)
+    return record
+
+
+def oip_name(record: dict) -> tuple[str, str]:
+    """How the protocol names a model: a registered version as its name and version number, any other
+    model as its id and the only version ``1``."""
+    if record.get("name") and record.get("version") is not None:
+        return record["name"], str(record["version"])
+    return record["id"], oip.VERSION
 
 
 @bp.post("/v2/repository/index")
-@doc(responses={200: "application/json; the models: name, version, state"})
+@doc(
+    body=oip.RepositoryIndexRequest,
+    responses={200: "application/json; the models: name, version, state"},
+    errors=(400,),
+)
 def repository_index():
-    """Repository index: every model of yours and version, READY or UNAVAILABLE (with `ready: true` in the body: the ready ones)."""
+    """Repository index: every model of yours and version, READY or UNAVAILABLE (or only the READY ones)."""
     raw = request.get_data().strip()
     try:
-        data = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError as error:
-        raise BadRequest(f"the body is not valid JSON: {error}") from None
-    try:
-        ready_only = oip.RepositoryIndexRequest.model_validate(data if isinstance(data, dict) else {}).ready
+        index = oip.RepositoryIndexRequest.model_validate_json(raw or b"{}")
     except ValidationError as error:
-        raise BadRequest(f"the body is not a repository index request: {error.errors()[0]['msg']}") from None
+        raise BadRequest(f"the repository index request: {error.errors()[0]['msg']}") from None
+    ready_only = index.ready
     entries = []
     for record in _all_models():
         ready = record["status"] == ModelStatus.ready
         if ready or not ready_only:
-            entry = {"name": record["id"], "version": oip.VERSION, "state": "READY" if ready else "UNAVAILABLE"}
+            name, number = oip_name(record)
+            entry = {"name": name, "version": number, "state": "READY" if ready else "UNAVAILABLE"}
             if not ready:
                 entry["reason"] = f"its job is {record['status']}"
             entries.append(entry)
@@ -164,22 +181,18 @@ def repository_index():
 @doc(responses={200: "application/json; Triton's inference statistics"}, errors=(404,))
 def statistics(model_name: str | None = None, version: str | None = None):
     """Inference statistics: counts and cumulative times of /v2 inferences per model, over every API process."""
-    if model_name is None:
-        records = _all_models()
-    else:
-        records = [get_model(model_name)]
-        check_version(model_name, version)
+    records = _all_models() if model_name is None else [_record(model_name, version)]
     figures = store.inference_statistics(services().redis, [record["id"] for record in records])
-    return respond({"model_stats": [_model_stats(record["id"], f) for record, f in zip(records, figures)]})
+    return respond({"model_stats": [_model_stats(*oip_name(record), f) for record, f in zip(records, figures)]})
 
 
-def _model_stats(model_id: str, figures: dict[str, int]) -> dict:
+def _model_stats(name: str, version: str, figures: dict[str, int]) -> dict:
     """Triton's ``ModelStatistics``: a request's whole time counts as its compute (no queue, no batching)."""
     success = {"count": figures["success_count"], "ns": figures["success_ns"]}
     zero = {"count": 0, "ns": 0}
     return {
-        "name": model_id,
-        "version": oip.VERSION,
+        "name": name,
+        "version": version,
         "last_inference": figures["last_inference"],
         "inference_count": figures["inference_count"],
         "execution_count": figures["success_count"],

@@ -211,6 +211,21 @@ def test_hostile_or_wrong_uploads_are_4xx(make_app, parts, status, fragment):
     assert fragment in response.json["detail"]
 
 
+def test_a_model_over_the_parameter_limit_is_refused_before_it_is_allocated(client):
+    """A document declaring a billion weights (and no weights to speak of) is a 422, not an allocation."""
+    document = {
+        "class_name": "Sequential",
+        "config": {
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 100000]}},
+                {"class_name": "Dense", "config": {"units": 100000}},
+            ]
+        },
+    }
+    response = upload(client, model=json.dumps(document), weights=zip_of({}))
+    assert response.status_code == 422 and "the server's limit is" in response.json["detail"]
+
+
 def test_json_bodies_are_415(client):
     response = client.post("/v1/models", json={"model": {}})
     assert response.status_code == 415

@@ -351,3 +351,22 @@ def test_repository_index_config_statistics_and_classification(client, iris_mode
     assert_error(client.get("/v2/models/mdl_nope/stats"), 404, "no model")
     client.delete(f"/v1/models/{iris_model}")
     assert client.get("/v2/models/stats").json["model_stats"][0]["inference_count"] == 0  # the pending model
+
+
+def test_registered_versions_are_named_by_their_name_and_number(client, run_jobs):
+    """A registered name's versions are the protocol's versions: the repository index lists NAME 1 and 2,
+    and config and statistics take ``versions/N``; the bare name is ``current``."""
+    for seed in (1, 2):
+        train(client, run_jobs, name="iris-oip", training={"epochs": 2, "seed": seed})
+    index = client.post("/v2/repository/index", json={"ready": True}).json
+    assert [e for e in index if e["name"] == "iris-oip"] == [
+        {"name": "iris-oip", "version": "1", "state": "READY"},
+        {"name": "iris-oip", "version": "2", "state": "READY"},
+    ]
+    assert client.get("/v2/models/iris-oip/versions/1/config").json["name"] == "iris-oip"
+    infer(client, "iris-oip", {"inputs": [tensor(ROWS)]})
+    (current,) = client.get("/v2/models/iris-oip/stats").json["model_stats"]
+    assert current["version"] == "2" and current["inference_count"] == len(ROWS)
+    (first,) = client.get("/v2/models/iris-oip/versions/1/stats").json["model_stats"]
+    assert first["version"] == "1" and first["inference_count"] == 0
+    assert_error(client.get("/v2/models/iris-oip/versions/3/stats"), 404, "no version 3")
