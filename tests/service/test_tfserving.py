@@ -124,6 +124,26 @@ def test_broken_json_unknown_models_versions_and_labels(client, iris_model):
         assert response.status_code == 404 and list(response.json) == ["error"], path
 
 
+def test_versions_and_labels_are_the_registrys(client, run_jobs):
+    """TF Serving's ``/versions/{n}`` is the registered name's version n and ``/labels/{alias}`` its alias;
+    each answer says which version answered, in the header every dialect carries."""
+    from tests.service.helpers import train
+
+    first, second = (train(client, run_jobs, name="iris-tf", training={"epochs": 2, "seed": s}) for s in (1, 2))
+    assert client.put("/v1/registry/iris-tf/aliases/stable", json={"version": 1}).status_code == 200
+    for path, version, model_id in (
+        ("/v1/models/iris-tf:predict", "2", second["model_id"]),
+        ("/v1/models/iris-tf/versions/1:predict", "1", first["model_id"]),
+        ("/v1/models/iris-tf/labels/stable:predict", "1", first["model_id"]),
+    ):
+        response = client.post(path, json={"instances": ROWS})
+        assert response.status_code == 200 and response.headers["X-Model-Version"] == version, path
+        expected = client.post(f"/v1/models/{model_id}/predict", json={"inputs": ROWS}).json["probabilities"]
+        np.testing.assert_allclose(response.json["predictions"], expected)
+    missing = client.post("/v1/models/iris-tf/versions/9:predict", json={"instances": ROWS})
+    assert missing.status_code == 404 and "no version 9" in missing.json["error"]
+
+
 def test_the_model_routes_beside_it_are_unchanged(client, iris_model):
     assert client.get(f"/v1/models/{iris_model}").json["id"] == iris_model
     assert client.post(f"/v1/models/{iris_model}/predict", json={"inputs": ROWS}).status_code == 200
