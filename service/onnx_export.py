@@ -61,8 +61,13 @@ class _Graph:
         return output
 
 
+class NotExportable(ValueError):
+    """The model holds a layer or activation this exporter does not write yet (the convolutional layers)."""
+
+
 def export(model: Any) -> bytes:
-    """``model`` (a trained ``engine.Model``) as a serialized, checked ONNX model."""
+    """``model`` (a trained ``engine.Model``) as a serialized, checked ONNX model; NotExportable for a
+    layer or activation it does not write yet."""
     dtype = np.dtype(model.dtype)
     graph = _Graph(dtype)
     x = INPUT
@@ -77,7 +82,7 @@ def export(model: Any) -> bytes:
         elif op.type == "activation":
             x = _activation(graph, op.activation, x)
         elif op.type != "dropout":  # dropout is the identity at inference
-            raise TypeError(f"no ONNX export for the layer type {op.type!r}")
+            raise NotExportable(f"no ONNX export for the layer type {op.type!r} yet")
     n_outputs = model.n_outputs
     loss = model.training.loss
     if loss is not None and loss.from_logits:  # predict turns logits into probabilities (Model._outputs)
@@ -147,4 +152,4 @@ def _activation(graph: _Graph, fn: Any, x: str) -> str:
         else:  # z/2 (1 + erf(z / sqrt 2))
             t = graph.op("Erf", [graph.op("Mul", [x, graph.constant("r", 1.0 / math.sqrt(2.0))])])
         return graph.op("Mul", [half_z, graph.op("Add", [t, graph.constant("one", 1.0)])])
-    raise TypeError(f"no ONNX export for the activation {name!r}")
+    raise NotExportable(f"no ONNX export for the activation {name!r} yet")

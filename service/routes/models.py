@@ -284,8 +284,12 @@ def weights(model_id: str):
 def onnx(model_id: str):
     """Download the model as ONNX: input `input` (raw rows, scaling inside), output `probabilities` or `predictions`."""
     resolved, entry = serve(model_id)
+    try:
+        graph = onnx_export.export(entry.model)
+    except onnx_export.NotExportable as error:
+        raise Conflict(f"model {resolved.model_id!r} cannot be exported as ONNX: {error}") from None
     return Response(
-        onnx_export.export(entry.model),
+        graph,
         mimetype=onnx_export.MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{resolved.model_id}.onnx"'},
     )

@@ -133,3 +133,17 @@ def test_unknown_is_404_and_untrained_is_409(client):
     )
     response = client.get(f"/v1/models/{job.json['model_id']}/onnx")
     assert response.status_code == 409 and response.mimetype == "application/problem+json"
+
+
+def test_a_convolutional_model_is_a_409_naming_the_layer(client, run_jobs):
+    cnn = {
+        "layers": [
+            {"type": "conv2d", "filters": 4, "kernel_size": 3, "activation": "relu"},
+            {"type": "flatten"},
+            {"type": "dense", "units": 10, "activation": "softmax"},
+        ]
+    }
+    job = train(client, run_jobs, dataset="digits", model=cnn, training={"epochs": 1, "seed": 0})
+    assert job["status"] == "succeeded", job
+    response = client.get(f"/v1/models/{job['model_id']}/onnx")
+    assert response.status_code == 409 and "'conv2d'" in response.json["detail"]
