@@ -30,7 +30,7 @@ def test_a_sweep_live_on_its_page(url):
         },
         "training": {
             "optimizer": {"name": "adam", "learning_rate": 0.01},
-            "epochs": 40,
+            "epochs": 300,  # long enough (a few seconds) for the page to see the sweep running
             "validation_split": 0.2,
             "seed": 0,
         },
