@@ -1,6 +1,6 @@
 """Backups: every dataset, job (with its history), model (with its weights), registered model name (with
-its versions and aliases) and stored API key of one tenant or of all, in one zip archive of JSON and ``.npz`` files (no pickle), and their restore into
-any Redis, an empty one included.
+its versions and aliases) and stored API key of one tenant or of all, in one zip archive of JSON and
+``.npz`` files (no pickle), and their restore into any Redis, an empty one included.
 
 The archive::
 
@@ -15,9 +15,10 @@ The archive::
 What a record is made of comes from ``store.FAMILIES``, built on the store's own key functions, so a new
 kind of record is one line there. The model registry is one: each registered name with its versions,
 aliases, alias events and shadow comparisons, restored after the models. A version whose model is not in
-the archive (registered while the backup was being written) is dropped on restore with the aliases naming
-it, so no reference resolves to nothing. The ``.npz`` files are the very bytes the store keeps; restore opens each with
-``allow_pickle=False`` before writing anything, so an archive carrying a pickle is refused whole.
+the archive (registered while the backup was being written) is dropped on restore with the aliases
+naming it, so no reference resolves to nothing. The ``.npz`` files are the very bytes the store keeps;
+restore opens each with ``allow_pickle=False`` before writing anything, so an archive carrying a pickle
+is refused whole.
 
 A backup of a running service is consistent per record (each is read in one transaction), not across
 records; stop the workers for a point-in-time copy. Restore writes each record in one transaction.
@@ -277,9 +278,9 @@ def _checked_record(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
 
 
 def _check_registered_name(name: str, registered: str, parts: dict[str, Any]) -> None:
-    """A registered name's parts as the registry's scripts keep them: versions numbered from 1 up to below
-    ``next_version`` (so the next registration takes a fresh number), each a model id; every stored alias a
-    target (a version, split or shadow pair) naming only those versions."""
+    """A registered name's parts as the registry's scripts keep them: versions numbered from 1 up to
+    ``next_version`` (the last number given, so the next registration takes a fresh one), each a model id;
+    every stored alias a target (a version, split or shadow pair) naming only those versions."""
     problem = registry.name_problem(registered)
     if problem is not None:
         raise ArchiveError(f"{name}: 'id' {problem}")
