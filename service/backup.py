@@ -1,6 +1,6 @@
-"""Backups: every dataset, job (with its history), model (with its weights) and stored API key of one
-tenant or of all, in one zip archive of JSON and ``.npz`` files (no pickle), and their restore into
-any Redis, an empty one included.
+"""Backups: every dataset, job (with its history), model (with its weights), registered model name (with
+its versions and aliases) and stored API key of one tenant or of all, in one zip archive of JSON and
+``.npz`` files (no pickle), and their restore into any Redis, an empty one included.
 
 The archive::
 
@@ -9,12 +9,16 @@ The archive::
     keys.json                      stored API keys: the SHA-256 of each and its record (no secret exists to save)
     <family>/<id>.json             one record: family, tenant, id, score (its place in its tenant's list),
                                    its hash and list parts as JSON, and the names of its blob files
+                                   (``registry/<tenant>/<name>.json`` for a registered name)
     <family>/<id>.<part>.npz       its blobs: a dataset's arrays, a model's weights
 
 What a record is made of comes from ``store.FAMILIES``, built on the store's own key functions, so a new
-kind of record (the model registry's names, versions and aliases, say) is one line there and needs
-nothing here. The ``.npz`` files are the very bytes the store keeps; restore opens each with
-``allow_pickle=False`` before writing anything, so an archive carrying a pickle is refused whole.
+kind of record is one line there. The model registry is one: each registered name with its versions,
+aliases, alias events and shadow comparisons, restored after the models. A version whose model is not in
+the archive (registered while the backup was being written) is dropped on restore with the aliases
+naming it, so no reference resolves to nothing. The ``.npz`` files are the very bytes the store keeps;
+restore opens each with ``allow_pickle=False`` before writing anything, so an archive carrying a pickle
+is refused whole.
 
 A backup of a running service is consistent per record (each is read in one transaction), not across
 records; stop the workers for a point-in-time copy. Restore writes each record in one transaction.
@@ -41,7 +45,7 @@ import redis
 from nnserve import __version__
 from nnserve.engine import archive as npz
 
-from . import store
+from . import registry, store
 from .lifecycle import ACTIVE, JobStatus, ModelStatus
 from .settings import SCOPES
 
@@ -90,7 +94,7 @@ def backup(r: redis.Redis, path: Path, tenant: str | None = None) -> dict[str, i
             for owner in tenants:
                 for family in store.FAMILIES:
                     for record_id, score in store.indexed(r, owner, family):
-                        parts = store.read_record(r, family, record_id)
+                        parts = store.read_record(r, family, owner, record_id)
                         if parts is None:  # deleted since the index was read
                             continue
                         entries.append(_write_record(archive, family, owner, record_id, score, parts))
@@ -122,7 +126,7 @@ def backup(r: redis.Redis, path: Path, tenant: str | None = None) -> dict[str, i
 def _write_record(
     archive: zipfile.ZipFile, family: store.Family, tenant: str, record_id: str, score: float, parts: dict[str, Any]
 ) -> str:
-    name = f"{family.name}/{record_id}"
+    name = f"{family.name}/{family.member(tenant, record_id)}"  # a registered name is unique per tenant only
     document: dict[str, Any] = {"family": family.name, "tenant": tenant, "id": record_id, "score": score}
     document["parts"] = {part.name: parts[part.name] for part in family.parts if part.kind != "npz"}
     document["blobs"] = {}
@@ -155,19 +159,24 @@ def restore(r: redis.Redis, path: Path, force: bool = False) -> dict[str, int]:
 
         stored_keys = store.api_keys(r)
         existing = [
-            f"{d['family']}/{d['id']}" for d in documents if store.record_exists(r, FAMILIES[d["family"]], d["id"])
+            f"{d['family']}/{d['id']}"
+            for d in documents
+            if store.record_exists(r, FAMILIES[d["family"]], d["tenant"], d["id"])
         ]
         existing += [f"keys/{entry['record']['id']}" for entry in keys if entry["digest"] in stored_keys]
         if existing and not force:
             raise RestoreConflict(existing)
 
         counts = dict.fromkeys(FAMILIES, 0)
+        models = {d["id"] for d in documents if d["family"] == store.MODELS}
         for document in documents:
             family = FAMILIES[document["family"]]
             parts = dict(document["parts"])
             parts.update({part: archive.read(name) for part, name in document["blobs"].items()})
             _settle(family, parts[family.parts[0].name])
-            store.restore_record(r, family, document["id"], parts, document["score"])
+            if family.name == store.REGISTRY:
+                _drop_versions_without_models(parts, models)
+            store.restore_record(r, family, document["tenant"], document["id"], parts, document["score"])
             counts[family.name] += 1
         for entry in keys:
             record = entry["record"]
@@ -186,6 +195,25 @@ def _settle(family: store.Family, record: dict[str, Any]) -> None:
         record.pop("lease", None)
     if family.name == store.MODELS and record.get("status") == ModelStatus.pending:
         record["status"] = ModelStatus.failed
+
+
+def _drop_versions_without_models(parts: dict[str, Any], models: set[str]) -> None:
+    """Drop from a registered name the versions whose model is not in the archive, and the stored aliases
+    naming them (each drop kept as an alias event, as a forced version delete does), so no reference
+    resolves to a model that is not there. A backup of a running service can hold such a version: a job
+    that finished while the backup was being written registered it after the models were read."""
+    versions: dict[str, str] = parts["versions"]
+    gone = {int(version) for version, model_id in versions.items() if model_id not in models}
+    if not gone:
+        return
+    parts["versions"] = {version: model_id for version, model_id in versions.items() if int(version) not in gone}
+    at = store.now()
+    aliases, events = dict(parts.get("aliases", {})), list(parts.get("events", []))
+    for alias, target in sorted(aliases.items()):
+        if gone & set(registry.versions_of(target)):
+            del aliases[alias]
+            events.insert(0, {"at": at, "alias": alias, "from": target, "to": None, "by": "restore: no model"})
+    parts["aliases"], parts["events"] = aliases, events[: store.ALIAS_EVENTS_KEPT]
 
 
 def _read_json(archive: zipfile.ZipFile, name: str) -> Any:
@@ -222,11 +250,19 @@ def _checked_record(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
     if not isinstance(parts, dict) or not isinstance(blobs, dict):
         raise ArchiveError(f"{name}: 'parts' and 'blobs' must be objects")
     for part, value in parts.items():
-        if kinds.get(part) not in ("hash", "list") or not isinstance(value, dict if kinds[part] == "hash" else list):
+        if kinds.get(part) not in ("hash", "strings", "list") or not isinstance(
+            value, list if kinds[part] == "list" else dict
+        ):
             raise ArchiveError(f"{name}: {part!r} is not a hash or list part of {family.name}")
+        if isinstance(value, dict) and kinds[part] == "strings" and not all(isinstance(v, str) for v in value.values()):
+            raise ArchiveError(f"{name}: {part!r} must map names to strings")
     record = parts.get(family.parts[0].name)
-    if not isinstance(record, dict) or record.get("id") != record_id or record.get("tenant") != tenant:
+    if not isinstance(record, dict):
+        raise ArchiveError(f"{name}: its {family.parts[0].name!r} must be an object")
+    if not family.scoped and (record.get("id") != record_id or record.get("tenant") != tenant):
         raise ArchiveError(f"{name}: its {family.parts[0].name!r} must hold the same id and tenant")
+    if family.name == store.REGISTRY:
+        _check_registered_name(name, record_id, parts)
     for part, blob in blobs.items():
         if kinds.get(part) != "npz":
             raise ArchiveError(f"{name}: {part!r} is not a blob part of {family.name}")
@@ -239,6 +275,31 @@ def _checked_record(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
                 f"{blob} is not an .npz of plain arrays (pickled objects are refused): {error}"
             ) from None
     return document
+
+
+def _check_registered_name(name: str, registered: str, parts: dict[str, Any]) -> None:
+    """A registered name's parts as the registry's scripts keep them: versions numbered from 1 up to
+    ``next_version`` (the last number given, so the next registration takes a fresh one), each a model id;
+    every stored alias a target (a version, split or shadow pair) naming only those versions."""
+    problem = registry.name_problem(registered)
+    if problem is not None:
+        raise ArchiveError(f"{name}: 'id' {problem}")
+    versions, aliases = parts.get("versions", {}), parts.get("aliases", {})
+    if not all(v.isdecimal() and int(v) > 0 and RECORD_ID.fullmatch(m) for v, m in versions.items()):
+        raise ArchiveError(f"{name}: 'versions' must map version numbers to model ids")
+    next_version = parts["record"].get("next_version")
+    if not isinstance(next_version, int) or any(int(v) > next_version for v in versions):
+        raise ArchiveError(f"{name}: 'next_version' must be a number, at least the highest version")
+    for alias, target in aliases.items():
+        try:
+            named = registry.versions_of(target)
+            valid = registry.name_problem(alias) is None and all(isinstance(v, int) for v in named)
+        except (TypeError, KeyError, ValueError, AttributeError):
+            valid = False
+        if not valid:
+            raise ArchiveError(f"{name}: alias {alias!r} must be a version, a split or a shadow pair")
+        if any(str(v) not in versions for v in named):
+            raise ArchiveError(f"{name}: alias {alias!r} names a version that is not in 'versions'")
 
 
 def _checked_key(entry: Any) -> dict[str, Any]:

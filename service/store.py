@@ -1065,122 +1065,6 @@ def revoke_api_key(r: redis.Redis, key_id: str) -> dict[str, Any] | None:
     return None
 
 
-# Backups: the families of records --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Part:
-    """One key of a record: ``key(id)`` holding a ``hash`` of JSON values, a ``list`` of JSON values or an
-    ``npz`` blob."""
-
-    name: str
-    key: Callable[[str], str]
-    kind: str
-
-
-@dataclass(frozen=True)
-class Family:
-    """Records listed per tenant in ``index_key(tenant, name)`` (a sorted set by creation time), each stored
-    under the keys of its ``parts``; the first part is the record itself, a hash with its ``tenant``."""
-
-    name: str
-    parts: tuple[Part, ...]
-
-
-FAMILIES = (
-    Family(DATASETS, (Part("record", dataset_key, "hash"), Part("arrays", arrays_key, "npz"))),
-    Family(JOBS, (Part("record", job_key, "hash"), Part("history", history_key, "list"))),
-    Family(MODELS, (Part("record", model_key, "hash"), Part("weights", weights_key, "npz"))),
-)
-"""What ``nnserve backup`` saves of each tenant besides its API keys, and ``restore`` writes back. A new kind
-of record is one more line here, its parts built by the key functions above. Left out on purpose: job
-checkpoints (only a job in flight has one, and a restored job is never in flight), the active-jobs sets,
-idempotency records and rate-limit counters (short-lived), and RQ's own keys."""
-
-
-def tenants(r: redis.Redis) -> set[str]:
-    """Every tenant with a record of some family or a stored API key."""
-    found = {record["tenant"] for record in api_keys(r).values()}
-    for family in FAMILIES:
-        head, _, tail = index_key("*", family.name).partition("*")
-        for key in r.scan_iter(match=index_key("*", family.name), count=1000):
-            found.add(key.decode()[len(head) : -len(tail)])
-    return found
-
-
-def has_records(r: redis.Redis, tenant: str) -> bool:
-    """Whether ``tenant`` has a record of some family."""
-    return bool(r.exists(*(index_key(tenant, family.name) for family in FAMILIES)))
-
-
-def read_record(r: redis.Redis, family: Family, record_id: str) -> dict[str, Any] | None:
-    """Every part of one record, read in one transaction (hashes and lists decoded, blobs as bytes), or None
-    when the record is gone."""
-    with r.pipeline() as pipe:
-        for part in family.parts:
-            if part.kind == "hash":
-                pipe.hgetall(part.key(record_id))
-            elif part.kind == "list":
-                pipe.lrange(part.key(record_id), 0, -1)
-            else:
-                pipe.get(part.key(record_id))
-        replies = pipe.execute(raise_on_error=False)
-    for i, (part, reply) in enumerate(zip(family.parts, replies)):
-        if isinstance(reply, redis.exceptions.ResponseError):
-            if part.kind != "npz" or "WRONGTYPE" not in str(reply):
-                raise reply
-            replies[i] = get_blob(r, part.key(record_id))  # a blob stored in pieces (``set_blob``)
-    if not replies[0]:
-        return None
-    parts: dict[str, Any] = {}
-    for part, reply in zip(family.parts, replies):
-        if part.kind == "hash":
-            parts[part.name] = _decode(reply)
-        elif part.kind == "list":
-            parts[part.name] = [orjson.loads(item) for item in reply]
-        elif reply is not None:
-            parts[part.name] = reply
-    return parts
-
-
-def indexed(r: redis.Redis, tenant: str, family: Family) -> list[tuple[str, float]]:
-    """``(id, creation score)`` of each of the tenant's records of ``family``, oldest first."""
-    members = cast(list[tuple[Raw, float]], r.zrange(index_key(tenant, family.name), 0, -1, withscores=True))
-    return [(_text(member), float(score)) for member, score in members]
-
-
-def record_exists(r: redis.Redis, family: Family, record_id: str) -> bool:
-    return bool(r.exists(family.parts[0].key(record_id)))
-
-
-def restore_record(r: redis.Redis, family: Family, record_id: str, parts: dict[str, Any], score: float) -> None:
-    """Write one record (its parts as ``read_record`` gives them) in one transaction, in place of any record
-    with that id: the old one's keys are deleted, it leaves its tenant's index, a job's old status is counted
-    out of JOB_STATS (the new one in), and a model is dropped from every API process's cache."""
-    record = parts[family.parts[0].name]
-    old = _decode(r.hgetall(family.parts[0].key(record_id)))
-    with r.pipeline() as pipe:
-        pipe.delete(*(part.key(record_id) for part in family.parts))
-        if old is not None:
-            pipe.zrem(index_key(old["tenant"], family.name), record_id)
-        for part in family.parts:
-            value = parts.get(part.name)
-            if part.kind == "hash" and value:
-                pipe.hset(part.key(record_id), mapping=_encode(value))
-            elif part.kind == "list" and value:
-                pipe.rpush(part.key(record_id), *(orjson.dumps(item) for item in value))
-            elif part.kind == "npz" and value is not None:
-                set_blob(pipe, part.key(record_id), value)
-        pipe.zadd(index_key(record["tenant"], family.name), {record_id: score})
-        if family.name == JOBS:
-            if old is not None:
-                pipe.hincrby(JOB_STATS, orjson.dumps(old["status"]), -1)
-            pipe.hincrby(JOB_STATS, orjson.dumps(record["status"]), 1)
-        if family.name == MODELS:
-            pipe.publish(MODEL_EVENTS, record_id)
-        pipe.execute()
-
-
 # The model registry ----------------------------------------------------------------------
 #
 # A registered name (``service.registry`` owns the grammar, references and routing) keeps its
@@ -1559,3 +1443,160 @@ def record_shadows(r: redis.Redis, comparisons: Sequence[tuple[str, str, Mapping
 
 def shadow_comparisons(r: redis.Redis, tenant: str, name: str) -> list[dict[str, Any]]:
     return [orjson.loads(item) for item in r.lrange(shadow_key(tenant, name), 0, -1)]
+
+
+# Backups: the families of records --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One key of a record: ``key(tenant, id)`` holding a ``hash`` of JSON values, a ``strings`` hash of plain
+    text values, a ``list`` of JSON values or an ``npz`` blob."""
+
+    name: str
+    key: Callable[[str, str], str]
+    kind: str
+
+
+@dataclass(frozen=True)
+class Family:
+    """Records listed per tenant in ``index_key(tenant, name)`` (a sorted set), each stored under the keys of
+    its ``parts``; the first part is the record itself, a hash.
+
+    Ids are global (``scoped`` off: the record holds its ``id`` and ``tenant``, its keys and index member are
+    the id alone) or the tenant's own (``scoped``: a registered name, unique within its tenant only, so its
+    keys name the tenant and its index member is ``tenant/id``)."""
+
+    name: str
+    parts: tuple[Part, ...]
+    scoped: bool = False
+    events: str | None = None
+    """A pub/sub channel told the index member of each record restored, so API processes drop their copy."""
+
+    def member(self, tenant: str, record_id: str) -> str:
+        return f"{tenant}/{record_id}" if self.scoped else record_id
+
+
+def _by_id(key: Callable[[str], str]) -> Callable[[str, str], str]:
+    """A key function of a family with global ids, taking the tenant it does not need."""
+    return lambda _tenant, record_id: key(record_id)
+
+
+FAMILIES = (
+    Family(DATASETS, (Part("record", _by_id(dataset_key), "hash"), Part("arrays", _by_id(arrays_key), "npz"))),
+    Family(JOBS, (Part("record", _by_id(job_key), "hash"), Part("history", _by_id(history_key), "list"))),
+    Family(
+        MODELS,
+        (Part("record", _by_id(model_key), "hash"), Part("weights", _by_id(weights_key), "npz")),
+        events=MODEL_EVENTS,
+    ),
+    Family(
+        REGISTRY,
+        (
+            Part("record", registry_key, "hash"),
+            Part("versions", versions_key, "strings"),
+            Part("aliases", aliases_key, "hash"),
+            Part("events", alias_events_key, "list"),
+            Part("shadow", shadow_key, "list"),
+        ),
+        scoped=True,
+        events=REGISTRY_EVENTS,
+    ),
+)
+"""What ``nnserve backup`` saves of each tenant besides its API keys, and ``restore`` writes back. A new kind
+of record is one more line here, its parts built by the key functions above. Left out on purpose: job
+checkpoints (only a job in flight has one, and a restored job is never in flight), the active-jobs sets,
+idempotency records and rate-limit counters (short-lived), and RQ's own keys."""
+
+
+def tenants(r: redis.Redis) -> set[str]:
+    """Every tenant with a record of some family or a stored API key."""
+    found = {record["tenant"] for record in api_keys(r).values()}
+    for family in FAMILIES:
+        head, _, tail = index_key("*", family.name).partition("*")
+        for key in r.scan_iter(match=index_key("*", family.name), count=1000):
+            found.add(key.decode()[len(head) : -len(tail)])
+    return found
+
+
+def has_records(r: redis.Redis, tenant: str) -> bool:
+    """Whether ``tenant`` has a record of some family."""
+    return bool(r.exists(*(index_key(tenant, family.name) for family in FAMILIES)))
+
+
+def read_record(r: redis.Redis, family: Family, tenant: str, record_id: str) -> dict[str, Any] | None:
+    """Every part of one record, read in one transaction (hashes and lists decoded, blobs as bytes), or None
+    when the record is gone."""
+    with r.pipeline() as pipe:
+        for part in family.parts:
+            if part.kind in ("hash", "strings"):
+                pipe.hgetall(part.key(tenant, record_id))
+            elif part.kind == "list":
+                pipe.lrange(part.key(tenant, record_id), 0, -1)
+            else:
+                pipe.get(part.key(tenant, record_id))
+        replies = pipe.execute(raise_on_error=False)
+    for i, (part, reply) in enumerate(zip(family.parts, replies)):
+        if isinstance(reply, redis.exceptions.ResponseError):
+            if part.kind != "npz" or "WRONGTYPE" not in str(reply):
+                raise reply
+            replies[i] = get_blob(r, part.key(tenant, record_id))  # a blob stored in pieces (``set_blob``)
+    if not replies[0]:
+        return None
+    parts: dict[str, Any] = {}
+    for part, reply in zip(family.parts, replies):
+        if part.kind == "hash":
+            parts[part.name] = _decode(reply) or {}
+        elif part.kind == "strings":
+            parts[part.name] = {_text(k): _text(v) for k, v in reply.items()}
+        elif part.kind == "list":
+            parts[part.name] = [orjson.loads(item) for item in reply]
+        elif reply is not None:
+            parts[part.name] = reply
+    return parts
+
+
+def indexed(r: redis.Redis, tenant: str, family: Family) -> list[tuple[str, float]]:
+    """``(id, score)`` of each of the tenant's records of ``family``, oldest first."""
+    members = cast(list[tuple[Raw, float]], r.zrange(index_key(tenant, family.name), 0, -1, withscores=True))
+    prefix = family.member(tenant, "")  # ``tenant/`` of a scoped family's members, else nothing
+    return [(_text(member).removeprefix(prefix), float(score)) for member, score in members]
+
+
+def record_exists(r: redis.Redis, family: Family, tenant: str, record_id: str) -> bool:
+    return bool(r.exists(family.parts[0].key(tenant, record_id)))
+
+
+def restore_record(
+    r: redis.Redis, family: Family, tenant: str, record_id: str, parts: dict[str, Any], score: float
+) -> None:
+    """Write one record of ``tenant`` (its parts as ``read_record`` gives them) in one transaction, in place of
+    any record with that id: the old one's keys are deleted, it leaves its tenant's index, a job's old status
+    is counted out of JOB_STATS (the new one in), and the family's ``events`` channel is told, so every API
+    process drops what it cached of the record."""
+    record = parts[family.parts[0].name]
+    old = _decode(r.hgetall(family.parts[0].key(tenant, record_id)))
+    with r.pipeline() as pipe:
+        pipe.delete(*(part.key(tenant, record_id) for part in family.parts))
+        if old is not None:
+            old_tenant = tenant if family.scoped else old["tenant"]
+            pipe.zrem(index_key(old_tenant, family.name), family.member(old_tenant, record_id))
+        for part in family.parts:
+            value = parts.get(part.name)
+            key = part.key(tenant, record_id)
+            if part.kind == "hash" and value:
+                pipe.hset(key, mapping=_encode(value))
+            elif part.kind == "strings" and value:
+                pipe.hset(key, mapping=value)
+            elif part.kind == "list" and value:
+                pipe.rpush(key, *(orjson.dumps(item) for item in value))
+            elif part.kind == "npz" and value is not None:
+                set_blob(pipe, key, value)
+        pipe.zadd(index_key(tenant, family.name), {family.member(tenant, record_id): score})
+        if family.name == JOBS:
+            if old is not None:
+                pipe.hincrby(JOB_STATS, orjson.dumps(old["status"]), -1)
+            pipe.hincrby(JOB_STATS, orjson.dumps(record["status"]), 1)
+        if family.events is not None:
+            pipe.publish(family.events, family.member(tenant, record_id))
+        pipe.execute()

@@ -18,7 +18,7 @@
     nnserve sweep --spec FILE [--wait] | ID [--wait] [--cancel]  submit a sweep, or show, follow or cancel one
     nnserve datasets | models | jobs | sweeps [--limit N] [--json]  list them
     nnserve keys create --scope S [--tenant T] | list | revoke ID API keys stored in Redis (no restart needed)
-    nnserve backup -o FILE [--tenant T]                          datasets, jobs, models and keys, to one archive
+    nnserve backup -o FILE [--tenant T]                          datasets, jobs, models, names and keys, to one archive
     nnserve restore FILE [--force]                               and back into Redis
 
 The client verbs reach the API at ``--url`` (default ``$NNSERVE_URL`` or http://127.0.0.1:8000) with

@@ -42,7 +42,7 @@ def add_admin_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
     revoke = actions.add_parser("revoke", help="stop a stored key working, on every API process at once")
     revoke.add_argument("id", help="the key's id (key_…), as `nnserve keys list` shows it")
 
-    save = verbs.add_parser("backup", help="every dataset, job, model and stored key, to one archive")
+    save = verbs.add_parser("backup", help="every dataset, job, model, registered name and stored key, to one archive")
     save.add_argument("-o", "--output", required=True, type=Path, help="the archive to write (.zip)")
     save.add_argument("--tenant", type=_tenant, help="only this tenant's records and keys (default: all)")
     load = verbs.add_parser("restore", help="write a backup's records and keys into Redis")
@@ -174,5 +174,9 @@ def cmd_restore(r: redis.Redis, settings: Settings, args: argparse.Namespace) ->
     return 0
 
 
+COUNTED = {store.REGISTRY: "registered names"}
+"""How a count whose family name is no plural noun reads."""
+
+
 def _counted(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {name}" for name, n in counts.items())
+    return ", ".join(f"{n} {COUNTED.get(name, name)}" for name, n in counts.items())

@@ -98,12 +98,12 @@ def test_a_backup_restored_into_an_empty_redis_serves_the_same_records_and_predi
     archive = tmp_path / "all.zip"
     made = nnserve(redis_server.url, "backup", "-o", str(archive))
     assert made.returncode == 0, made.stderr
-    assert "2 datasets, 4 jobs, 4 models, 3 keys of all tenants" in made.stderr
+    assert "2 datasets, 4 jobs, 4 models, 0 registered names, 3 keys of all tenants" in made.stderr
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
 
     restored = nnserve(fresh.url, "restore", str(archive))
     assert restored.returncode == 0, restored.stderr
-    assert "restored 2 datasets, 4 jobs, 4 models, 3 keys" in restored.stderr
+    assert "restored 2 datasets, 4 jobs, 4 models, 0 registered names, 3 keys" in restored.stderr
 
     before = snapshot(keyed(client.application, populated.admin_key), populated.models)
     after_app = make_app(redis_url=fresh.url)
@@ -174,7 +174,7 @@ def test_a_backup_of_one_tenant_holds_only_its_records_and_keys(populated, redis
     archive = tmp_path / "acme.zip"
     made = nnserve(redis_server.url, "backup", "-o", str(archive), "--tenant", "acme")
     assert made.returncode == 0, made.stderr
-    assert "1 datasets, 0 jobs, 0 models, 1 keys of tenant acme" in made.stderr
+    assert "1 datasets, 0 jobs, 0 models, 0 registered names, 1 keys of tenant acme" in made.stderr
     backup.restore(fresh.redis, archive)
     assert store.tenants(fresh.redis) == {"acme"}
     acme = keyed(make_app(redis_url=fresh.url), populated.acme_key)
@@ -246,3 +246,114 @@ def test_restore_of_what_is_no_archive(fresh, tmp_path):
     assert result.returncode == 1 and "is not a zip archive" in result.stderr
     missing = nnserve(fresh.url, "restore", str(tmp_path / "nowhere.zip"))
     assert missing.returncode == 1 and "nowhere.zip" in missing.stderr
+
+
+NAME = "iris-clf"
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+REFS = (NAME, f"{NAME}@staging", f"{NAME}@2", f"{NAME}@1", f"{NAME}@previous")
+
+
+@pytest.fixture
+def registered(client, run_jobs, redis):
+    """Two versions of ``NAME`` in ``public``, ``current`` moved back to 1 and ``staging`` on 2; and the same name
+    in tenant ``acme`` (a name is unique within its tenant only), with one version."""
+    versions = [train(client, run_jobs, name=NAME)["model_id"] for _ in range(2)]
+    assert client.put(f"/v1/registry/{NAME}/aliases/current", json={"version": 1}).status_code == 200
+    assert client.put(f"/v1/registry/{NAME}/aliases/staging", json={"version": 2}).status_code == 200
+    admin_key, _ = auth.create_key(redis, {"admin"}, tenant=store.PUBLIC)
+    acme_key, _ = auth.create_key(redis, {"admin"}, tenant="acme")
+    acme = keyed(client.application, acme_key)
+    assert train(acme, run_jobs, name=NAME, training={"epochs": 2, "seed": 5})["status"] == "succeeded"
+    return SimpleNamespace(versions=versions, admin_key=admin_key, acme_key=acme_key)
+
+
+def registry_view(client) -> dict:
+    """The name as the API shows it, and the answers through each of its references."""
+    seen = {"name": client.get(f"/v1/registry/{NAME}").json}
+    for ref in REFS:
+        answer = client.post(f"/v1/models/{ref}/predict", json={"inputs": ROWS})
+        seen[ref] = (answer.status_code, answer.json)
+    return seen
+
+
+def test_a_restored_registry_resolves_every_reference_as_before(
+    registered, client, redis, redis_server, make_app, fresh, tmp_path
+):
+    archive = tmp_path / "all.zip"
+    made = nnserve(redis_server.url, "backup", "-o", str(archive))
+    assert made.returncode == 0, made.stderr
+    assert "3 models, 2 registered names, 2 keys" in made.stderr
+    with zipfile.ZipFile(archive) as opened:
+        assert {f"registry/public/{NAME}.json", f"registry/acme/{NAME}.json"} <= set(opened.namelist())
+    restored = nnserve(fresh.url, "restore", str(archive))
+    assert restored.returncode == 0, restored.stderr
+    assert fresh.redis.keys("rq:*") == []
+
+    before = registry_view(keyed(client.application, registered.admin_key))
+    after_app = make_app(redis_url=fresh.url)
+    after = registry_view(keyed(after_app, registered.admin_key))
+    assert after == before
+    assert after["name"]["aliases"] == {"current": 1, "previous": 2, "staging": 2, "latest": 2}
+    assert [after[ref][1]["model_version"] for ref in REFS] == [1, 2, 2, 1, 2]
+    first = keyed(after_app, registered.admin_key).post(
+        f"/v1/models/{registered.versions[0]}/predict", json={"inputs": ROWS}
+    )
+    assert first.json["probabilities"] == after[NAME][1]["probabilities"]  # NAME is version 1's model
+    assert {(e["alias"], e["to"]) for e in after["name"]["events"]} >= {("current", 1), ("staging", 2)}
+    acme = keyed(after_app, registered.acme_key).get(f"/v1/registry/{NAME}").json
+    assert acme["aliases"] == {"current": 1, "latest": 1}
+
+    # The next run under the name takes a fresh version number, in the restored Redis too.
+    assert store.registry_state(fresh.redis, store.PUBLIC, NAME).record["next_version"] == 2
+
+    # Flushed and restored under the running API: the same answers again.
+    redis.flushall()
+    backup.restore(redis, archive)
+    assert registry_view(keyed(client.application, registered.admin_key)) == before
+
+
+def test_a_version_whose_model_is_not_in_the_backup_is_dropped_with_its_aliases(
+    registered, redis, make_app, fresh, tmp_path
+):
+    archive, partial = tmp_path / "all.zip", tmp_path / "partial.zip"
+    backup.backup(redis, archive)
+    # As if version 2 was registered after the backup had read the models (a job finishing meanwhile).
+    second = f'"models/{registered.versions[1]}.json",'.encode()
+    tampered(archive, partial, backup.MANIFEST, lambda data: data.replace(second, b""))
+    backup.restore(fresh.redis, partial)
+    admin = keyed(make_app(redis_url=fresh.url), registered.admin_key)
+    name = admin.get(f"/v1/registry/{NAME}").json
+    assert name["aliases"] == {"current": 1, "latest": 1}  # staging and previous named version 2: gone
+    assert {(e["alias"], e["by"]) for e in name["events"][:2]} == {
+        ("staging", "restore: no model"),
+        ("previous", "restore: no model"),
+    }
+    assert admin.post(f"/v1/models/{NAME}/predict", json={"inputs": ROWS}).json["model_version"] == 1
+    for ref in (f"{NAME}@2", f"{NAME}@staging"):
+        assert admin.post(f"/v1/models/{ref}/predict", json={"inputs": ROWS}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "replace, message",
+    [
+        (lambda data: data.replace(b'"staging": 2', b'"staging": 7'), "alias 'staging' names a version that is not in"),
+        (lambda data: data.replace(b'"staging": 2', b'"staging": {"split": 5}'), "alias 'staging' must be a version"),
+        (lambda data: data.replace(b'"next_version": 2', b'"next_version": 1'), "'next_version' must be a number"),
+        (lambda data: data.replace(b'"1": "mdl_', b'"one": "mdl_'), "'versions' must map version numbers"),
+        (lambda data: data.replace(b'"versions": {', b'"versions": {"3": 3, '), "'versions' must map names to strings"),
+        (lambda data: data.replace(f'"id": "{NAME}"'.encode(), b'"id": "9lives"'), "'id' must start with a letter"),
+    ],
+)
+def test_a_malformed_registry_document_is_refused_whole(registered, redis, fresh, tmp_path, replace, message):
+    archive, bad = tmp_path / "all.zip", tmp_path / "bad.zip"
+    backup.backup(redis, archive)
+    tampered(archive, bad, f"registry/public/{NAME}", replace)
+    with zipfile.ZipFile(bad) as opened:
+        assert opened.read(f"registry/public/{NAME}.json") != zipfile.ZipFile(archive).read(
+            f"registry/public/{NAME}.json"
+        )
+    result = nnserve(fresh.url, "restore", str(bad))
+    assert result.returncode == 1 and message in result.stderr and "nothing was restored" in result.stderr, (
+        result.stderr
+    )
+    assert fresh.redis.dbsize() == 0

@@ -258,9 +258,9 @@ def test_a_blob_over_the_string_limit_is_stored_in_pieces(tmp_path, monkeypatch)
         assert np.array_equal(features, x) and np.array_equal(targets, y)
         # Backups read and write it in pieces too.
         family = store.FAMILIES[0]
-        parts = store.read_record(r, family, "ds_big")
+        parts = store.read_record(r, family, "public", "ds_big")
         r.delete(store.arrays_key("ds_big"))
-        store.restore_record(r, family, "ds_big", parts, 1.0)
+        store.restore_record(r, family, "public", "ds_big", parts, 1.0)
         assert np.array_equal(store.load_dataset(r, "ds_big")[0], x)
         store.delete_dataset(r, meta)
         assert not r.exists(store.arrays_key("ds_big"))
