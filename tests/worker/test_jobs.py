@@ -267,9 +267,10 @@ def test_warm_shutdown_does_not_wait_for_a_long_epoch(make_app, processes, redis
         client,
         dataset="blobs",
         model=WIDE_MODEL,
-        training={"optimizer": "sgd", "epochs": 5, "batch_size": 16, "seed": 0},
+        # Batches of 4: an epoch of several seconds, well past the shutdown timeout on any machine.
+        training={"optimizer": "sgd", "epochs": 5, "batch_size": 4, "seed": 0},
     ).json
-    wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 1, timeout=120, what="the first epoch")
+    wait_until(lambda: job(client, submitted["id"])["progress"]["epoch"] >= 1, timeout=180, what="the first epoch")
     os.killpg(worker.pid, signal.SIGTERM)
     assert worker.wait(30) == 0
     stopped = job(client, submitted["id"])
