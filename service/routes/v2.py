@@ -71,12 +71,15 @@ def server_metadata():
 @bp.get("/v2/models/<model_name>/versions/<version>")
 @doc(responses={200: oip.ModelMetadata}, errors=(404,))
 def model_metadata(model_name: str, version: str | None = None):
-    """Model metadata: the input and output tensors' names, datatypes and shapes."""
-    ref = reference(model_name, version)
-    record = get_model(ref)
-    if ref == model_name:
-        check_version(model_name, version)
-    return respond(oip.model_metadata(record))
+    """Model metadata: the input and output tensors' names, datatypes and shapes; a registered name's
+    metadata is named by it and lists every version it has."""
+    record = _record(model_name, version)
+    metadata = oip.model_metadata(record)
+    name, _ = oip_name(record)
+    if name != record["id"]:
+        versions = store.registry_state(services().redis, tenant(), name).versions
+        metadata = metadata.model_copy(update={"name": name, "versions": [str(v) for v in sorted(versions)]})
+    return respond(metadata)
 
 
 @bp.get("/v2/models/<model_name>/ready")

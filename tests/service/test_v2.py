@@ -364,6 +364,9 @@ def test_registered_versions_are_named_by_their_name_and_number(client, run_jobs
         {"name": "iris-oip", "version": "2", "state": "READY"},
     ]
     assert client.get("/v2/models/iris-oip/versions/1/config").json["name"] == "iris-oip"
+    for path in ("/v2/models/iris-oip", "/v2/models/iris-oip/versions/1"):
+        metadata = client.get(path).json
+        assert metadata["name"] == "iris-oip" and metadata["versions"] == ["1", "2"], path
     infer(client, "iris-oip", {"inputs": [tensor(ROWS)]})
     (current,) = client.get("/v2/models/iris-oip/stats").json["model_stats"]
     assert current["version"] == "2" and current["inference_count"] == len(ROWS)
