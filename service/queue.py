@@ -38,17 +38,7 @@ def enqueue_train(queue: Queue, job_id: str, settings: Settings, pipeline) -> No
     A job whose worker dies is retried ``job_retries`` times (RQ requeues it from the
     failed attempt or from its abandoned-job sweep); ``on_failure`` keeps our record in step.
     """
-    queue.enqueue_call(
-        TRAIN,
-        args=(job_id,),
-        job_id=job_id,
-        timeout=settings.job_timeout,
-        result_ttl=24 * 3600,
-        failure_ttl=7 * 24 * 3600,
-        retry=Retry(max=settings.job_retries) if settings.job_retries else None,
-        on_failure=Callback(ON_FAILURE),
-        pipeline=pipeline,
-    )
+    _enqueue(queue, TRAIN, ON_FAILURE, job_id, settings, pipeline)
 
 
 def make_sweep_queue(connection: redis.Redis) -> Queue:
@@ -58,15 +48,21 @@ def make_sweep_queue(connection: redis.Redis) -> Queue:
 def enqueue_trial(queue: Queue, job_id: str, settings: Settings, pipeline) -> None:
     """As ``enqueue_train``, for a sweep's trial: the trial's function and failure callback, on ``queue``
     (``make_sweep_queue``)."""
+    _enqueue(queue, TRAIN_TRIAL, ON_TRIAL_FAILURE, job_id, settings, pipeline)
+
+
+def _enqueue(queue: Queue, function: str, on_failure: str, job_id: str, settings: Settings, pipeline) -> None:
+    """One training run on ``queue``: ``function(job_id)`` under the job's own id, with the retries and
+    failure callback every job and trial share."""
     queue.enqueue_call(
-        TRAIN_TRIAL,
+        function,
         args=(job_id,),
         job_id=job_id,
         timeout=settings.job_timeout,
         result_ttl=24 * 3600,
         failure_ttl=7 * 24 * 3600,
         retry=Retry(max=settings.job_retries) if settings.job_retries else None,
-        on_failure=Callback(ON_TRIAL_FAILURE),
+        on_failure=Callback(on_failure),
         pipeline=pipeline,
     )
 
